@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef KC_CRIU_H
+#define KC_CRIU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "kc/error.h"
+
+struct kc_criu_opts {
+	const char *criu_path; /* NULL: $KCHECKPOINT_CRIU, else "criu" in PATH */
+	bool tcp_established;
+	bool shell_job;
+	bool file_locks;
+	bool verbose;
+	/* Set by the caller, never by the user: dump leaves the tree
+	 * SIGSTOPped so kcheckpoint can roll back until it decides to kill. */
+	bool leave_stopped;
+};
+
+/* From CRIU's stats-dump / stats-restore images (images/stats.proto). */
+struct kc_criu_stats {
+	bool have_dump;
+	double freezing_s, frozen_s, memdump_s, memwrite_s;
+	uint64_t pages_scanned, pages_skipped_parent, pages_written, pages_lazy;
+	uint64_t irmap_resolve_s_us;
+	bool have_restore;
+	double forking_s, restore_s;
+	uint64_t pages_compared, pages_skipped_cow, pages_restored;
+};
+
+struct kc_criu_ops {
+	/* "4.1.1" */
+	int (*version)(void *h, const struct kc_criu_opts *o, char **version, struct kc_error **err);
+	/* Runs `criu check`; output gets what it printed. */
+	int (*check)(void *h, const struct kc_criu_opts *o, char **output, struct kc_error **err);
+	/* Logs to <dir>/criu-dump.log; on failure the message carries CRIU's
+	 * last error lines. */
+	int (*dump)(void *h, const struct kc_criu_opts *o, pid_t pid, const char *images_dir,
+		    struct kc_error **err);
+	/* Detached restore (the tree is not our child); logs to
+	 * <dir>/criu-restore.log; *root_pid from --pidfile. */
+	int (*restore)(void *h, const struct kc_criu_opts *o, const char *images_dir,
+		       pid_t *root_pid, struct kc_error **err);
+	/*
+	 * Optional; NULL means the default for a plain process tree.  After a
+	 * successful dump (tree left stopped): `finish` ends the dumped tree
+	 * (default: SIGKILL every pid and wait), `resume` lets it run on
+	 * again, for rollback and --leave-running (default: SIGCONT).
+	 * `discard` undoes a restore that must be rolled back (default:
+	 * SIGKILL the restored tree).  The containerd backend uses these to
+	 * kill/resume the task through containerd.
+	 */
+	int (*finish)(void *h, const pid_t *pids, size_t n, struct kc_error **err);
+	int (*resume)(void *h, const pid_t *pids, size_t n, struct kc_error **err);
+	int (*discard)(void *h, pid_t root_pid, struct kc_error **err);
+};
+
+struct kc_criu {
+	const struct kc_criu_ops *ops;
+	void *h;
+};
+
+/* The real backend: runs the criu binary. */
+void kc_criu_init(struct kc_criu *out);
+
+/* Reads whichever of stats-dump / stats-restore exist in dir. */
+int kc_criu_read_stats(const char *images_dir, struct kc_criu_stats *st, struct kc_error **err);
+
+/* Last `max_lines` lines of a CRIU log that carry "Error" (or the last
+ * lines if none do), joined by "; ".  Caller frees; NULL if unreadable. */
+char *kc_criu_log_tail(const char *log_path, int max_lines);
+
+#endif

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef KC_ORCHESTRATOR_H
+#define KC_ORCHESTRATOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "kc/criu.h"
+#include "kc/cuda.h"
+#include "kc/error.h"
+#include "kc/manifest.h"
+#include "kc/nvml.h"
+#include "kc/report.h"
+
+/* Any of cuda / nvml may be NULL: no GPU stage / no GPU details. */
+struct kc_backends {
+	struct kc_cuda *cuda;
+	struct kc_nvml *nvml;
+	struct kc_criu *criu; /* the CPU stage: CRIU itself or containerd */
+};
+
+struct kc_dump_opts {
+	pid_t pid;
+	const char *images_dir;
+	unsigned lock_timeout_ms;
+	bool leave_running;
+	struct kc_criu_opts criu;
+	/* Runs after CRIU wrote the images and the manifest, while the tree
+	 * is still stopped and can be rolled back (archiving goes here). */
+	int (*post_dump)(void *arg, const char *images_dir, struct kc_manifest *m,
+			 struct kc_report *r, struct kc_error **err);
+	void *post_dump_arg;
+};
+
+int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc_manifest *m,
+	    struct kc_report *r, struct kc_error **err);
+
+struct kc_restore_opts {
+	const char *images_dir;
+	const struct kc_gpu_pair *pairs;
+	size_t n_pairs;
+	unsigned pid_wait_ms;
+	struct kc_criu_opts criu; /* criu_path/verbose; flags come from the manifest */
+};
+
+int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,
+	       struct kc_report *r, pid_t *root_pid, struct kc_error **err);
+
+struct kc_proc_state {
+	pid_t pid;
+	char comm[64];
+	enum kc_cuda_state state; /* KC_CUDA_NONE: not a CUDA process */
+	int restore_tid;          /* 0 if unknown */
+};
+
+/* The CUDA state of every process in the tree of pid. */
+int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
+		  struct kc_error **err);
+/* Brings every LOCKED/CHECKPOINTED process of the tree back to RUNNING. */
+int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
+	       struct kc_error **err);
+
+/* Runs fn(pid) for every pid, each in its own thread (the driver's
+ * checkpoint calls are per process and run well in parallel).  ok[i]
+ * tells which succeeded, secs[i] how long each took (both may be NULL);
+ * the first failure in pid order goes to err. */
+typedef int (*kc_pid_fn)(const struct kc_backends *b, pid_t pid, void *arg, struct kc_error **err);
+int kc_parallel(const struct kc_backends *b, const pid_t *pids, size_t n, kc_pid_fn fn, void *arg,
+		bool *ok, double *secs, struct kc_error **err);
+
+#endif

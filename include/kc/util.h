@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef KC_UTIL_H
+#define KC_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "kc/error.h"
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+
+void kc_freep(void *p);
+void kc_closep(int *fd);
+void kc_fclosep(FILE **f);
+void kc_closedirp(void *d); /* DIR ** */
+void kc_strvfreep(char ***v);
+
+#define _cleanup_free_ _cleanup_(kc_freep)
+#define _cleanup_close_ _cleanup_(kc_closep)
+#define _cleanup_fclose_ _cleanup_(kc_fclosep)
+#define _cleanup_closedir_ _cleanup_(kc_closedirp)
+#define _cleanup_strv_ _cleanup_(kc_strvfreep)
+
+/* Hand ownership out of a _cleanup_ variable. */
+#define steal_ptr(p) ({ __typeof__(p) _kc_tmp = (p); (p) = NULL; _kc_tmp; })
+#define steal_fd(fd) ({ int _kc_tmp = (fd); (fd) = -1; _kc_tmp; })
+
+#define KC_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocation failures abort: there is no sane recovery in a CLI. */
+void *kc_xmalloc(size_t n);
+void *kc_xcalloc(size_t n, size_t size);
+void *kc_xrealloc(void *p, size_t n);
+char *kc_xstrdup(const char *s);
+char *kc_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void kc_strv_free(char **v);
+size_t kc_strv_len(char *const *v);
+
+/* CLOCK_MONOTONIC in seconds. */
+double kc_now(void);
+/* CLOCK_REALTIME as "2026-11-22T02:37:20Z". */
+void kc_utc_timestamp(char buf[32]);
+
+int kc_read_file(const char *path, char **out, size_t *len, struct kc_error **err);
+/* Temporary file in the same dir, fsync, rename, fsync dir. */
+int kc_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode,
+			 struct kc_error **err);
+int kc_mkdir_p(const char *path, mode_t mode, struct kc_error **err);
+/* rm -rf; refuses "/" and empty paths. */
+int kc_rm_rf(const char *path, struct kc_error **err);
+/* Sum of st_size of regular files below path. */
+uint64_t kc_dir_size(const char *path);
+
+/* "1.50 GB" style, SI units, for the report. */
+void kc_format_bytes(uint64_t bytes, char *buf, size_t len);
+
+bool kc_pid_alive(pid_t pid); /* exists and is not a zombie */
+bool kc_pid_exists(pid_t pid); /* /proc/<pid> exists, zombies included */
+/* /proc/<pid>/comm without the newline; "?" when unreadable. */
+void kc_pid_comm(pid_t pid, char *buf, size_t len);
+/* Single state letter from /proc/<pid>/stat, 0 if gone. */
+char kc_pid_state(pid_t pid);
+
+/* Parses a decimal pid > 0; -1 otherwise. */
+pid_t kc_parse_pid(const char *s);
+
+#endif

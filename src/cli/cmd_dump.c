@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backends.h"
+#include "cli.h"
+#include "kc/archive.h"
+#include "kc/containerd.h"
+#include "kc/orchestrator.h"
+#include "kc/util.h"
+#include "workdir.h"
+
+struct archive_job {
+	const char *output;
+	struct kc_archive_opts opts;
+};
+
+/* Runs while the dumped tree is still stopped: a failure here rolls back. */
+static int archive_post_dump(void *arg, const char *images_dir, struct kc_manifest *m, struct kc_report *r,
+			     struct kc_error **err)
+{
+	struct archive_job *job = arg;
+	struct kc_archive_stats st = {0};
+	if (kc_archive_write(images_dir, m, job->output, &job->opts, &st, err) < 0)
+		return kc_error_prefix(err, "archive '%s'", job->output);
+	kc_report_add_io(r, "archive", st.seconds, st.bytes_in, st.bytes_out);
+	return 0;
+}
+
+static int check_compression(const char *spec, struct kc_error **err)
+{
+	if (strcmp(spec, "none") == 0 || strcmp(spec, "zstd") == 0)
+		return 0;
+	if (strncmp(spec, "zstd:", 5) == 0) {
+		char *end;
+		long lvl = strtol(spec + 5, &end, 10);
+		if (spec[5] && !*end && lvl >= 1 && lvl <= 19)
+			return 0;
+	}
+	return kc_error_set(err, KC_EXIT_USAGE, 0, "'--compress %s': want zstd, zstd:LEVEL (1-19) or none", spec);
+}
+
+/* Before anything is locked: a dump that cannot be written must not start. */
+static int check_output(const char *path, struct kc_error **err)
+{
+	if (access(path, F_OK) == 0)
+		return kc_error_set(err, KC_EXIT_USAGE, EEXIST, "'%s' already exists: refusing to overwrite it", path);
+	_cleanup_free_ char *dir = kc_xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	if (slash == dir)
+		dir[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	else
+		strcpy(dir, ".");
+	if (access(dir, W_OK) < 0)
+		return kc_error_errno(err, errno == ENOENT ? KC_EXIT_NOENT : KC_EXIT_PERM, errno,
+				      "cannot write the archive into '%s'", dir);
+	return 0;
+}
+
+static char *default_output(pid_t pid, const char *compress, const char *container)
+{
+	char ts[32];
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(ts, sizeof(ts), "%Y%m%dT%H%M%SZ", &tm);
+	const char *ext = compress && strcmp(compress, "none") == 0 ? "tar" : "tar.zst";
+	if (container)
+		return kc_xasprintf("kcheckpoint-%s-%s.%s", container, ts, ext);
+	return kc_xasprintf("kcheckpoint-%d-%s.%s", (int)pid, ts, ext);
+}
+
+static void *dump_json(const struct kc_report *r, const struct kc_manifest *m, const char *images_dir,
+		       const char *output)
+{
+	json_object *o = kc_report_to_json(r);
+	json_object_object_add(o, "root_pid", json_object_new_int(m->root_pid));
+	json_object_object_add(o, output ? "archive" : "images_dir", json_object_new_string(output ? output : images_dir));
+	json_object_object_add(o, "vram_bytes", json_object_new_uint64(m->vram_bytes));
+	json_object *procs = json_object_new_array();
+	for (size_t i = 0; i < m->n_procs; i++) {
+		const struct kc_manifest_proc *p = &m->procs[i];
+		json_object *po = json_object_new_object();
+		json_object_object_add(po, "pid", json_object_new_int(p->pid));
+		json_object_object_add(po, "comm", json_object_new_string(p->comm));
+		json_object_object_add(po, "cuda", json_object_new_boolean(p->cuda));
+		json_object_object_add(po, "vram_bytes", json_object_new_uint64(p->vram_bytes));
+		json_object_array_add(procs, po);
+	}
+	json_object_object_add(o, "processes", procs);
+	return o;
+}
+
+int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
+{
+	const struct kc_command *cmd = kc_cli_find("dump");
+	struct kc_args a;
+	bool done;
+	if (kc_cli_parse(cmd, argc, argv, &a, &done, err) < 0 || done)
+		return done ? 0 : -1;
+	if (kc_cli_want_args(cmd, &a, a.containerd ? 0 : 1, err) < 0)
+		return -1;
+	pid_t pid = 0;
+	if (!a.containerd && (pid = kc_parse_pid(a.pos[0])) < 0)
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "'%s' is not a pid", a.pos[0]);
+	if (a.images_dir && (a.output || a.compress || a.work_dir || a.keep_images))
+		return kc_error_set(err, KC_EXIT_USAGE, 0,
+				    "'--images-dir' writes a plain images dir: it does not go with '--output', "
+				    "'--compress', '--work-dir' or '--keep-images'");
+	if (a.compress && check_compression(a.compress, err) < 0)
+		return -1;
+	if (kc_require_root(err) < 0)
+		return -1;
+
+	struct kc_cli_backends cb;
+	if (kc_cli_open_backends(&a, &cb, err) < 0)
+		return -1;
+	int rc = -1;
+	struct kc_manifest m;
+	kc_manifest_init(&m);
+	struct kc_report r;
+	kc_report_init(&r, "dump");
+	_cleanup_free_ char *output = NULL;
+	struct kc_workdir wd = {0};
+	struct kc_dump_opts o = {.lock_timeout_ms = a.lock_timeout_ms, .leave_running = a.leave_running};
+	kc_cli_criu_opts(&a, &o.criu);
+
+	if (a.containerd) {
+		struct kc_containerd_opts co = {.address = a.address, .ns = a.ns, .container_id = a.containerd,
+						.with_rw_layer = a.rw_layer};
+		if (kc_containerd_open_dump(&co, &cb.criu, &pid, err) < 0)
+			goto out;
+		cb.containerd = true;
+	}
+	o.pid = pid;
+
+	struct archive_job job = {.opts = {.compression = a.compress, .threads = (int)a.threads}};
+	if (a.images_dir) {
+		o.images_dir = a.images_dir;
+	} else {
+		output = a.output ? kc_xstrdup(a.output) : default_output(pid, a.compress, a.containerd);
+		if (check_output(output, err) < 0)
+			goto out;
+		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, err) < 0)
+			goto out;
+		o.images_dir = wd.path;
+		job.output = output;
+		o.post_dump = archive_post_dump;
+		o.post_dump_arg = &job;
+	}
+
+	if (kc_dump(&o, &cb.b, &m, &r, err) < 0)
+		goto out;
+	kc_report_finish(&r);
+	if (!a.quiet) {
+		kc_report_print(&r, stderr);
+		fprintf(stderr, "dumped pid %d (%zu process%s) to '%s'%s\n", (int)m.root_pid, m.n_procs,
+			m.n_procs == 1 ? "" : "es", output ? output : o.images_dir,
+			a.leave_running ? ", left running" : "");
+	}
+	if (a.json)
+		kc_cli_print_json(dump_json(&r, &m, o.images_dir, output));
+	rc = 0;
+out:
+	kc_workdir_finish(&wd, a.quiet);
+	kc_manifest_free(&m);
+	kc_cli_close_backends(&cb);
+	return rc;
+}

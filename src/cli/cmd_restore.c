@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "backends.h"
+#include "cli.h"
+#include "kc/archive.h"
+#include "kc/containerd.h"
+#include "kc/orchestrator.h"
+#include "kc/util.h"
+#include "workdir.h"
+
+int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
+{
+	const struct kc_command *cmd = kc_cli_find("restore");
+	struct kc_args a;
+	bool done;
+	if (kc_cli_parse(cmd, argc, argv, &a, &done, err) < 0 || done)
+		return done ? 0 : -1;
+	if (kc_cli_want_args(cmd, &a, 1, err) < 0)
+		return -1;
+	const char *image = a.pos[0];
+	_cleanup_free_ struct kc_gpu_pair *pairs = NULL;
+	size_t n_pairs = 0;
+	if (a.gpu_map && kc_cli_parse_gpu_map(a.gpu_map, &pairs, &n_pairs, err) < 0)
+		return -1;
+	struct stat st;
+	if (stat(image, &st) < 0)
+		return kc_error_errno(err, KC_EXIT_NOENT, errno, "cannot open image '%s'", image);
+	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is neither an archive nor an images dir", image);
+	if (kc_require_root(err) < 0)
+		return -1;
+
+	struct kc_cli_backends cb;
+	if (kc_cli_open_backends(&a, &cb, err) < 0)
+		return -1;
+	int rc = -1;
+	struct kc_manifest m;
+	kc_manifest_init(&m);
+	struct kc_report r;
+	kc_report_init(&r, "restore");
+	struct kc_workdir wd = {0};
+	struct kc_restore_opts o = {.pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = a.pid_wait_ms};
+	kc_cli_criu_opts(&a, &o.criu);
+
+	if (S_ISREG(st.st_mode)) {
+		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, err) < 0)
+			goto out;
+		struct kc_archive_stats as = {0};
+		if (kc_archive_extract(image, wd.path, &m, &as, err) < 0)
+			goto out;
+		kc_report_add_io(&r, "unpack", as.seconds, as.bytes_in, as.bytes_out);
+		o.images_dir = wd.path;
+	} else {
+		if (a.work_dir || a.keep_images) {
+			kc_error_set(err, KC_EXIT_USAGE, 0, "'--work-dir' and '--keep-images' are for archives; '%s' is a dir",
+				     image);
+			goto out;
+		}
+		if (kc_manifest_read(image, &m, err) < 0)
+			goto out;
+		o.images_dir = image;
+	}
+
+	if (a.containerd) {
+		struct kc_containerd_opts co = {.address = a.address, .ns = a.ns, .container_id = a.containerd};
+		if (kc_containerd_open_restore(&co, &cb.criu, err) < 0)
+			goto out;
+		cb.containerd = true;
+	}
+
+	pid_t root = 0;
+	if (kc_restore(&o, &cb.b, &m, &r, &root, err) < 0)
+		goto out;
+	kc_report_finish(&r);
+	if (!a.quiet) {
+		kc_report_print(&r, stderr);
+		fprintf(stderr, "restored pid %d (%zu process%s)\n", (int)root, m.n_procs, m.n_procs == 1 ? "" : "es");
+	}
+	if (a.json)
+		kc_cli_print_json(kc_report_to_json(&r));
+	else
+		printf("%d\n", (int)root);
+	rc = 0;
+out:
+	kc_workdir_finish(&wd, a.quiet);
+	kc_manifest_free(&m);
+	kc_cli_close_backends(&cb);
+	return rc;
+}

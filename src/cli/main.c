@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "kc/report.h"
+#include "kc/signals.h"
+#include "kc/util.h"
+#include "kc/version.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: kcheckpoint [--version] [--help] <command> [options] [args]\n\ncommands:\n");
+	for (size_t i = 0; i < kc_n_commands; i++)
+		fprintf(f, "  %-9s %s\n", kc_commands[i].name, kc_commands[i].summary);
+	fprintf(f, "\nSee 'kcheckpoint <command> --help' and kcheckpoint(1).\n");
+}
+
+/*
+ * The shell completions ask the binary, so they always match this table:
+ *   kcheckpoint __complete            -> commands
+ *   kcheckpoint __complete CMD        -> "--long[=]\thint" lines
+ */
+static int complete(int argc, char **argv)
+{
+	if (argc < 3) {
+		for (size_t i = 0; i < kc_n_commands; i++)
+			printf("%s\n", kc_commands[i].name);
+		return 0;
+	}
+	const struct kc_command *cmd = kc_cli_find(argv[2]);
+	if (!cmd)
+		return KC_EXIT_USAGE;
+	for (size_t i = 0; i < kc_n_options; i++) {
+		const struct kc_option *o = &kc_options[i];
+		if (!(o->commands & cmd->bit))
+			continue;
+		printf("--%s\t%s\t%s\n", o->name, o->arg ? (o->complete ? o->complete : "arg") : "flag", o->help);
+		if (o->short_name)
+			printf("-%c\t%s\t%s\n", o->short_name, o->arg ? (o->complete ? o->complete : "arg") : "flag",
+			       o->help);
+	}
+	return 0;
+}
+
+void kc_cli_print_json(void *obj)
+{
+	fputs(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE), stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+	json_object_put(obj);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return KC_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+		printf("kcheckpoint %s\n", KC_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "__complete") == 0)
+		return complete(argc, argv);
+	const struct kc_command *cmd = kc_cli_find(argv[1]);
+	if (!cmd) {
+		fprintf(stderr, "kcheckpoint: '%s' is not a command (see 'kcheckpoint --help')\n", argv[1]);
+		return KC_EXIT_USAGE;
+	}
+	kc_signals_install();
+	kc_progress_enabled = isatty(STDERR_FILENO);
+	_cleanup_error_ struct kc_error *err = NULL;
+	if (cmd->run(argc - 1, argv + 1, &err) < 0) {
+		fflush(stdout);
+		fprintf(stderr, "kcheckpoint: %s\n", err ? err->msg : "failed");
+		return err ? err->exit_code : KC_EXIT_FAILURE;
+	}
+	return 0;
+}

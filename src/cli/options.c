@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The single table of commands and options.  getopt_long, --help, the
+ * completion helper (`kcheckpoint __complete`) and the man page test all
+ * read it, so adding an option here is the whole job (plus the man page,
+ * which the test then demands).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "kc/util.h"
+
+#define D CMD_DUMP
+#define R CMD_RESTORE
+
+const struct kc_option kc_options[] = {
+	{"images-dir", 'D', "DIR", D | CMD_CHECK, OPT_IMAGES_DIR, "dir",
+	 "write the CRIU images to DIR (kept, no archive); for check: where free space matters"},
+	{"output", 'o', "FILE", D, OPT_OUTPUT, "file",
+	 "archive to write (default kcheckpoint-<pid>-<UTC time>.tar.zst)"},
+	{"work-dir", 0, "DIR", D | R, OPT_WORK_DIR, "dir",
+	 "private dir for the images while archiving/unpacking (default under $TMPDIR)"},
+	{"keep-images", 0, NULL, D | R, OPT_KEEP_IMAGES, NULL, "do not remove the work dir at the end"},
+	{"compress", 0, "SPEC", D, OPT_COMPRESS, "zstd zstd:1 zstd:3 zstd:9 none",
+	 "archive compression: zstd[:LEVEL] (default) or none"},
+	{"threads", 0, "N", D, OPT_THREADS, NULL, "compression threads (default: all CPUs)"},
+	{"leave-running", 0, NULL, D, OPT_LEAVE_RUNNING, NULL,
+	 "let the process run on after the dump (GPU restored and unlocked)"},
+	{"lock-timeout", 0, "MS", D, OPT_LOCK_TIMEOUT, NULL,
+	 "wait at most MS for the GPU lock (default 10000, 0 waits forever)"},
+	{"tcp-established", 0, NULL, D, OPT_TCP_ESTABLISHED, NULL, "dump established TCP connections"},
+	{"shell-job", 0, NULL, D, OPT_SHELL_JOB, NULL, "the process was started from a shell (has a tty)"},
+	{"file-locks", 0, NULL, D, OPT_FILE_LOCKS, NULL, "dump file locks"},
+	{"criu", 0, "PATH", D | R | CMD_CHECK, OPT_CRIU, "file", "criu binary (default $KCHECKPOINT_CRIU, else criu in PATH)"},
+	{"libcuda", 0, "PATH", D | R | CMD_STATE | CMD_RECOVER | CMD_CHECK, OPT_LIBCUDA, "file",
+	 "CUDA driver library (default $KCHECKPOINT_LIBCUDA, else libcuda.so.1)"},
+	{"gpu-map", 0, "OLD=NEW[,...]", R, OPT_GPU_MAP, NULL, "restore onto other GPUs, by UUID"},
+	{"pid-wait", 0, "MS", R, OPT_PID_WAIT, NULL,
+	 "wait at most MS for the dumped pids to be free (default 10000)"},
+	{"containerd", 0, "ID", D | R, OPT_CONTAINERD, NULL,
+	 "act on containerd container ID instead of a pid (restore: the id to create)"},
+	{"namespace", 0, "NS", D | R, OPT_NAMESPACE, NULL, "containerd namespace (default k8s.io)"},
+	{"address", 0, "SOCKET", D | R, OPT_ADDRESS, "file",
+	 "containerd socket (default /run/containerd/containerd.sock)"},
+	{"with-rw-layer", 0, NULL, D, OPT_RW_LAYER, NULL, "containerd: put the container's rw layer into the image"},
+	{"verify", 0, NULL, CMD_INSPECT, OPT_VERIFY, NULL, "check every member's checksum"},
+	{"json", 0, NULL, CMD_ALL, OPT_JSON, NULL, "print one JSON document on stdout"},
+	{"verbose", 'v', NULL, CMD_ALL, OPT_VERBOSE, NULL, "say more (CRIU logs at level 4)"},
+	{"quiet", 'q', NULL, CMD_ALL, OPT_QUIET, NULL, "no report and no progress on stderr"},
+	{"help", 'h', NULL, CMD_ALL, OPT_HELP, NULL, "show this help"},
+};
+const size_t kc_n_options = KC_ARRAY_SIZE(kc_options);
+
+const struct kc_command kc_commands[] = {
+	{"dump", CMD_DUMP, "<pid>", "checkpoint a process tree (GPU, then CRIU) into an archive or dir", kc_cmd_dump},
+	{"restore", CMD_RESTORE, "<image>", "restore from an archive or images dir (CRIU, then GPU)", kc_cmd_restore},
+	{"state", CMD_STATE, "<pid>", "show the CUDA state of each process of the tree", kc_cmd_state},
+	{"recover", CMD_RECOVER, "<pid>", "bring LOCKED or CHECKPOINTED processes back to RUNNING", kc_cmd_recover},
+	{"check", CMD_CHECK, "", "preflight: root, CRIU, driver, GPUs, huge pages, free space", kc_cmd_check},
+	{"inspect", CMD_INSPECT, "<image>", "show what an archive or images dir holds", kc_cmd_inspect},
+};
+const size_t kc_n_commands = KC_ARRAY_SIZE(kc_commands);
+
+const struct kc_command *kc_cli_find(const char *name)
+{
+	for (size_t i = 0; i < kc_n_commands; i++)
+		if (strcmp(kc_commands[i].name, name) == 0)
+			return &kc_commands[i];
+	return NULL;
+}
+
+void kc_cli_usage(const struct kc_command *cmd, FILE *f)
+{
+	fprintf(f, "usage: kcheckpoint %s [options] %s\n\n%s\n\noptions:\n", cmd->name, cmd->args, cmd->summary);
+	for (size_t i = 0; i < kc_n_options; i++) {
+		const struct kc_option *o = &kc_options[i];
+		if (!(o->commands & cmd->bit))
+			continue;
+		char left[64];
+		if (o->short_name)
+			snprintf(left, sizeof(left), "-%c, --%s%s%s", o->short_name, o->name, o->arg ? " " : "",
+				 o->arg ? o->arg : "");
+		else
+			snprintf(left, sizeof(left), "    --%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+		fprintf(f, "  %-28s %s\n", left, o->help);
+	}
+}
+
+static int parse_uint(const char *opt, const char *s, unsigned long max, unsigned long *out, struct kc_error **err)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *end || errno || s[0] == '-' || v > max)
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "option '--%s' wants a number up to %lu, not '%s'", opt, max, s);
+	*out = v;
+	return 0;
+}
+
+int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_args *a, bool *done,
+		 struct kc_error **err)
+{
+	struct option longopts[KC_ARRAY_SIZE(kc_options) + 1];
+	/* leading ':' so a missing argument is told apart from an unknown option */
+	char shortopts[64] = ":";
+	size_t nl = 0, ns = 1;
+	for (size_t i = 0; i < kc_n_options; i++) {
+		const struct kc_option *o = &kc_options[i];
+		if (!(o->commands & cmd->bit))
+			continue;
+		longopts[nl++] = (struct option){o->name, o->arg ? required_argument : no_argument, NULL, (int)o->id};
+		if (o->short_name) {
+			shortopts[ns++] = (char)o->short_name;
+			if (o->arg)
+				shortopts[ns++] = ':';
+		}
+	}
+	shortopts[ns] = '\0';
+	longopts[nl] = (struct option){0};
+
+	memset(a, 0, sizeof(*a));
+	a->lock_timeout_ms = 10000;
+	a->pid_wait_ms = 10000;
+	*done = false;
+	optind = 1;
+	opterr = 0;
+	for (;;) {
+		int li = -1;
+		int c = getopt_long(argc, argv, shortopts, longopts, &li);
+		if (c == -1)
+			break;
+		/* map short options onto the table ids */
+		for (size_t i = 0; c < OPT_HELP && i < kc_n_options; i++)
+			if (kc_options[i].short_name == c && (kc_options[i].commands & cmd->bit))
+				c = (int)kc_options[i].id;
+		unsigned long v;
+		switch (c) {
+		case OPT_HELP:
+			kc_cli_usage(cmd, stdout);
+			*done = true;
+			return 0;
+		case OPT_VERBOSE: a->verbose = true; break;
+		case OPT_QUIET: a->quiet = true; break;
+		case OPT_JSON: a->json = true; break;
+		case OPT_IMAGES_DIR: a->images_dir = optarg; break;
+		case OPT_OUTPUT: a->output = optarg; break;
+		case OPT_WORK_DIR: a->work_dir = optarg; break;
+		case OPT_KEEP_IMAGES: a->keep_images = true; break;
+		case OPT_COMPRESS: a->compress = optarg; break;
+		case OPT_THREADS:
+			if (parse_uint("threads", optarg, 1024, &v, err) < 0)
+				return -1;
+			a->threads = (long)v;
+			break;
+		case OPT_LEAVE_RUNNING: a->leave_running = true; break;
+		case OPT_LOCK_TIMEOUT:
+			if (parse_uint("lock-timeout", optarg, 3600000, &v, err) < 0)
+				return -1;
+			a->lock_timeout_ms = (unsigned)v;
+			break;
+		case OPT_TCP_ESTABLISHED: a->tcp_established = true; break;
+		case OPT_SHELL_JOB: a->shell_job = true; break;
+		case OPT_FILE_LOCKS: a->file_locks = true; break;
+		case OPT_CRIU: a->criu = optarg; break;
+		case OPT_LIBCUDA: a->libcuda = optarg; break;
+		case OPT_GPU_MAP: a->gpu_map = optarg; break;
+		case OPT_PID_WAIT:
+			if (parse_uint("pid-wait", optarg, 3600000, &v, err) < 0)
+				return -1;
+			a->pid_wait_ms = (unsigned)v;
+			break;
+		case OPT_VERIFY: a->verify = true; break;
+		case OPT_CONTAINERD: a->containerd = optarg; break;
+		case OPT_NAMESPACE: a->ns = optarg; break;
+		case OPT_ADDRESS: a->address = optarg; break;
+		case OPT_RW_LAYER: a->rw_layer = true; break;
+		case ':':
+			return kc_error_set(err, KC_EXIT_USAGE, 0, "option '%s' needs an argument", argv[optind - 1]);
+		default:
+			return kc_error_set(err, KC_EXIT_USAGE, 0, "unknown option '%s' for '%s' (see 'kcheckpoint %s --help')",
+					    argv[optind - 1], cmd->name, cmd->name);
+		}
+	}
+	a->pos = argv + optind;
+	a->n_pos = argc - optind;
+	return 0;
+}
+
+int kc_cli_want_args(const struct kc_command *cmd, const struct kc_args *a, int n, struct kc_error **err)
+{
+	if (a->n_pos < n)
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "'%s' needs %s (see 'kcheckpoint %s --help')", cmd->name,
+				    cmd->args, cmd->name);
+	if (a->n_pos > n)
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "'%s' takes %s%s, not '%s'", cmd->name,
+				    n ? "only " : "no arguments", n ? cmd->args : "", a->pos[n]);
+	return 0;
+}
+
+int kc_cli_parse_gpu_map(const char *s, struct kc_gpu_pair **pairs, size_t *n, struct kc_error **err)
+{
+	_cleanup_free_ char *copy = kc_xstrdup(s);
+	_cleanup_free_ struct kc_gpu_pair *v = NULL;
+	size_t k = 0;
+	char *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		if (!eq)
+			return kc_error_set(err, KC_EXIT_USAGE, 0, "'--gpu-map' entry '%s' is not OLD=NEW", tok);
+		*eq = '\0';
+		v = kc_xrealloc(v, (k + 1) * sizeof(*v));
+		if (kc_uuid_parse(tok, &v[k].old_uuid) < 0)
+			return kc_error_set(err, KC_EXIT_USAGE, 0, "'--gpu-map': '%s' is not a GPU UUID", tok);
+		if (kc_uuid_parse(eq + 1, &v[k].new_uuid) < 0)
+			return kc_error_set(err, KC_EXIT_USAGE, 0, "'--gpu-map': '%s' is not a GPU UUID", eq + 1);
+		k++;
+	}
+	if (!k)
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "'--gpu-map' is empty");
+	*pairs = steal_ptr(v);
+	*n = k;
+	return 0;
+}
+
+int kc_require_root(struct kc_error **err)
+{
+	if (geteuid() != 0)
+		return kc_error_set(err, KC_EXIT_PERM, EPERM, "must run as root (CRIU and the CUDA checkpoint API need it)");
+	return 0;
+}

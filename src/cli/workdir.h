@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef KC_CLI_WORKDIR_H
+#define KC_CLI_WORKDIR_H
+
+#include <stdbool.h>
+
+#include "kc/error.h"
+
+/* A private directory for the CRIU images of an archive, removed at the
+ * end unless kept. */
+struct kc_workdir {
+	char *path;
+	bool keep;
+};
+
+/* parent: --work-dir, else $TMPDIR, else /var/tmp (disk, not tmpfs: images
+ * are as large as the process' memory). */
+int kc_workdir_create(struct kc_workdir *wd, const char *parent, bool keep, struct kc_error **err);
+void kc_workdir_finish(struct kc_workdir *wd, bool quiet);
+
+#endif

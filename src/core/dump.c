@@ -1,0 +1,314 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "gpu_stage.h"
+#include "kc/orchestrator.h"
+#include "kc/proctree.h"
+#include "kc/signals.h"
+#include "kc/undo.h"
+#include "kc/util.h"
+#include "kc/version.h"
+#include "orchestrator_int.h"
+
+int kc_check_interrupted(struct kc_error **err)
+{
+	int sig = kc_signals_pending();
+	if (!sig)
+		return 0;
+	return kc_error_set(err, KC_EXIT_INTERRUPTED, sig, "interrupted by %s", sigabbrev_np(sig) ? sigabbrev_np(sig) : "signal");
+}
+
+int kc_rollback(struct kc_undo *u, struct kc_error **err)
+{
+	struct kc_error *rb = NULL;
+	if (kc_undo_run(u, &rb) == 0)
+		return -1;
+	/* the rollback failure matters more: the process may be left stopped or
+	 * locked, and the user has to act */
+	if (err && *err) {
+		char *msg = kc_xasprintf("%s; %s; run 'kcheckpoint recover'", (*err)->msg, rb->msg);
+		free((*err)->msg);
+		(*err)->msg = msg;
+		(*err)->exit_code = KC_EXIT_ROLLBACK;
+		kc_error_free(rb);
+	} else {
+		kc_error_propagate(err, rb);
+	}
+	return -1;
+}
+
+void kc_fill_host_info(struct kc_manifest *m, const struct kc_backends *b)
+{
+	struct utsname u;
+	char host[256] = "";
+	char created[32];
+	m->tool_version = kc_xstrdup(KC_VERSION);
+	if (uname(&u) == 0)
+		m->kernel = kc_xstrdup(u.release);
+	gethostname(host, sizeof(host) - 1);
+	m->host = kc_xstrdup(host);
+	kc_utc_timestamp(created);
+	m->created = kc_xstrdup(created);
+	if (b->cuda) {
+		int v = 0;
+		if (b->cuda->ops->driver_version(b->cuda->h, &v, NULL) == 0)
+			m->cuda_driver_version = v;
+	}
+	if (b->nvml) {
+		char buf[80];
+		if (b->nvml->ops->driver_version(b->nvml->h, buf, sizeof(buf), NULL) == 0)
+			m->driver_version = kc_xstrdup(buf);
+	}
+}
+
+/* GPUs and VRAM per process, as NVML sees them; best effort. */
+static void fill_gpu_usage(struct kc_manifest *m, const struct kc_backends *b)
+{
+	if (!b->nvml)
+		return;
+	struct kc_gpu_proc *gp = NULL;
+	size_t n = 0;
+	if (b->nvml->ops->list_procs(b->nvml->h, &gp, &n, NULL) < 0)
+		return;
+	for (size_t i = 0; i < m->n_procs; i++) {
+		struct kc_manifest_proc *p = &m->procs[i];
+		size_t ng = 0;
+		for (size_t j = 0; j < n; j++) {
+			if (gp[j].pid != p->pid)
+				continue;
+			p->gpus = kc_xrealloc(p->gpus, (ng + 2) * sizeof(char *));
+			p->gpus[ng++] = kc_xstrdup(gp[j].uuid);
+			p->gpus[ng] = NULL;
+			p->vram_bytes += gp[j].used_bytes;
+		}
+		if (p->cuda)
+			m->vram_bytes += p->vram_bytes;
+	}
+	free(gp);
+}
+
+/* Refuse before anything is locked: nothing to roll back yet. */
+static int check_target(pid_t pid, struct kc_error **err)
+{
+	if (pid == 1)
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "refusing to dump pid 1 (init)");
+	for (pid_t p = getpid(); p > 1; p = kc_proc_ppid(p))
+		if (p == pid)
+			return kc_error_set(err, KC_EXIT_USAGE, 0,
+					    "refusing to dump pid %d: it is kcheckpoint or one of its parents", (int)pid);
+	if (!kc_pid_exists(pid))
+		return kc_error_set(err, KC_EXIT_NOENT, ESRCH, "no process with pid %d", (int)pid);
+	if (!kc_pid_alive(pid))
+		return kc_error_set(err, KC_EXIT_NOENT, ESRCH, "pid %d is a zombie", (int)pid);
+	return 0;
+}
+
+int kc_prepare_images_dir(const char *dir, struct kc_error **err)
+{
+	if (kc_mkdir_p(dir, 0700, err) < 0)
+		return kc_error_prefix(err, "images dir");
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	if (!d)
+		return kc_error_errno(err, errno == EACCES ? KC_EXIT_PERM : KC_EXIT_FAILURE, errno,
+				      "cannot open images dir '%s'", dir);
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			return kc_error_set(err, KC_EXIT_USAGE, ENOTEMPTY,
+					    "images dir '%s' is not empty: refusing to mix images", dir);
+	/* find out now, not after the GPU is locked, that we cannot write */
+	_cleanup_free_ char *probe = kc_xasprintf("%s/.kcheckpoint-probe", dir);
+	int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return kc_error_errno(err, errno == EACCES || errno == EROFS ? KC_EXIT_PERM : KC_EXIT_FAILURE,
+				      errno, "cannot write to images dir '%s'", dir);
+	close(fd);
+	unlink(probe);
+	return 0;
+}
+
+static uint64_t dir_bytes(void *arg)
+{
+	return kc_dir_size(arg);
+}
+
+struct resume_arg {
+	const struct kc_criu *criu;
+	size_t n;
+	pid_t pids[];
+};
+
+static int undo_resume(void *arg, struct kc_error **err)
+{
+	struct resume_arg *a = arg;
+	if (a->criu->ops->resume)
+		return a->criu->ops->resume(a->criu->h, a->pids, a->n, err);
+	kc_proctree_cont(a->pids, a->n);
+	return 0;
+}
+
+int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc_manifest *m,
+	    struct kc_report *r, struct kc_error **err)
+{
+	_cleanup_free_ pid_t *pids = NULL;
+	_cleanup_free_ double *secs = NULL;
+	size_t n = 0;
+	struct kc_undo undo = {0};
+	int rc = -1;
+
+	if (check_target(o->pid, err) < 0 || kc_prepare_images_dir(o->images_dir, err) < 0)
+		return -1;
+	if (kc_proctree(o->pid, &pids, &n, err) < 0)
+		return -1;
+
+	kc_fill_host_info(m, b);
+	m->root_pid = o->pid;
+	m->tcp_established = o->criu.tcp_established;
+	m->shell_job = o->criu.shell_job;
+	m->file_locks = o->criu.file_locks;
+	if (b->criu->ops->version(b->criu->h, &o->criu, &m->criu_version, err) < 0)
+		return -1;
+
+	struct kc_gpu_set *to_lock = kc_gpu_set_new(b, n), *to_ckpt = kc_gpu_set_new(b, n);
+	for (size_t i = 0; i < n; i++) {
+		struct kc_manifest_proc *p = kc_manifest_add_proc(m);
+		p->pid = pids[i];
+		p->ppid = kc_proc_ppid(pids[i]);
+		kc_pid_comm(pids[i], p->comm, sizeof(p->comm));
+		if (!b->cuda)
+			continue;
+		enum kc_cuda_state st;
+		struct kc_error *e = NULL;
+		if (b->cuda->ops->get_state(b->cuda->h, pids[i], &st, &e) < 0) {
+			/* a child that exited since we listed it is no longer ours to dump */
+			if (e->cause == KC_CUDA_ERROR_OPERATING_SYSTEM && i > 0) {
+				kc_error_free(e);
+				continue;
+			}
+			kc_error_propagate(err, e);
+			kc_error_prefix(err, "CUDA state of pid %d", (int)pids[i]);
+			goto out;
+		}
+		if (st == KC_CUDA_NONE)
+			continue;
+		if (st == KC_CUDA_FAILED) {
+			kc_error_set(err, KC_EXIT_GPU, 0, "pid %d ('%s') is in CUDA state 'failed'", (int)pids[i],
+				     p->comm);
+			goto out;
+		}
+		p->cuda = true;
+		p->cuda_state = st;
+		if (st == KC_CUDA_RUNNING)
+			to_lock->pids[to_lock->n++] = pids[i];
+		if (st != KC_CUDA_CHECKPOINTED)
+			to_ckpt->pids[to_ckpt->n++] = pids[i];
+	}
+	fill_gpu_usage(m, b);
+	if (kc_check_interrupted(err) < 0)
+		goto out;
+
+	/* GPU stage: lock all, then checkpoint all */
+	secs = kc_xcalloc(n, sizeof(double));
+	if (to_lock->n || to_ckpt->n) {
+		struct kc_gpu_set *locked = NULL;
+		double t0 = kc_now();
+		int lr = kc_gpu_lock(to_lock, o->lock_timeout_ms, secs, &locked, err);
+		for (size_t i = 0; i < to_lock->n; i++)
+			for (size_t j = 0; j < m->n_procs; j++)
+				if (m->procs[j].pid == to_lock->pids[i])
+					m->procs[j].lock_s = secs[i];
+		kc_report_add(r, "gpu-lock", kc_now() - t0, 0);
+		kc_undo_push(&undo, "gpu unlock", kc_gpu_undo_unlock, locked);
+		if (lr < 0 || kc_check_interrupted(err) < 0) {
+			kc_error_prefix(err, "GPU lock");
+			goto rollback;
+		}
+
+		struct kc_gpu_set *ckpt = NULL;
+		struct kc_progress *pg = kc_progress_start("gpu-checkpoint", NULL, NULL);
+		t0 = kc_now();
+		int cr = kc_gpu_checkpoint(to_ckpt, secs, &ckpt, err);
+		kc_progress_stop(pg);
+		for (size_t i = 0; i < to_ckpt->n; i++)
+			for (size_t j = 0; j < m->n_procs; j++)
+				if (m->procs[j].pid == to_ckpt->pids[i])
+					m->procs[j].checkpoint_s = secs[i];
+		kc_report_add(r, "gpu-checkpoint", kc_now() - t0, m->vram_bytes);
+		kc_undo_push(&undo, "gpu restore", kc_gpu_undo_restore, ckpt);
+		if (cr < 0 || kc_check_interrupted(err) < 0) {
+			kc_error_prefix(err, "GPU checkpoint");
+			goto rollback;
+		}
+	}
+
+	/* CPU stage; the tree stays stopped so we can still roll back */
+	struct kc_criu_opts copts = o->criu;
+	copts.leave_stopped = true;
+	struct kc_progress *pg = kc_progress_start("criu-dump", dir_bytes, (void *)o->images_dir);
+	double t0 = kc_now();
+	int dr = b->criu->ops->dump(b->criu->h, &copts, o->pid, o->images_dir, err);
+	kc_progress_stop(pg);
+	double dump_s = kc_now() - t0;
+	if (dr < 0)
+		goto rollback;
+	struct resume_arg *ra = kc_xcalloc(1, sizeof(*ra) + n * sizeof(pid_t));
+	ra->criu = b->criu;
+	ra->n = n;
+	memcpy(ra->pids, pids, n * sizeof(pid_t));
+	kc_undo_push(&undo, "resume", undo_resume, ra);
+
+	kc_criu_read_stats(o->images_dir, &r->criu, NULL);
+	uint64_t written = r->criu.have_dump ? r->criu.pages_written * (uint64_t)sysconf(_SC_PAGESIZE)
+					     : kc_dir_size(o->images_dir);
+	kc_report_add(r, "criu-dump", dump_s, written);
+	if (kc_check_interrupted(err) < 0)
+		goto rollback;
+
+	memcpy(m->stages, r->stages, r->n_stages * sizeof(r->stages[0]));
+	m->n_stages = r->n_stages;
+	t0 = kc_now();
+	if (kc_manifest_write(m, o->images_dir, err) < 0)
+		goto rollback;
+	kc_report_add(r, "manifest", kc_now() - t0, 0);
+
+	if (o->post_dump && (o->post_dump(o->post_dump_arg, o->images_dir, m, r, err) < 0 ||
+			     kc_check_interrupted(err) < 0))
+		goto rollback;
+
+	t0 = kc_now();
+	if (o->leave_running) {
+		if (kc_undo_run(&undo, err) < 0) {
+			kc_error_prefix(err, "resume after dump");
+			goto out;
+		}
+		kc_report_add(r, "resume", kc_now() - t0, 0);
+	} else {
+		kc_undo_discard(&undo);
+		int fr = b->criu->ops->finish ? b->criu->ops->finish(b->criu->h, pids, n, err)
+					      : kc_proctree_kill(pids, n, 10000, err);
+		if (fr < 0) {
+			kc_error_prefix(err, "end the dumped process");
+			goto out;
+		}
+		kc_report_add(r, "kill", kc_now() - t0, 0);
+	}
+	rc = 0;
+	goto out;
+
+rollback:
+	kc_rollback(&undo, err);
+out:
+	kc_undo_free(&undo);
+	free(to_lock);
+	free(to_ckpt);
+	return rc;
+}

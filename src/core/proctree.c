@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kc/proctree.h"
+#include "kc/util.h"
+
+pid_t kc_proc_ppid(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	char *rp = strrchr(buf, ')');
+	int ppid;
+	char state;
+	if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2)
+		return -1;
+	return ppid;
+}
+
+struct pidvec {
+	pid_t *v;
+	size_t n, cap;
+};
+
+static void pv_push(struct pidvec *pv, pid_t p)
+{
+	for (size_t i = 0; i < pv->n; i++)
+		if (pv->v[i] == p)
+			return;
+	if (pv->n == pv->cap) {
+		pv->cap = pv->cap ? pv->cap * 2 : 16;
+		pv->v = kc_xrealloc(pv->v, pv->cap * sizeof(pid_t));
+	}
+	pv->v[pv->n++] = p;
+}
+
+/* Children of every thread, since a child's parent is the thread that
+ * forked it, not necessarily the main thread. */
+static void add_children(struct pidvec *pv, pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	_cleanup_closedir_ DIR *d = opendir(path);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		_cleanup_free_ char *cpath = kc_xasprintf("/proc/%d/task/%s/children", (int)pid, de->d_name);
+		_cleanup_free_ char *buf = NULL;
+		if (kc_read_file(cpath, &buf, NULL, NULL) < 0)
+			continue;
+		char *save = NULL;
+		for (char *tok = strtok_r(buf, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+			pid_t c = kc_parse_pid(tok);
+			if (c > 0)
+				pv_push(pv, c);
+		}
+	}
+}
+
+int kc_proctree(pid_t pid, pid_t **pids, size_t *n, struct kc_error **err)
+{
+	if (!kc_pid_exists(pid))
+		return kc_error_set(err, KC_EXIT_NOENT, ESRCH, "no process with pid %d", (int)pid);
+	struct pidvec pv = {0};
+	pv_push(&pv, pid);
+	/* breadth first: parents come before their children */
+	for (size_t i = 0; i < pv.n; i++)
+		add_children(&pv, pv.v[i]);
+	*pids = pv.v;
+	*n = pv.n;
+	return 0;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+int kc_proctree_kill(const pid_t *pids, size_t n, unsigned timeout_ms, struct kc_error **err)
+{
+	for (size_t i = 0; i < n; i++)
+		kill(pids[i], SIGKILL);
+	double deadline = kc_now() + timeout_ms / 1000.0;
+	for (;;) {
+		size_t alive = 0;
+		pid_t last = 0;
+		for (size_t i = 0; i < n; i++)
+			if (kc_pid_alive(pids[i])) {
+				alive++;
+				last = pids[i];
+			}
+		if (!alive)
+			return 0;
+		if (kc_now() > deadline)
+			return kc_error_set(err, KC_EXIT_FAILURE, 0, "pid %d still runs %u ms after SIGKILL",
+					    (int)last, timeout_ms);
+		sleep_ms(5);
+	}
+}
+
+void kc_proctree_cont(const pid_t *pids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		kill(pids[i], SIGCONT);
+}

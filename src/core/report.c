@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kc/report.h"
+#include "kc/util.h"
+
+bool kc_progress_enabled;
+
+void kc_report_init(struct kc_report *r, const char *command)
+{
+	memset(r, 0, sizeof(*r));
+	r->command = command;
+	r->started = kc_now();
+}
+
+void kc_report_add(struct kc_report *r, const char *name, double seconds, uint64_t bytes)
+{
+	if (r->n_stages == KC_REPORT_MAX_STAGES)
+		return;
+	struct kc_stage *s = &r->stages[r->n_stages++];
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	s->seconds = seconds;
+	s->bytes = bytes;
+}
+
+void kc_report_add_io(struct kc_report *r, const char *name, double seconds, uint64_t bytes_in,
+		      uint64_t bytes_out)
+{
+	kc_report_add(r, name, seconds, bytes_in);
+	if (r->n_stages)
+		r->stages[r->n_stages - 1].bytes_out = bytes_out;
+}
+
+double kc_report_seconds(const struct kc_report *r, const char *name)
+{
+	for (size_t i = 0; i < r->n_stages; i++)
+		if (strcmp(r->stages[i].name, name) == 0)
+			return r->stages[i].seconds;
+	return -1;
+}
+
+void kc_report_finish(struct kc_report *r)
+{
+	r->total_s = kc_now() - r->started;
+}
+
+static void print_row(FILE *f, const struct kc_stage *s)
+{
+	char b[32] = "-", rate[32] = "-", out[32] = "";
+	if (s->bytes) {
+		kc_format_bytes(s->bytes, b, sizeof(b));
+		if (s->seconds > 0)
+			snprintf(rate, sizeof(rate), "%.2f", (double)s->bytes / s->seconds / 1e9);
+	}
+	if (s->bytes_out)
+		kc_format_bytes(s->bytes_out, out, sizeof(out));
+	fprintf(f, "  %-16s %9.3f %12s %8s %12s\n", s->name, s->seconds, b, rate, out);
+}
+
+void kc_report_print(const struct kc_report *r, FILE *f)
+{
+	fprintf(f, "  %-16s %9s %12s %8s %12s\n", "stage", "seconds", "bytes", "GB/s", "out");
+	double sum = 0;
+	for (size_t i = 0; i < r->n_stages; i++) {
+		print_row(f, &r->stages[i]);
+		sum += r->stages[i].seconds;
+	}
+	/* the total is wall time: it also counts what no stage covers */
+	fprintf(f, "  %-16s %9.3f\n", "total", r->total_s > 0 ? r->total_s : sum);
+	const struct kc_criu_stats *c = &r->criu;
+	if (c->have_dump)
+		fprintf(f, "  criu: freezing %.3f s, frozen %.3f s, memdump %.3f s, memwrite %.3f s, "
+			   "pages scanned %llu, written %llu\n",
+			c->freezing_s, c->frozen_s, c->memdump_s, c->memwrite_s,
+			(unsigned long long)c->pages_scanned, (unsigned long long)c->pages_written);
+	if (c->have_restore)
+		fprintf(f, "  criu: forking %.3f s, restore %.3f s, pages restored %llu\n", c->forking_s,
+			c->restore_s, (unsigned long long)c->pages_restored);
+}
+
+struct kc_progress {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;
+	char stage[32];
+	double started;
+	uint64_t (*bytes_fn)(void *arg);
+	void *arg;
+};
+
+static void *progress_main(void *p_)
+{
+	struct kc_progress *p = p_;
+	pthread_mutex_lock(&p->lock);
+	while (!p->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+		if (p->stop)
+			break;
+		double el = kc_now() - p->started;
+		/* stay quiet for short stages: no flicker */
+		if (el < 1.0)
+			continue;
+		char b[32] = "";
+		if (p->bytes_fn) {
+			uint64_t bytes = p->bytes_fn(p->arg);
+			kc_format_bytes(bytes, b, sizeof(b));
+		}
+		fprintf(stderr, "\r\033[K%s  %.1f s  %s", p->stage, el, b);
+		fflush(stderr);
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (kc_now() - p->started >= 1.0) {
+		fprintf(stderr, "\r\033[K");
+		fflush(stderr);
+	}
+	return NULL;
+}
+
+struct kc_progress *kc_progress_start(const char *stage, uint64_t (*bytes_fn)(void *arg), void *arg)
+{
+	if (!kc_progress_enabled)
+		return NULL;
+	struct kc_progress *p = kc_xcalloc(1, sizeof(*p));
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	snprintf(p->stage, sizeof(p->stage), "%s", stage);
+	p->started = kc_now();
+	p->bytes_fn = bytes_fn;
+	p->arg = arg;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	int r = pthread_create(&p->thread, NULL, progress_main, p);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void kc_progress_stop(struct kc_progress *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	pthread_join(p->thread, NULL);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->cond);
+	free(p);
+}
+
+#include <json-c/json.h>
+
+void *kc_report_to_json(const struct kc_report *r)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "command", json_object_new_string(r->command ? r->command : ""));
+	json_object *stages = json_object_new_array();
+	for (size_t i = 0; i < r->n_stages; i++) {
+		const struct kc_stage *s = &r->stages[i];
+		json_object *so = json_object_new_object();
+		json_object_object_add(so, "stage", json_object_new_string(s->name));
+		json_object_object_add(so, "seconds", json_object_new_double(s->seconds));
+		json_object_object_add(so, "bytes", json_object_new_uint64(s->bytes));
+		if (s->bytes_out)
+			json_object_object_add(so, "bytes_out", json_object_new_uint64(s->bytes_out));
+		json_object_object_add(so, "gb_per_s", s->bytes && s->seconds > 0
+							       ? json_object_new_double((double)s->bytes / s->seconds / 1e9)
+							       : json_object_new_null());
+		json_object_array_add(stages, so);
+	}
+	json_object_object_add(o, "stages", stages);
+	json_object_object_add(o, "total_seconds", json_object_new_double(r->total_s));
+	if (r->root_pid)
+		json_object_object_add(o, "root_pid", json_object_new_int(r->root_pid));
+	const struct kc_criu_stats *c = &r->criu;
+	if (c->have_dump || c->have_restore) {
+		json_object *co = json_object_new_object();
+		if (c->have_dump) {
+			json_object_object_add(co, "freezing_seconds", json_object_new_double(c->freezing_s));
+			json_object_object_add(co, "frozen_seconds", json_object_new_double(c->frozen_s));
+			json_object_object_add(co, "memdump_seconds", json_object_new_double(c->memdump_s));
+			json_object_object_add(co, "memwrite_seconds", json_object_new_double(c->memwrite_s));
+			json_object_object_add(co, "pages_scanned", json_object_new_uint64(c->pages_scanned));
+			json_object_object_add(co, "pages_written", json_object_new_uint64(c->pages_written));
+		}
+		if (c->have_restore) {
+			json_object_object_add(co, "forking_seconds", json_object_new_double(c->forking_s));
+			json_object_object_add(co, "restore_seconds", json_object_new_double(c->restore_s));
+			json_object_object_add(co, "pages_restored", json_object_new_uint64(c->pages_restored));
+		}
+		json_object_object_add(o, "criu", co);
+	}
+	return o;
+}

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gpu_stage.h"
+#include "kc/orchestrator.h"
+#include "kc/proctree.h"
+#include "kc/undo.h"
+#include "kc/util.h"
+#include "orchestrator_int.h"
+
+/*
+ * After a dump the old pids can stay taken for a while (a zombie whose
+ * parent has not reaped it yet); CRIU needs them free, so wait, bounded.
+ */
+static int wait_pids_free(const struct kc_manifest *m, unsigned wait_ms, double *waited,
+			  struct kc_error **err)
+{
+	double t0 = kc_now(), deadline = t0 + wait_ms / 1000.0;
+	for (;;) {
+		pid_t busy = 0;
+		for (size_t i = 0; i < m->n_procs && !busy; i++)
+			if (kc_pid_exists(m->procs[i].pid))
+				busy = m->procs[i].pid;
+		*waited = kc_now() - t0;
+		if (!busy)
+			return 0;
+		if (kc_check_interrupted(err) < 0)
+			return -1;
+		if (kc_now() >= deadline) {
+			char comm[64];
+			kc_pid_comm(busy, comm, sizeof(comm));
+			char st = kc_pid_state(busy);
+			return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
+					    "pid %d is still taken by '%s' (state %c) after %u ms: restore needs the "
+					    "dumped pids free (see --pid-wait)",
+					    (int)busy, comm, st ? st : '?', wait_ms);
+		}
+		struct timespec ts = {0, 10 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+struct discard_arg {
+	const struct kc_criu *criu;
+	pid_t root;
+};
+
+static int undo_discard(void *arg, struct kc_error **err)
+{
+	struct discard_arg *a = arg;
+	if (a->criu->ops->discard)
+		return a->criu->ops->discard(a->criu->h, a->root, err);
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t n;
+	if (kc_proctree(a->root, &pids, &n, NULL) < 0)
+		return 0; /* already gone */
+	return kc_proctree_kill(pids, n, 10000, err);
+}
+
+static uint64_t pages_bytes(const struct kc_report *r, const char *dir)
+{
+	if (r->criu.have_restore && r->criu.pages_restored)
+		return r->criu.pages_restored * (uint64_t)sysconf(_SC_PAGESIZE);
+	return kc_dir_size(dir);
+}
+
+int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,
+	       struct kc_report *r, pid_t *root_pid, struct kc_error **err)
+{
+	struct kc_undo undo = {0};
+	int rc = -1;
+	struct kc_gpu_set *to_restore = NULL, *to_unlock = NULL;
+
+	if (m->n_procs == 0 && kc_manifest_read(o->images_dir, m, err) < 0)
+		return -1;
+
+	to_restore = kc_gpu_set_new(b, m->n_procs);
+	to_unlock = kc_gpu_set_new(b, m->n_procs);
+	for (size_t i = 0; i < m->n_procs; i++) {
+		const struct kc_manifest_proc *p = &m->procs[i];
+		if (!p->cuda)
+			continue;
+		/* bring each process back to the state it had before the dump */
+		if (p->cuda_state == KC_CUDA_RUNNING || p->cuda_state == KC_CUDA_LOCKED)
+			to_restore->pids[to_restore->n++] = p->pid;
+		if (p->cuda_state == KC_CUDA_RUNNING)
+			to_unlock->pids[to_unlock->n++] = p->pid;
+	}
+	if (to_restore->n && !b->cuda) {
+		kc_error_set(err, KC_EXIT_GPU, 0, "the image holds %zu CUDA process(es) but no CUDA driver is loaded",
+			     to_restore->n);
+		goto out;
+	}
+
+	double waited = 0;
+	if (wait_pids_free(m, o->pid_wait_ms, &waited, err) < 0)
+		goto out;
+	if (waited >= 0.001)
+		kc_report_add(r, "pid-wait", waited, 0);
+
+	struct kc_criu_opts copts = o->criu;
+	copts.tcp_established = m->tcp_established;
+	copts.shell_job = m->shell_job;
+	copts.file_locks = m->file_locks;
+	copts.leave_stopped = false;
+	pid_t root = 0;
+	struct kc_progress *pg = kc_progress_start("criu-restore", NULL, NULL);
+	double t0 = kc_now();
+	int cr = b->criu->ops->restore(b->criu->h, &copts, o->images_dir, &root, err);
+	kc_progress_stop(pg);
+	double restore_s = kc_now() - t0;
+	if (cr < 0)
+		goto out;
+	struct discard_arg *da = kc_xcalloc(1, sizeof(*da));
+	da->criu = b->criu;
+	da->root = root;
+	kc_undo_push(&undo, "restored process", undo_discard, da);
+	kc_criu_read_stats(o->images_dir, &r->criu, NULL);
+	r->criu.have_dump = false; /* the dump's figures are the manifest's business */
+	kc_report_add(r, "criu-restore", restore_s, pages_bytes(r, o->images_dir));
+	if (kc_check_interrupted(err) < 0)
+		goto rollback;
+
+	if (to_restore->n) {
+		struct kc_progress *gp = kc_progress_start("gpu-restore", NULL, NULL);
+		t0 = kc_now();
+		int gr = kc_gpu_restore(to_restore, o->pairs, o->n_pairs, NULL, NULL, err);
+		kc_progress_stop(gp);
+		kc_report_add(r, "gpu-restore", kc_now() - t0, m->vram_bytes);
+		if (gr < 0 || kc_check_interrupted(err) < 0) {
+			kc_error_prefix(err, "GPU restore");
+			goto rollback;
+		}
+		t0 = kc_now();
+		if (kc_gpu_unlock(to_unlock, NULL, NULL, err) < 0) {
+			kc_error_prefix(err, "GPU unlock");
+			goto rollback;
+		}
+		kc_report_add(r, "gpu-unlock", kc_now() - t0, 0);
+	}
+	kc_undo_discard(&undo);
+	*root_pid = root;
+	r->root_pid = root;
+	rc = 0;
+	goto out;
+
+rollback:
+	kc_rollback(&undo, err);
+out:
+	kc_undo_free(&undo);
+	free(to_restore);
+	free(to_unlock);
+	return rc;
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_stage.h"
+#include "kc/orchestrator.h"
+#include "kc/proctree.h"
+#include "kc/util.h"
+
+int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
+		  struct kc_error **err)
+{
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t np;
+	if (kc_proctree(pid, &pids, &np, err) < 0)
+		return -1;
+	_cleanup_free_ struct kc_proc_state *v = kc_xcalloc(np, sizeof(*v));
+	size_t k = 0;
+	for (size_t i = 0; i < np; i++) {
+		struct kc_proc_state *s = &v[k];
+		s->pid = pids[i];
+		kc_pid_comm(pids[i], s->comm, sizeof(s->comm));
+		s->state = KC_CUDA_NONE;
+		if (b->cuda) {
+			struct kc_error *e = NULL;
+			if (b->cuda->ops->get_state(b->cuda->h, pids[i], &s->state, &e) < 0) {
+				if (e->cause == KC_CUDA_ERROR_OPERATING_SYSTEM && i > 0) {
+					kc_error_free(e); /* exited meanwhile */
+					continue;
+				}
+				kc_error_propagate(err, e);
+				return kc_error_prefix(err, "CUDA state of pid %d", (int)pids[i]);
+			}
+			if (s->state != KC_CUDA_NONE)
+				b->cuda->ops->get_restore_tid(b->cuda->h, pids[i], &s->restore_tid, NULL);
+		}
+		k++;
+	}
+	*out = steal_ptr(v);
+	*n = k;
+	return 0;
+}
+
+int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
+	       struct kc_error **err)
+{
+	if (!b->cuda)
+		return kc_error_set(err, KC_EXIT_GPU, 0, "no CUDA driver loaded: nothing can be recovered");
+	_cleanup_free_ struct kc_proc_state *st = NULL;
+	size_t ns;
+	if (kc_tree_state(pid, b, &st, &ns, err) < 0)
+		return -1;
+	_cleanup_free_ struct kc_gpu_set *ckpt = kc_gpu_set_new(b, ns);
+	_cleanup_free_ struct kc_gpu_set *locked = kc_gpu_set_new(b, ns);
+	for (size_t i = 0; i < ns; i++) {
+		if (st[i].state == KC_CUDA_CHECKPOINTED)
+			ckpt->pids[ckpt->n++] = st[i].pid;
+		if (st[i].state == KC_CUDA_CHECKPOINTED || st[i].state == KC_CUDA_LOCKED)
+			locked->pids[locked->n++] = st[i].pid;
+	}
+	/* a stopped process cannot serve the driver's restore thread */
+	for (size_t i = 0; i < locked->n; i++)
+		if (kc_pid_state(locked->pids[i]) == 'T')
+			kc_proctree_cont(&locked->pids[i], 1);
+	if (kc_gpu_restore(ckpt, NULL, 0, NULL, NULL, err) < 0)
+		return kc_error_prefix(err, "GPU restore");
+	if (kc_gpu_unlock(locked, NULL, NULL, err) < 0)
+		return kc_error_prefix(err, "GPU unlock");
+	return kc_tree_state(pid, b, out, n, err);
+}

@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kc/util.h"
+
+void kc_freep(void *p)
+{
+	free(*(void **)p);
+}
+
+void kc_closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+
+void kc_fclosep(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+
+void kc_closedirp(void *d)
+{
+	DIR **dp = d;
+	if (*dp)
+		closedir(*dp);
+}
+
+void kc_strvfreep(char ***v)
+{
+	kc_strv_free(*v);
+}
+
+void *kc_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		abort();
+	return p;
+}
+
+void *kc_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		abort();
+	return p;
+}
+
+void *kc_xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (!p)
+		abort();
+	return p;
+}
+
+char *kc_xstrdup(const char *s)
+{
+	char *p = strdup(s ? s : "");
+	if (!p)
+		abort();
+	return p;
+}
+
+char *kc_xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+	va_start(ap, fmt);
+	int r = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		abort();
+	return s;
+}
+
+void kc_strv_free(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+size_t kc_strv_len(char *const *v)
+{
+	size_t n = 0;
+	while (v && v[n])
+		n++;
+	return n;
+}
+
+double kc_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void kc_utc_timestamp(char buf[32])
+{
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int kc_read_file(const char *path, char **out, size_t *len, struct kc_error **err)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kc_error_errno(err, errno == ENOENT ? KC_EXIT_NOENT : errno == EACCES ? KC_EXIT_PERM : KC_EXIT_FAILURE,
+				      errno, "cannot open '%s'", path);
+	size_t cap = 4096, n = 0;
+	_cleanup_free_ char *buf = kc_xmalloc(cap + 1);
+	for (;;) {
+		if (n == cap) {
+			cap *= 2;
+			buf = kc_xrealloc(buf, cap + 1);
+		}
+		ssize_t r = read(fd, buf + n, cap - n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot read '%s'", path);
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	*out = steal_ptr(buf);
+	return 0;
+}
+
+static int fsync_dir_of(const char *path)
+{
+	_cleanup_free_ char *copy = kc_xstrdup(path);
+	_cleanup_close_ int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	return fsync(dfd);
+}
+
+int kc_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode,
+			 struct kc_error **err)
+{
+	_cleanup_free_ char *tmp = kc_xasprintf("%s.tmp.%d", path, (int)getpid());
+	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return kc_error_errno(err, errno == EACCES || errno == EROFS ? KC_EXIT_PERM : KC_EXIT_FAILURE,
+				      errno, "cannot create '%s'", tmp);
+	const char *p = buf;
+	size_t left = len;
+	while (left) {
+		ssize_t w = write(fd, p, left);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = errno;
+			unlink(tmp);
+			return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot write '%s'", tmp);
+		}
+		p += w;
+		left -= (size_t)w;
+	}
+	if (fsync(fd) < 0 || close(steal_fd(fd)) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot write '%s'", tmp);
+	}
+	if (rename(tmp, path) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot rename '%s' to '%s'", tmp, path);
+	}
+	fsync_dir_of(path);
+	return 0;
+}
+
+int kc_mkdir_p(const char *path, mode_t mode, struct kc_error **err)
+{
+	_cleanup_free_ char *p = kc_xstrdup(path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, mode) < 0 && errno != EEXIST)
+			return kc_error_errno(err, errno == EACCES || errno == EROFS ? KC_EXIT_PERM : KC_EXIT_FAILURE,
+					      errno, "cannot create directory '%s'", p);
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		return kc_error_errno(err, errno == EACCES || errno == EROFS ? KC_EXIT_PERM : KC_EXIT_FAILURE,
+				      errno, "cannot create directory '%s'", p);
+	struct stat st;
+	if (stat(p, &st) < 0 || !S_ISDIR(st.st_mode))
+		return kc_error_set(err, KC_EXIT_FAILURE, ENOTDIR, "'%s' is not a directory", p);
+	return 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	int r = flag == FTW_DP ? rmdir(path) : unlink(path);
+	return r < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int kc_rm_rf(const char *path, struct kc_error **err)
+{
+	if (!path || !*path || strcmp(path, "/") == 0)
+		return kc_error_set(err, KC_EXIT_FAILURE, EINVAL, "refusing to remove '%s'", path ? path : "");
+	if (nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot remove '%s'", path);
+	return 0;
+}
+
+static uint64_t dir_size_total;
+static int size_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)path;
+	(void)ftw;
+	if (flag == FTW_F && S_ISREG(st->st_mode))
+		dir_size_total += (uint64_t)st->st_size;
+	return 0;
+}
+
+uint64_t kc_dir_size(const char *path)
+{
+	/* nftw has no user pointer, hence the file-level total; only the
+	 * progress thread and the report call this, never at once */
+	dir_size_total = 0;
+	nftw(path, size_one, 16, FTW_PHYS);
+	return dir_size_total;
+}
+
+void kc_format_bytes(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const units[] = {"B", "kB", "MB", "GB", "TB"};
+	double v = (double)bytes;
+	size_t u = 0;
+	while (v >= 1000.0 && u + 1 < KC_ARRAY_SIZE(units)) {
+		v /= 1000.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
+	else
+		snprintf(buf, len, "%.2f %s", v, units[u]);
+}
+
+char kc_pid_state(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* comm may hold spaces and parentheses: the state follows the last ')' */
+	char *rp = strrchr(buf, ')');
+	if (!rp || rp[1] != ' ')
+		return 0;
+	return rp[2];
+}
+
+bool kc_pid_exists(pid_t pid)
+{
+	return kc_pid_state(pid) != 0;
+}
+
+bool kc_pid_alive(pid_t pid)
+{
+	char s = kc_pid_state(pid);
+	return s != 0 && s != 'Z' && s != 'X';
+}
+
+void kc_pid_comm(pid_t pid, char *buf, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, len - 1) : -1;
+	if (n <= 0) {
+		snprintf(buf, len, "?");
+		return;
+	}
+	buf[n] = '\0';
+	char *nl = strchr(buf, '\n');
+	if (nl)
+		*nl = '\0';
+}
+
+pid_t kc_parse_pid(const char *s)
+{
+	if (!s || !*s)
+		return -1;
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || *end || v <= 0 || v > 4194304 || s[0] == '+' || s[0] == ' ')
+		return -1;
+	return (pid_t)v;
+}
