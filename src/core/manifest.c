@@ -374,8 +374,9 @@ int kc_manifest_parse(const char *json, size_t len, struct kc_manifest *m, struc
 	if (!root || jerr != json_tokener_success) {
 		if (root)
 			json_object_put(root);
-		return kc_error_set(err, KC_EXIT_IMAGE, 0, "manifest is not valid JSON: %s",
-				    json_tokener_error_desc(jerr == json_tokener_success ? json_tokener_continue : jerr));
+		kc_error_set(err, KC_EXIT_IMAGE, 0, "not valid JSON: %s",
+			     json_tokener_error_desc(jerr == json_tokener_success ? json_tokener_continue : jerr));
+		return kc_error_prefix(err, "malformed manifest");
 	}
 	while (consumed < len && strchr(" \t\r\n", json[consumed]))
 		consumed++;

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef KC_CONTAINERD_INT_H
+#define KC_CONTAINERD_INT_H
+
+/* Shared by containerd.c and containerd_json.c (containerd.json). */
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "kc/criu.h"
+#include "kc/error.h"
+
+#include "kc_containers.pb-c.h"
+#include "kc_types.pb-c.h"
+
+#define KC_CTRD_JSON_FORMAT 1
+
+extern const struct kc_criu_ops kc_containerd_ops;
+
+struct kc_ctrd_proc {
+	pid_t pid;    /* host pid */
+	pid_t ns_pid; /* in the container's pid namespace; -1 if unknown */
+};
+
+/* What dump knows, borrowed, to be written as containerd.json. */
+struct kc_ctrd_dumpinfo {
+	const char *ns;
+	const char *containerd_version;
+	const char *snapshot_parent; /* NULL/"" when the rootfs is no snapshot */
+	const Kc__Containers__Container *container;
+	const Kc__Types__Process *task;
+	const struct kc_ctrd_proc *procs;
+	size_t n_procs;
+};
+
+/* containerd.json read back; everything owned. */
+struct kc_ctrd_saved {
+	int format;
+	char *id, *ns;
+	char *image;
+	char *snapshotter, *snapshot_key, *snapshot_parent;
+	char *runtime_name;
+	Kc__Types__Any *runtime_options; /* NULL when none */
+	char *spec_type_url;
+	char *spec; /* the runtime spec's JSON text */
+	char *sandbox;
+	Kc__Containers__Container__LabelsEntry **labels;
+	size_t n_labels;
+	Kc__Containers__Container__ExtensionsEntry **extensions;
+	size_t n_extensions;
+	char *task_stdout, *task_stderr;
+	pid_t task_pid;
+	struct kc_ctrd_proc *procs;
+	size_t n_procs;
+};
+
+/* malloc()ed JSON text. */
+char *kc_ctrd_saved_json(const struct kc_ctrd_dumpinfo *d);
+int kc_ctrd_saved_write(const struct kc_ctrd_dumpinfo *d, const char *dir, struct kc_error **err);
+/* KC_EXIT_IMAGE on anything malformed. */
+int kc_ctrd_saved_parse(const char *json, size_t len, struct kc_ctrd_saved **out,
+			struct kc_error **err);
+/* KC_EXIT_IMAGE "'<dir>' has no containerd.json ..." when absent. */
+int kc_ctrd_saved_read(const char *dir, struct kc_ctrd_saved **out, struct kc_error **err);
+void kc_ctrd_saved_free(struct kc_ctrd_saved *s);
+
+/*
+ * The spec for the container restored as new_id: the saved one, with a
+ * cgroups path that ends in the old id ("/k8s.io/<id>", "slice:cri:<id>")
+ * moved to the new id so the restored task does not share the cgroup of
+ * a container that may still run.  Caller frees.
+ */
+char *kc_ctrd_spec_for(const struct kc_ctrd_saved *s, const char *new_id);
+
+/* RFC 4648 base64, for the protobuf blobs in containerd.json. */
+char *kc_ctrd_base64_encode(const uint8_t *data, size_t len);
+/* -1 on malformed input. */
+int kc_ctrd_base64_decode(const char *s, uint8_t **out, size_t *len);
+
+#endif

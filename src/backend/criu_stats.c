@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Reads CRIU's stats-dump and stats-restore images for the report.
+ *
+ * Layout (criu/image.c, criu/protobuf.c, criu/include/magic.h):
+ *
+ *   u32 IMG_SERVICE_MAGIC   0x55105940, absent in pre-1.1 images
+ *   u32 STATS_MAGIC         0x57093306
+ *   u32 size                little endian
+ *   size bytes              StatsEntry (images/stats.proto)
+ *
+ * The protobuf is three flat messages of integers, so a varint reader is
+ * all it takes; linking protobuf-c and carrying generated code for this is
+ * not worth it.  Fields we do not know are skipped, so newer CRIUs that add
+ * counters still parse.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kc/criu.h"
+#include "kc/util.h"
+
+#define IMG_SERVICE_MAGIC 0x55105940u
+#define STATS_MAGIC 0x57093306u
+
+enum { WIRE_VARINT = 0, WIRE_I64 = 1, WIRE_LEN = 2, WIRE_I32 = 5 };
+
+struct pb {
+	const unsigned char *p, *end;
+};
+
+struct pb_field {
+	uint32_t num;
+	int wire;
+	uint64_t value;  /* WIRE_VARINT, WIRE_I64, WIRE_I32 */
+	struct pb sub;   /* WIRE_LEN */
+};
+
+static int pb_varint(struct pb *b, uint64_t *out)
+{
+	uint64_t v = 0;
+	for (int shift = 0; shift < 64; shift += 7) {
+		if (b->p == b->end)
+			return -1;
+		unsigned char c = *b->p++;
+		v |= (uint64_t)(c & 0x7f) << shift;
+		if (!(c & 0x80)) {
+			*out = v;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int pb_fixed(struct pb *b, size_t n, uint64_t *out)
+{
+	if ((size_t)(b->end - b->p) < n)
+		return -1;
+	uint64_t v = 0;
+	for (size_t i = 0; i < n; i++)
+		v |= (uint64_t)b->p[i] << (8 * i);
+	b->p += n;
+	*out = v;
+	return 0;
+}
+
+/* 1: got a field, 0: end of message, -1: malformed. */
+static int pb_next(struct pb *b, struct pb_field *f)
+{
+	if (b->p == b->end)
+		return 0;
+	uint64_t key;
+	if (pb_varint(b, &key) < 0 || (key >> 3) == 0 || (key >> 3) > UINT32_MAX)
+		return -1;
+	f->num = (uint32_t)(key >> 3);
+	f->wire = (int)(key & 7);
+	switch (f->wire) {
+	case WIRE_VARINT:
+		return pb_varint(b, &f->value) < 0 ? -1 : 1;
+	case WIRE_I64:
+		return pb_fixed(b, 8, &f->value) < 0 ? -1 : 1;
+	case WIRE_I32:
+		return pb_fixed(b, 4, &f->value) < 0 ? -1 : 1;
+	case WIRE_LEN: {
+		uint64_t len;
+		if (pb_varint(b, &len) < 0 || len > (uint64_t)(b->end - b->p))
+			return -1;
+		f->sub.p = b->p;
+		f->sub.end = b->p + len;
+		b->p += len;
+		return 1;
+	}
+	default: /* groups (3, 4) are not in any CRIU image */
+		return -1;
+	}
+}
+
+static double us_to_s(uint64_t us)
+{
+	return (double)us / 1e6;
+}
+
+static int decode_dump(struct pb b, struct kc_criu_stats *st)
+{
+	struct pb_field f;
+	int r;
+	while ((r = pb_next(&b, &f)) > 0) {
+		if (f.wire != WIRE_VARINT)
+			continue;
+		switch (f.num) {
+		case 1: st->freezing_s = us_to_s(f.value); break;
+		case 2: st->frozen_s = us_to_s(f.value); break;
+		case 3: st->memdump_s = us_to_s(f.value); break;
+		case 4: st->memwrite_s = us_to_s(f.value); break;
+		case 5: st->pages_scanned = f.value; break;
+		case 6: st->pages_skipped_parent = f.value; break;
+		case 7: st->pages_written = f.value; break;
+		case 8: st->irmap_resolve_s_us = f.value; break;
+		case 9: st->pages_lazy = f.value; break;
+		default: break;
+		}
+	}
+	if (r < 0)
+		return -1;
+	st->have_dump = true;
+	return 0;
+}
+
+static int decode_restore(struct pb b, struct kc_criu_stats *st)
+{
+	struct pb_field f;
+	int r;
+	while ((r = pb_next(&b, &f)) > 0) {
+		if (f.wire != WIRE_VARINT)
+			continue;
+		switch (f.num) {
+		case 1: st->pages_compared = f.value; break;
+		case 2: st->pages_skipped_cow = f.value; break;
+		case 3: st->forking_s = us_to_s(f.value); break;
+		case 4: st->restore_s = us_to_s(f.value); break;
+		case 5: st->pages_restored = f.value; break;
+		default: break;
+		}
+	}
+	if (r < 0)
+		return -1;
+	st->have_restore = true;
+	return 0;
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int decode_image(const char *path, const unsigned char *buf, size_t len, struct kc_criu_stats *st,
+			struct kc_error **err)
+{
+	size_t off = 0;
+	if (len < 4)
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is truncated", path);
+	uint32_t magic = le32(buf);
+	off = 4;
+	if (magic == IMG_SERVICE_MAGIC) {
+		if (len < 8)
+			return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is truncated", path);
+		magic = le32(buf + 4);
+		off = 8;
+	}
+	if (magic != STATS_MAGIC)
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is not a CRIU stats image (magic 0x%08x)",
+				    path, magic);
+	if (len - off < 4)
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is truncated", path);
+	uint32_t size = le32(buf + off);
+	off += 4;
+	if (size > len - off)
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is truncated (entry of %u bytes, %zu left)",
+				    path, size, len - off);
+	/* CRIU writes exactly one entry; anything after it means we are not
+	 * reading what we think we are. */
+	if (size != len - off)
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' has %zu bytes of trailing data", path,
+				    len - off - size);
+
+	struct pb b = { buf + off, buf + off + size };
+	struct pb_field f;
+	int r;
+	while ((r = pb_next(&b, &f)) > 0) {
+		if (f.wire != WIRE_LEN)
+			continue;
+		if (f.num == 1 && decode_dump(f.sub, st) < 0)
+			r = -1;
+		else if (f.num == 2 && decode_restore(f.sub, st) < 0)
+			r = -1;
+		if (r < 0)
+			break;
+	}
+	if (r < 0)
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' holds a malformed stats entry", path);
+	return 0;
+}
+
+static int read_one(const char *dir, const char *name, struct kc_criu_stats *st, struct kc_error **err)
+{
+	_cleanup_free_ char *path = kc_xasprintf("%s/%s", dir, name);
+	_cleanup_free_ char *buf = NULL;
+	_cleanup_error_ struct kc_error *rerr = NULL;
+	size_t len;
+	if (kc_read_file(path, &buf, &len, &rerr) < 0) {
+		/* Stats are a nicety: containerd's CRIU may not leave them. */
+		if (rerr->cause == ENOENT)
+			return 0;
+		kc_error_propagate(err, steal_ptr(rerr));
+		return -1;
+	}
+	return decode_image(path, (const unsigned char *)buf, len, st, err);
+}
+
+int kc_criu_read_stats(const char *images_dir, struct kc_criu_stats *st, struct kc_error **err)
+{
+	memset(st, 0, sizeof(*st));
+	if (read_one(images_dir, "stats-dump", st, err) < 0 ||
+	    read_one(images_dir, "stats-restore", st, err) < 0)
+		return -1;
+	return 0;
+}

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kc/cuda.h"
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Accepts NVML's "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", the same
+ * without "GPU-", and 32 bare hex digits (a CUuuid dump).  MIG UUIDs name
+ * a slice, not a GPU the driver can remap, so they are refused.
+ */
+int kc_uuid_parse(const char *s, struct kc_uuid *out)
+{
+	static const int dash_at[] = {8, 13, 18, 23};
+	struct kc_uuid u;
+
+	if (!s)
+		return -1;
+	if (strncmp(s, "GPU-", 4) == 0)
+		s += 4;
+	size_t len = strlen(s);
+	bool dashed;
+	if (len == 36)
+		dashed = true;
+	else if (len == 32)
+		dashed = false;
+	else
+		return -1;
+
+	size_t pos = 0, d = 0;
+	for (size_t i = 0; i < 16; i++) {
+		int v[2];
+		for (int k = 0; k < 2; k++) {
+			if (dashed && d < 4 && (int)pos == dash_at[d]) {
+				if (s[pos] != '-')
+					return -1;
+				pos++;
+				d++;
+			}
+			v[k] = hex_value(s[pos++]);
+			if (v[k] < 0)
+				return -1;
+		}
+		u.bytes[i] = (unsigned char)(v[0] << 4 | v[1]);
+	}
+	if (s[pos] != '\0')
+		return -1;
+	*out = u;
+	return 0;
+}
+
+void kc_uuid_format(const struct kc_uuid *u, char buf[41])
+{
+	const unsigned char *b = u->bytes;
+	snprintf(buf, 41,
+		 "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+		 b[13], b[14], b[15]);
+}

@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Bad input: one clear line on stderr, the documented exit code, nothing changed."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import KC, alive, proc_state, run_kc
+
+USAGE, NOENT, PERM, IMAGE = 2, 3, 4, 5
+
+
+def one_error_line(p, *words):
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("kcheckpoint: "), lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert not lines[0].endswith("."), "git style: no full stop"
+
+
+def tree_digest(d):
+    h = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(d)):
+        dirs.sort()
+        for f in sorted(files):
+            p = Path(root, f)
+            h.update(str(p.relative_to(d)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_missing_pid(kc_env, tmp_path):
+    p = run_kc(kc_env, "dump", "-D", tmp_path / "img", 4194000, check=NOENT)
+    one_error_line(p, "4194000")
+    assert not (tmp_path / "img").exists() or not os.listdir(tmp_path / "img")
+
+
+def test_pid_1(kc_env, tmp_path):
+    one_error_line(run_kc(kc_env, "dump", "-D", tmp_path / "img", 1, check=USAGE), "pid 1")
+
+
+def test_own_parent(kc_env, tmp_path):
+    one_error_line(run_kc(kc_env, "dump", "-D", tmp_path / "img", os.getpid(), check=USAGE), "parents")
+
+
+@pytest.mark.parametrize("args,words", [
+    (["dump"], ["needs <pid>"]),
+    (["dump", "abc"], ["'abc' is not a pid"]),
+    (["dump", "12", "13"], ["'13'"]),
+    (["dump", "--bogus", "12"], ["unknown option '--bogus'"]),
+    (["dump", "--lock-timeout", "x", "12"], ["--lock-timeout"]),
+    (["dump", "-D"], ["needs an argument"]),
+    (["dump", "--compress", "gzip", "12"], ["--compress gzip"]),
+    (["dump", "-D", "/tmp/x", "-o", "/tmp/y", "12"], ["--images-dir"]),
+    (["restore"], ["needs <image>"]),
+    (["restore", "--gpu-map", "nonsense", "/tmp"], ["--gpu-map"]),
+    (["nosuchcommand"], ["'nosuchcommand' is not a command"]),
+])
+def test_usage_errors(kc_env, args, words):
+    one_error_line(run_kc(kc_env, *args, check=USAGE), *words)
+
+
+def test_not_root(kc_env, tmp_path, workloads):
+    w = workloads(mb=8)
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(KC), "dump",
+                        "-D", str(tmp_path / "img"), str(w.pid)], env=kc_env, capture_output=True, text=True)
+    assert p.returncode == PERM, p.stderr
+    one_error_line(p, "root")
+    assert alive(w.pid)
+
+
+def test_unwritable_images_dir(kc_env, tmp_path, workloads):
+    w = workloads(mb=8)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    try:
+        p = run_kc(kc_env, "dump", "-D", ro / "img", w.pid, check=PERM)
+        one_error_line(p, "read-only")
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert proc_state(w.pid) in ("S", "R")
+
+
+def test_nonempty_images_dir(kc_env, tmp_path, workloads):
+    w = workloads(mb=8)
+    d = tmp_path / "img"
+    d.mkdir()
+    (d / "precious").write_text("keep me")
+    one_error_line(run_kc(kc_env, "dump", "-D", d, w.pid, check=USAGE), "not empty")
+    assert (d / "precious").read_text() == "keep me"
+    assert alive(w.pid)
+
+
+@pytest.fixture
+def dumped(tmp_path, kc_env, workloads):
+    """A real image dir, and the workload reaped so its pid is free."""
+    w = workloads(mb=8)
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    return img
+
+
+def test_images_dir_from_another_tool(kc_env, tmp_path, dumped):
+    other = tmp_path / "criu-only"
+    shutil.copytree(dumped, other)
+    (other / "kcheckpoint.json").unlink()
+    digest = tree_digest(other)
+    one_error_line(run_kc(kc_env, "restore", other, check=IMAGE), "is not a kcheckpoint image")
+    assert tree_digest(other) == digest
+
+
+@pytest.mark.parametrize("mutate,words", [
+    (lambda m: "garbage{", ["not valid JSON"]),
+    (lambda m: json.dumps(dict(m, tool="podman")), ["another tool"]),
+    (lambda m: json.dumps(dict(m, format=99)), ["newer"]),
+    (lambda m: json.dumps({k: v for k, v in m.items() if k != "root_pid"}), ["'root_pid'"]),
+    (lambda m: json.dumps(dict(m, processes="x")), ["'processes'"]),
+])
+def test_bad_manifest(kc_env, dumped, mutate, words):
+    mf = dumped / "kcheckpoint.json"
+    mf.write_text(mutate(json.loads(mf.read_text())))
+    digest = tree_digest(dumped)
+    p = run_kc(kc_env, "restore", dumped, check=IMAGE)
+    one_error_line(p, "malformed manifest", *words)
+    assert tree_digest(dumped) == digest
+
+
+def test_missing_image(kc_env, tmp_path):
+    one_error_line(run_kc(kc_env, "restore", tmp_path / "nope", check=NOENT), "nope")
+
+
+def test_inspect_dir(kc_env, dumped):
+    p = run_kc(kc_env, "inspect", dumped, check=0)
+    assert "root pid:" in p.stdout
+    doc = json.loads(run_kc(kc_env, "inspect", "--json", dumped, check=0).stdout)
+    assert doc["tool"] == "kcheckpoint"

@@ -1,0 +1,278 @@
+# SPDX-License-Identifier: Apache-2.0
+"""dump -> restore of real processes with real CRIU (and the fake libcuda)."""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (CRIU, KC, alive, calls, cuda_state, proc_ppid, proc_state, run_kc,
+                      wait_gone)
+
+GPU_OPS = ("lock", "checkpoint", "restore", "unlock")
+
+
+def steps(env):
+    """The fake driver's state-changing calls and CRIU runs, in order."""
+    out = []
+    for line in calls(env):
+        op = line.split()[0]
+        if op in GPU_OPS or op.startswith("criu-"):
+            out.append(op if op.startswith("criu-") else f"{op} {line.split()[1]}")
+    return out
+
+
+@pytest.fixture
+def criu_wrapper(tmp_path):
+    """A criu that notes each run in the fake driver's call log, so the
+    order of GPU and CRIU steps can be checked; KC_TEST_CRIU_FAIL=dump makes
+    the real CRIU fail (it is handed an option it does not know)."""
+    w = tmp_path / "criu"
+    w.write_text(f"""#!/bin/sh
+case "$1" in dump|restore) [ -n "$KC_FAKE_CUDA_DIR" ] && echo "criu-$1" >> "$KC_FAKE_CUDA_DIR/calls.log";; esac
+if [ "$1" = "$KC_TEST_CRIU_FAIL" ]; then exec {CRIU} "$@" --no-such-option; fi
+exec {CRIU} "$@"
+""")
+    w.chmod(0o755)
+    return str(w)
+
+
+def test_cpu_roundtrip_images_dir(tmp_path, kc_env, workloads):
+    w = workloads(mb=256, seed=11)
+    before = w.probe()
+    assert before["ok"] == "1"
+    img = tmp_path / "img"
+    p = run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    assert "criu-dump" in p.stderr and "total" in p.stderr
+    w.reap()
+    assert not alive(w.pid), "the dumped process must be gone"
+    manifest = json.loads((img / "kcheckpoint.json").read_text())
+    assert manifest["root_pid"] == w.pid
+    assert [pr["pid"] for pr in manifest["processes"]] == [w.pid]
+    assert manifest["versions"]["criu"].startswith("4.")
+    assert (img / "criu-dump.log").exists()
+
+    p = run_kc(kc_env, "restore", img, check=0)
+    assert int(p.stdout.strip()) == w.pid
+    assert alive(w.pid)
+    # runs on its own, not as kcheckpoint's or CRIU's child
+    assert proc_ppid(w.pid) != os.getpid()
+    after = w.probe()
+    assert after["ok"] == "1"
+    assert after["checksum"] == before["checksum"]
+    assert int(after["counter"]) >= int(before["counter"])
+    time.sleep(0.2)
+    assert int(w.probe()["counter"]) > int(after["counter"]), "counter must keep advancing"
+
+
+def test_process_tree(tmp_path, kc_env, workloads):
+    w = workloads(mb=32, children=2)
+    sums = [w.probe(status=s)["checksum"] for s in w.status_files()[:1]]
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    m = json.loads((img / "kcheckpoint.json").read_text())
+    pids = [pr["pid"] for pr in m["processes"]]
+    assert len(pids) == 3 and pids[0] == w.pid
+    w.reap()
+    for pid in pids:
+        assert wait_gone(pid)
+    run_kc(kc_env, "restore", img, check=0)
+    for pid in pids:
+        assert alive(pid)
+    assert w.probe()["checksum"] == sums[0]
+    for i, pid in enumerate(pids[1:]):
+        st = w.probe(pid=pid, status=f"{w.status}.{i}")
+        assert st["ok"] == "1"
+
+
+def test_json_report(tmp_path, kc_env, workloads):
+    w = workloads(mb=16)
+    p = run_kc(kc_env, "dump", "--json", "-q", "-D", tmp_path / "img", w.pid, check=0)
+    doc = json.loads(p.stdout)
+    assert doc["command"] == "dump" and doc["root_pid"] == w.pid
+    names = [s["stage"] for s in doc["stages"]]
+    assert "criu-dump" in names
+    crit = next(s for s in doc["stages"] if s["stage"] == "criu-dump")
+    assert crit["bytes"] >= 16 * 1000 * 1000 and crit["gb_per_s"] > 0
+    assert doc["criu"]["pages_written"] >= 16 * 1024 * 1024 // 4096
+    assert p.stderr == "", "-q keeps stderr empty"
+    w.reap()
+    p = run_kc(kc_env, "restore", "--json", "-q", tmp_path / "img", check=0)
+    doc = json.loads(p.stdout)
+    assert doc["root_pid"] == w.pid and doc["criu"]["pages_restored"] > 0
+
+
+def test_leave_running(tmp_path, kc_env, workloads):
+    w = workloads(mb=16)
+    c0 = int(w.probe()["counter"])
+    run_kc(kc_env, "dump", "--leave-running", "-D", tmp_path / "img", w.pid, check=0)
+    assert proc_state(w.pid) in ("S", "R")
+    time.sleep(0.1)
+    assert int(w.probe()["counter"]) > c0
+
+
+def test_fake_cuda_call_order(tmp_path, cuda_env, workloads, criu_wrapper):
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    before = w.probe()
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "--criu", criu_wrapper, "-D", img, w.pid, check=0)
+    w.reap()
+    m = json.loads((img / "kcheckpoint.json").read_text())
+    assert m["processes"][0]["cuda"] is True and m["processes"][0]["cuda_state"] == "running"
+    assert cuda_state(cuda_env, w.pid) == 2, "dumped while CHECKPOINTED"
+    run_kc(cuda_env, "restore", "--criu", criu_wrapper, img, check=0)
+    pid = w.pid
+    assert steps(cuda_env) == [f"lock {pid}", f"checkpoint {pid}", "criu-dump", "criu-restore",
+                               f"restore {pid}", f"unlock {pid}"]
+    assert cuda_state(cuda_env, pid) == 0
+    after = w.probe()
+    assert after["checksum"] == before["checksum"] and after["ok"] == "1"
+
+
+def test_fake_cuda_tree_is_parallel_and_complete(tmp_path, cuda_env, workloads):
+    w = workloads(mb=8, children=2, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    m = json.loads((img / "kcheckpoint.json").read_text())
+    pids = [pr["pid"] for pr in m["processes"]]
+    assert all(pr["cuda"] for pr in m["processes"]) and len(pids) == 3
+    run_kc(cuda_env, "restore", img, check=0)
+    s = steps(cuda_env)
+    # lock all before any checkpoint; restore all before any unlock
+    assert max(s.index(f"lock {p}") for p in pids) < min(s.index(f"checkpoint {p}") for p in pids)
+    assert max(s.index(f"restore {p}") for p in pids) < min(s.index(f"unlock {p}") for p in pids)
+    assert all(cuda_state(cuda_env, p) == 0 for p in pids)
+
+
+@pytest.mark.parametrize("fail,code,seq", [
+    # the failed call is logged too; everything after it is the rollback
+    ("lock:600", 9, ["lock"]),
+    ("lock:1", 6, ["lock"]),
+    ("checkpoint:1", 6, ["lock", "checkpoint", "unlock"]),
+    ("criu", 7, ["lock", "checkpoint", "criu-dump", "restore", "unlock"]),
+])
+def test_rollback_keeps_process_running(tmp_path, cuda_env, workloads, criu_wrapper, fail, code, seq):
+    w = workloads(mb=16, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    before = w.probe()
+    if fail == "criu":
+        cuda_env["KC_TEST_CRIU_FAIL"] = "dump"
+    else:
+        cuda_env["KC_FAKE_CUDA_FAIL"] = fail
+    img = tmp_path / "img"
+    p = run_kc(cuda_env, "dump", "--criu", criu_wrapper, "-D", img, w.pid, check=code)
+    assert p.stderr.startswith("kcheckpoint: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert proc_state(w.pid) in ("S", "R"), "running, not stopped"
+    assert cuda_state(cuda_env, w.pid) == 0, "RUNNING again"
+    after = w.probe()
+    assert int(after["counter"]) > int(before["counter"]) and after["checksum"] == before["checksum"]
+    assert [x.split()[0] for x in steps(cuda_env)] == seq
+
+
+def test_criu_failure_message_has_criu_error(tmp_path, kc_env, workloads, criu_wrapper):
+    w = workloads(mb=8)
+    kc_env["KC_TEST_CRIU_FAIL"] = "dump"
+    p = run_kc(kc_env, "dump", "--criu", criu_wrapper, "-D", tmp_path / "img", w.pid, check=7)
+    assert "criu dump failed" in p.stderr
+    assert alive(w.pid)
+
+
+def test_sigint_during_gpu_checkpoint_rolls_back(tmp_path, cuda_env, workloads):
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    cuda_env["KC_FAKE_CUDA_DELAY_MS"] = "checkpoint:1500"
+    proc = subprocess.Popen([str(KC), "dump", "-D", str(tmp_path / "img"), str(w.pid)], env=cuda_env,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 10
+    while cuda_state(cuda_env, w.pid) != 1 and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert cuda_state(cuda_env, w.pid) == 0
+    assert proc_state(w.pid) in ("S", "R")
+    w.probe()
+
+
+def test_restore_gpu_failure_kills_restored_tree_and_keeps_image(tmp_path, cuda_env, workloads):
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    files = {f: (img / f).read_bytes() for f in os.listdir(img)}
+    env = dict(cuda_env, KC_FAKE_CUDA_FAIL="restore:1")
+    p = run_kc(env, "restore", img, check=6)
+    assert "GPU restore" in p.stderr
+    assert wait_gone(w.pid), "the half-restored process is removed"
+    # CRIU adds its restore log and stats; what the dump wrote stays as it was
+    assert {f: (img / f).read_bytes() for f in files} == files, "the image is untouched"
+    # the CHECKPOINTED state file stays; a plain retry works
+    run_kc(cuda_env, "restore", img, check=0)
+    assert cuda_state(cuda_env, w.pid) == 0 and alive(w.pid)
+
+
+def test_wrong_gpu_map_is_refused_then_plain_restore_works(tmp_path, cuda_env, workloads):
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    bad = "GPU-11111111-2222-3333-4444-555555555555=GPU-00000000-0000-0000-0000-000000000001"
+    run_kc(cuda_env, "restore", "--gpu-map", bad, img, check=6)
+    run_kc(cuda_env, "restore", img, check=0)
+    assert cuda_state(cuda_env, w.pid) == 0
+
+
+def test_pid_still_taken(tmp_path, kc_env, workloads):
+    w = workloads(mb=8)
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "--leave-running", "-D", img, w.pid, check=0)
+    t0 = time.time()
+    p = run_kc(kc_env, "restore", "--pid-wait", "300", img, check=9)
+    assert time.time() - t0 < 5
+    assert f"pid {w.pid} is still taken" in p.stderr and "--pid-wait" in p.stderr
+    assert alive(w.pid)
+
+
+def test_restore_waits_for_pid_to_free(tmp_path, kc_env, workloads):
+    """The dumped pid is a zombie until its parent reaps it: restore waits."""
+    w = workloads(mb=8)
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    assert proc_state(w.pid) == "Z", "our child: a zombie until we reap it"
+    proc = subprocess.Popen([str(KC), "restore", "--pid-wait", "10000", str(img)], env=kc_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    assert proc.poll() is None, "still waiting for the pid"
+    w.reap()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "pid-wait" in err
+    assert alive(w.pid)
+
+
+def test_state_and_recover(tmp_path, cuda_env, workloads):
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    # leave it CHECKPOINTED as a killed dump would
+    Path(cuda_env["KC_FAKE_CUDA_DIR"], str(w.pid)).write_text("2\n")
+    p = run_kc(cuda_env, "state", w.pid, check=0)
+    assert "checkpointed" in p.stdout
+    p = run_kc(cuda_env, "state", "--json", w.pid, check=0)
+    assert json.loads(p.stdout)["processes"][0]["state"] == "checkpointed"
+    p = run_kc(cuda_env, "recover", w.pid, check=0)
+    assert "running" in p.stdout
+    assert cuda_state(cuda_env, w.pid) == 0
+
+
+def test_already_locked_process_stays_locked(tmp_path, cuda_env, workloads):
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    Path(cuda_env["KC_FAKE_CUDA_DIR"], str(w.pid)).write_text("1\n")
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    assert [x.split()[0] for x in steps(cuda_env)] == ["checkpoint"]
+    run_kc(cuda_env, "restore", img, check=0)
+    assert [x.split()[0] for x in steps(cuda_env)] == ["checkpoint", "restore"]
+    assert cuda_state(cuda_env, w.pid) == 1, "LOCKED, as it was"
