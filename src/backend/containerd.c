@@ -195,21 +195,23 @@ fail:
 }
 
 /* A container NOT_FOUND says nothing of whether the namespace exists; an
- * operator who typed the wrong one wants to know. */
+ * operator who typed the wrong one wants to know.  (Namespaces.Get answers
+ * for namespaces that do not exist, so look at the list.) */
 static bool namespace_exists(struct ctrd *c)
 {
-	Kc__Misc__GetNamespaceRequest r = KC__MISC__GET_NAMESPACE_REQUEST__INIT;
-	Kc__Misc__GetNamespaceResponse *resp = NULL;
+	Kc__Misc__ListNamespacesRequest r = KC__MISC__LIST_NAMESPACES_REQUEST__INIT;
+	Kc__Misc__ListNamespacesResponse *resp = NULL;
 	struct kc_error *e = NULL;
-	r.name = c->ns;
-	if (call(c, SVC_NAMESPACES "Get", &r, &kc__misc__get_namespace_response__descriptor,
-		 &resp, T_DEFAULT, &e) == 0) {
-		free_msg(resp);
-		return true;
+	if (call(c, SVC_NAMESPACES "List", &r, &kc__misc__list_namespaces_response__descriptor,
+		 &resp, T_DEFAULT, &e) < 0) {
+		kc_error_free(e);
+		return true; /* cannot tell: do not claim it is missing */
 	}
-	bool missing = is_code(e, KC_GRPC_NOT_FOUND);
-	kc_error_free(e);
-	return !missing;
+	bool found = false;
+	for (size_t i = 0; i < resp->n_namespaces && !found; i++)
+		found = resp->namespaces[i]->name && strcmp(resp->namespaces[i]->name, c->ns) == 0;
+	free_msg(resp);
+	return found;
 }
 
 static int get_container(struct ctrd *c, const char *id,
@@ -467,9 +469,6 @@ int kc_containerd_open_dump(const struct kc_containerd_opts *o, struct kc_criu *
 {
 	struct ctrd *c = NULL;
 	Kc__Tasks__GetResponse *task = NULL;
-	if (o->with_rw_layer)
-		return kc_error_set(err, KC_EXIT_USAGE, 0,
-				    "saving the container's rw layer is not supported yet");
 	if (ctrd_connect(o, &c, err) < 0)
 		return -1;
 	if (get_container(c, c->id, &c->got, err) < 0 || get_task(c, &task, err) < 0)
@@ -498,6 +497,11 @@ int kc_containerd_open_dump(const struct kc_containerd_opts *o, struct kc_criu *
 	if (p->pid == 0) {
 		kc_error_set(err, KC_EXIT_CONTAINERD, 0, "containerd reports no pid for the task of '%s'",
 			     c->id);
+		goto fail;
+	}
+	if (c->with_rw_layer && !(ct->snapshot_key && *ct->snapshot_key)) {
+		kc_error_set(err, KC_EXIT_USAGE, 0,
+			     "container '%s' has no rootfs snapshot, so no rw layer to save", c->id);
 		goto fail;
 	}
 	c->task_pid = (pid_t)p->pid;
@@ -556,17 +560,33 @@ static int criu_failure(struct kc_error **err, struct kc_error *e, const char *w
 			const char *id, const char *log)
 {
 	_cleanup_free_ char *tail = log ? kc_criu_log_tail(log, 3) : NULL;
-	bool criu = tail && strstr(tail, "Error");
-	if (criu)
+	if (tail && strstr(tail, "Error"))
 		kc_error_set(err, KC_EXIT_CRIU, e ? e->cause : 0,
-			     "containerd could not %s container '%s': %s (CRIU: %s; log '%s')", what,
-			     id, e ? e->msg : "failed", tail, log);
+			     "cannot %s container '%s': CRIU failed: %s (log '%s')", what, id, tail, log);
 	else
 		kc_error_set(err, e ? e->exit_code : KC_EXIT_CONTAINERD, e ? e->cause : 0,
-			     "containerd could not %s container '%s': %s", what, id,
-			     e ? e->msg : "failed");
+			     "cannot %s container '%s': %s", what, id, e ? e->msg : "failed");
 	kc_error_free(e);
 	return -1;
+}
+
+static int lease_create(struct ctrd *c, char **id, struct kc_error **err);
+static void lease_delete(struct ctrd *c, const char *id);
+
+static int save_rw_layer(struct ctrd *c, const char *parent, const char *dir, struct kc_ctrd_rw *rw,
+			 struct kc_error **err)
+{
+	Kc__Containers__Container *ct = c->got->container;
+	_cleanup_free_ char *lease = NULL;
+	if (lease_create(c, &lease, err) < 0)
+		return -1;
+	kc_grpc_set_lease(c->g, lease);
+	_cleanup_free_ char *tag = kc_xasprintf("%s-%d", c->id, (int)getpid());
+	int rc = kc_ctrd_rw_save(c->g, ct->snapshotter, ct->snapshot_key, parent, tag, dir, rw, err);
+	lease_delete(c, lease);
+	if (rc < 0)
+		return kc_error_prefix(err, "rw layer of container '%s'", c->id);
+	return 0;
 }
 
 static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char *images_dir,
@@ -578,6 +598,7 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 	_cleanup_free_ char *parent = NULL;
 	_cleanup_free_ struct kc_ctrd_proc *procs = NULL;
 	size_t n_procs = 0;
+	struct kc_ctrd_rw rw = {0};
 	struct kc_error *e = NULL;
 	int rc = -1;
 
@@ -635,6 +656,10 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 	}
 	free_msg(resp);
 
+	/* the files as they are now, with the task still frozen */
+	if (c->with_rw_layer && save_rw_layer(c, parent, dir, &rw, err) < 0)
+		goto rollback;
+
 	struct kc_ctrd_dumpinfo di = {
 		.ns = c->ns,
 		.containerd_version = c->version,
@@ -643,6 +668,7 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 		.task = task->process,
 		.procs = procs,
 		.n_procs = n_procs,
+		.rw = rw.file ? &rw : NULL,
 	};
 	if (kc_ctrd_saved_write(&di, dir, err) < 0)
 		goto rollback;
@@ -661,6 +687,7 @@ rollback:
 		}
 	}
 out:
+	kc_ctrd_rw_clear(&rw);
 	if (task)
 		free_msg(task);
 	return rc;
@@ -924,6 +951,29 @@ static int undo_restore(struct ctrd *c, struct kc_error **err)
 	return rc;
 }
 
+/* The id to restore as must be free; checked when opening already, so
+ * the error comes before any waiting, and again right before creating. */
+static int check_id_free(struct ctrd *c, struct kc_error **err)
+{
+	Kc__Containers__GetContainerResponse *existing = NULL;
+	struct kc_error *e = NULL;
+	if (get_container(c, c->id, &existing, &e) == 0) {
+		free_msg(existing);
+		return kc_error_set(err, KC_EXIT_CONTAINERD, KC_GRPC_ALREADY_EXISTS,
+				    "container '%s' already exists in namespace '%s'; delete it or "
+				    "restore under another id",
+				    c->id, c->ns);
+	}
+	/* not found is what we want; a missing namespace is fine too, as
+	 * containerd creates namespaces on first use */
+	if (e->exit_code != KC_EXIT_NOENT) {
+		kc_error_propagate(err, e);
+		return -1;
+	}
+	kc_error_free(e);
+	return 0;
+}
+
 static int op_restore(void *h, const struct kc_criu_opts *o, const char *images_dir,
 		      pid_t *root_pid, struct kc_error **err)
 {
@@ -941,22 +991,8 @@ static int op_restore(void *h, const struct kc_criu_opts *o, const char *images_
 				    "the image was made on runtime '%s'; only %s can restore it",
 				    c->saved->runtime_name, RUNC_V2);
 
-	Kc__Containers__GetContainerResponse *existing = NULL;
-	struct kc_error *e = NULL;
-	if (get_container(c, c->id, &existing, &e) == 0) {
-		free_msg(existing);
-		return kc_error_set(err, KC_EXIT_CONTAINERD, KC_GRPC_ALREADY_EXISTS,
-				    "container '%s' already exists in namespace '%s'; delete it or "
-				    "restore under another id",
-				    c->id, c->ns);
-	}
-	/* not found is what we want; a missing namespace is fine too, as
-	 * containerd creates namespaces on first use */
-	if (e->exit_code != KC_EXIT_NOENT) {
-		kc_error_propagate(err, e);
+	if (check_id_free(c, err) < 0)
 		return -1;
-	}
-	kc_error_free(e);
 
 	_cleanup_free_ char *lease = NULL;
 	if (lease_create(c, &lease, err) < 0)
@@ -971,6 +1007,15 @@ static int op_restore(void *h, const struct kc_criu_opts *o, const char *images_
 	if (c->saved->snapshot_key && *c->saved->snapshot_key &&
 	    prepare_snapshot(c, &mounts, &n_mounts, &prep, err) < 0)
 		goto fail;
+	if (c->saved->rw.file) {
+		if (!c->made_snapshot) {
+			kc_error_set(err, KC_EXIT_IMAGE, 0, "the image has a rw layer but no rootfs snapshot");
+			goto fail;
+		}
+		_cleanup_free_ char *tag = kc_xasprintf("%s-%d", c->id, (int)getpid());
+		if (kc_ctrd_rw_apply(c->g, dir, &c->saved->rw, tag, mounts, n_mounts, err) < 0)
+			goto fail;
+	}
 	if (create_container(c, err) < 0)
 		goto fail;
 	if (create_task(c, dir, mounts, n_mounts, err) < 0)
@@ -1027,6 +1072,10 @@ int kc_containerd_open_restore(const struct kc_containerd_opts *o, struct kc_cri
 	struct ctrd *c = NULL;
 	if (ctrd_connect(o, &c, err) < 0)
 		return -1;
+	if (check_id_free(c, err) < 0) {
+		ctrd_free(c);
+		return -1;
+	}
 	cpu->ops = &kc_containerd_ops;
 	cpu->h = c;
 	return 0;

@@ -5,6 +5,7 @@
 /* Shared by containerd.c and containerd_json.c (containerd.json). */
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "kc/criu.h"
@@ -16,6 +17,27 @@
 #define KC_CTRD_JSON_FORMAT 1
 
 extern const struct kc_criu_ops kc_containerd_ops;
+
+#define KC_CTRD_RW_FILE "rw-layer.tar"
+
+struct kc_grpc;
+
+/* The container's writable layer, saved with --with-rw-layer. */
+struct kc_ctrd_rw {
+	char *file; /* in the images dir; NULL: none saved */
+	char *media_type;
+	char *digest;
+	int64_t size;
+};
+
+void kc_ctrd_rw_clear(struct kc_ctrd_rw *rw);
+/* Diff of snapshot key against its parent, into <dir>/rw-layer.tar.  tag
+ * makes the temporary names (view snapshot, content ref) unique. */
+int kc_ctrd_rw_save(struct kc_grpc *g, const char *snapshotter, const char *key, const char *parent,
+		    const char *tag, const char *dir, struct kc_ctrd_rw *out, struct kc_error **err);
+/* Unpacks the saved layer onto mounts (a prepared snapshot). */
+int kc_ctrd_rw_apply(struct kc_grpc *g, const char *dir, const struct kc_ctrd_rw *rw, const char *tag,
+		     Kc__Types__Mount **mounts, size_t n_mounts, struct kc_error **err);
 
 struct kc_ctrd_proc {
 	pid_t pid;    /* host pid */
@@ -31,6 +53,7 @@ struct kc_ctrd_dumpinfo {
 	const Kc__Types__Process *task;
 	const struct kc_ctrd_proc *procs;
 	size_t n_procs;
+	const struct kc_ctrd_rw *rw; /* NULL: no rw layer */
 };
 
 /* containerd.json read back; everything owned. */
@@ -52,6 +75,7 @@ struct kc_ctrd_saved {
 	pid_t task_pid;
 	struct kc_ctrd_proc *procs;
 	size_t n_procs;
+	struct kc_ctrd_rw rw; /* rw.file NULL: none */
 };
 
 /* malloc()ed JSON text. */

@@ -168,12 +168,17 @@ static int spawn_error(struct kc_error **err, int e, const char *path)
 
 /*
  * Runs criu with stdout and stderr captured into *output (may be NULL) and
- * its wait status in *wstatus.  CRIU gets its own process group so that a
- * ^C on the terminal reaches only us: interrupting CRIU halfway through a
- * dump or restore would leave a tree we cannot reason about, while we can
- * roll back cleanly once it returns.
+ * its wait status in *wstatus.
+ *
+ * CRIU gets its own process group so that a ^C on the terminal reaches
+ * only us: interrupting CRIU halfway through a dump or restore would leave
+ * a tree we cannot reason about, while we can roll back cleanly once it
+ * returns.  The exception is keep_stdin, for a --shell-job restore: CRIU
+ * hands its stdin terminal to the restored tree and makes its parent's
+ * group the terminal's foreground group, which only works from our own,
+ * foreground, group.
  */
-static int run_criu(char **argv, char **output, int *wstatus, struct kc_error **err)
+static int run_criu(char **argv, bool keep_stdin, char **output, int *wstatus, struct kc_error **err)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -184,7 +189,8 @@ static int run_criu(char **argv, char **output, int *wstatus, struct kc_error **
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	if (!keep_stdin)
+		posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, wr, 1);
 	posix_spawn_file_actions_adddup2(&fa, wr, 2);
 	/* Our other descriptors (archives, sockets of other backends) must
@@ -199,7 +205,10 @@ static int run_criu(char **argv, char **output, int *wstatus, struct kc_error **
 	sigdelset(&all, SIGKILL);
 	sigdelset(&all, SIGSTOP);
 	posix_spawnattr_init(&attr);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+	if (!keep_stdin)
+		flags |= POSIX_SPAWN_SETPGROUP;
+	posix_spawnattr_setflags(&attr, flags);
 	posix_spawnattr_setpgroup(&attr, 0);
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &all);
@@ -301,7 +310,7 @@ static int criu_version(void *h, const struct kc_criu_opts *o, char **version, s
 
 	_cleanup_free_ char *out = NULL;
 	int status;
-	if (run_criu(argv, &out, &status, err) < 0)
+	if (run_criu(argv, false, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "--version", status, NULL, out);
@@ -332,7 +341,7 @@ static int criu_check(void *h, const struct kc_criu_opts *o, char **output, stru
 
 	_cleanup_free_ char *out = NULL;
 	int status;
-	if (run_criu(argv, &out, &status, err) < 0)
+	if (run_criu(argv, false, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status)) {
 		_cleanup_free_ char *copy = kc_xstrdup(out);
@@ -372,7 +381,7 @@ static int criu_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const cha
 	_cleanup_free_ char *out = NULL;
 	_cleanup_free_ char *log = kc_xasprintf("%s/criu-dump.log", dir);
 	int status;
-	if (run_criu(argv, &out, &status, err) < 0)
+	if (run_criu(argv, false, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "dump", status, log, out);
@@ -428,7 +437,7 @@ static int criu_restore(void *h, const struct kc_criu_opts *o, const char *image
 	_cleanup_free_ char *out = NULL;
 	_cleanup_free_ char *log = kc_xasprintf("%s/criu-restore.log", dir);
 	int status;
-	if (run_criu(argv, &out, &status, err) < 0)
+	if (run_criu(argv, o->shell_job, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "restore", status, log, out);

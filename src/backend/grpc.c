@@ -303,8 +303,13 @@ int kc_grpc_status_check(const struct kc_grpc_status *st, const char *method,
 		const char *msg = st->grpc_message && *st->grpc_message
 					  ? st->grpc_message
 					  : kc_grpc_code_name(st->grpc_status, buf);
+		/* errors are one line: runc and CRIU messages may carry newlines */
+		_cleanup_free_ char *line = kc_xstrdup(msg);
+		for (char *p = line; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = ' ';
 		return kc_error_set(err, code_exit(st->grpc_status), st->grpc_status,
-				    "containerd refused '%s': %s", method, msg);
+				    "containerd refused '%s': %s", method, line);
 	}
 	if (st->http_status == 0)
 		return kc_error_set(err, KC_EXIT_CONTAINERD, KC_GRPC_UNAVAILABLE,
@@ -488,16 +493,31 @@ static struct curl_slist *add_header(struct curl_slist *l, const char *h)
 	return n;
 }
 
-int kc_grpc_call_raw(struct kc_grpc *g, const char *path, const void *req, size_t req_len,
-		     unsigned timeout_ms, kc_grpc_msg_fn fn, void *arg, struct kc_error **err)
+struct body_src {
+	kc_grpc_body_fn fn;
+	void *arg;
+	struct kc_error *err;
+};
+
+static size_t on_read(char *buf, size_t size, size_t n, void *ud)
+{
+	struct body_src *b = ud;
+	ssize_t r = b->fn(b->arg, (uint8_t *)buf, size * n, &b->err);
+	if (r < 0)
+		return CURL_READFUNC_ABORT;
+	return (size_t)r;
+}
+
+/* One call; the body is either `body` or produced by `src`. */
+static int perform(struct kc_grpc *g, const char *path, const uint8_t *body, uint64_t body_len,
+		   struct body_src *src, unsigned timeout_ms, kc_grpc_msg_fn fn, void *arg,
+		   struct kc_error **err)
 {
 	char method[128];
 	kc_grpc_method_name(path, method, sizeof(method));
 	if (timeout_ms == KC_GRPC_DEFAULT_TIMEOUT)
 		timeout_ms = g->default_timeout_ms;
 
-	size_t body_len;
-	_cleanup_free_ uint8_t *body = kc_grpc_frame(req, req_len, &body_len);
 	_cleanup_free_ char *url = kc_xasprintf("http://localhost%s", path);
 	_cleanup_free_ char *ns_h = kc_xasprintf("containerd-namespace: %s", g->ns);
 	_cleanup_free_ char *lease_h = g->lease ? kc_xasprintf("containerd-lease: %s", g->lease) : NULL;
@@ -533,7 +553,12 @@ int kc_grpc_call_raw(struct kc_grpc *g, const char *path, const void *req, size_
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
 	curl_easy_setopt(h, CURLOPT_POST, 1L);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, (char *)body);
+	if (src) {
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(h, CURLOPT_READDATA, src);
+	} else {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, (const char *)body);
+	}
 	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
@@ -557,7 +582,10 @@ int kc_grpc_call_raw(struct kc_grpc *g, const char *path, const void *req, size_
 	curl_slist_free_all(hdrs);
 
 	int ret = -1;
-	if (c.cb_err) {
+	if (src && src->err) {
+		kc_error_propagate(err, src->err);
+		src->err = NULL;
+	} else if (c.cb_err) {
 		kc_error_propagate(err, c.cb_err);
 		c.cb_err = NULL;
 	} else if (rc == CURLE_OPERATION_TIMEDOUT) {
@@ -581,6 +609,24 @@ int kc_grpc_call_raw(struct kc_grpc *g, const char *path, const void *req, size_
 	kc_grpc_decoder_free(&c.dec);
 	kc_grpc_status_free(&c.st);
 	return ret;
+}
+
+int kc_grpc_call_raw(struct kc_grpc *g, const char *path, const void *req, size_t req_len,
+		     unsigned timeout_ms, kc_grpc_msg_fn fn, void *arg, struct kc_error **err)
+{
+	size_t body_len;
+	_cleanup_free_ uint8_t *body = kc_grpc_frame(req, req_len, &body_len);
+	return perform(g, path, body, body_len, NULL, timeout_ms, fn, arg, err);
+}
+
+int kc_grpc_call_stream(struct kc_grpc *g, const char *path, kc_grpc_body_fn body, void *body_arg,
+			uint64_t body_len, unsigned timeout_ms, kc_grpc_msg_fn fn, void *arg,
+			struct kc_error **err)
+{
+	struct body_src src = {.fn = body, .arg = body_arg};
+	int rc = perform(g, path, NULL, body_len, &src, timeout_ms, fn, arg, err);
+	kc_error_free(src.err);
+	return rc;
 }
 
 struct unary_ctx {

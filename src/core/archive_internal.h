@@ -23,6 +23,16 @@
  */
 #define KC_ARCHIVE_LEAF ((size_t)1 << 20)
 
+/*
+ * zstd archives are a run of independent frames of at most
+ * KC_ARCHIVE_JOB_CAP bytes of tar each, every one preceded by a skippable
+ * frame of this magic whose 4-byte payload is the frame's compressed size,
+ * so a reader can hand whole frames to threads (pzstd's layout; plain
+ * zstd skips the hints).
+ */
+#define KC_ARCHIVE_JOB_CAP (KC_ARCHIVE_LEAF + ((size_t)64 << 10))
+#define KC_ZSTD_HINT_MAGIC 0x184D2A5BU
+
 struct kc_sha256 {
 	uint32_t h[8];
 	uint64_t len;

@@ -35,13 +35,15 @@ int kc_rollback(struct kc_undo *u, struct kc_error **err)
 	/* the rollback failure matters more: the process may be left stopped or
 	 * locked, and the user has to act */
 	if (err && *err) {
-		char *msg = kc_xasprintf("%s; %s; run 'kcheckpoint recover'", (*err)->msg, rb->msg);
+		char *msg = kc_xasprintf("%s; %s", (*err)->msg, rb->msg);
 		free((*err)->msg);
 		(*err)->msg = msg;
 		(*err)->exit_code = KC_EXIT_ROLLBACK;
 		kc_error_free(rb);
+		kc_error_set_hint(err, "run 'kcheckpoint recover'");
 	} else {
 		kc_error_propagate(err, rb);
+		kc_error_set_hint(err, "run 'kcheckpoint recover'");
 	}
 	return -1;
 }
@@ -287,7 +289,10 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	t0 = kc_now();
 	if (o->leave_running) {
 		if (kc_undo_run(&undo, err) < 0) {
+			/* the images are complete, but the process may be left
+			 * stopped or locked: say how to get it going */
 			kc_error_prefix(err, "resume after dump");
+			kc_error_set_hint(err, "run 'kcheckpoint recover' on pid %d", (int)o->pid);
 			goto out;
 		}
 		kc_report_add(r, "resume", kc_now() - t0, 0);
@@ -296,7 +301,11 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 		int fr = b->criu->ops->finish ? b->criu->ops->finish(b->criu->h, pids, n, err)
 					      : kc_proctree_kill(pids, n, 10000, err);
 		if (fr < 0) {
+			/* the image is complete; the old tree is still stopped with
+			 * its GPU state checkpointed */
 			kc_error_prefix(err, "end the dumped process");
+			kc_error_set_hint(err, "the image is complete; kill pid %d, or run 'kcheckpoint recover' on it",
+					  (int)o->pid);
 			goto out;
 		}
 		kc_report_add(r, "kill", kc_now() - t0, 0);

@@ -71,6 +71,25 @@ int kc_error_prefix(struct kc_error **err, const char *fmt, ...)
 	return -1;
 }
 
+int kc_error_set_hint(struct kc_error **err, const char *fmt, ...)
+{
+	if (!err || !*err)
+		return -1;
+	va_list ap;
+	char *hint = NULL;
+	va_start(ap, fmt);
+	if (vasprintf(&hint, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	if (!strstr((*err)->msg, hint)) {
+		char *full = kc_xasprintf("%s; %s", (*err)->msg, hint);
+		free((*err)->msg);
+		(*err)->msg = full;
+	}
+	free(hint);
+	return -1;
+}
+
 void kc_error_propagate(struct kc_error **dst, struct kc_error *src)
 {
 	if (!src)

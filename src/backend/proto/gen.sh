@@ -4,4 +4,4 @@
 # protos here (needs protoc-c from protobuf-c-compiler).
 set -eu
 cd "$(dirname "$0")"
-protoc-c --c_out=. -I. kc_types.proto kc_tasks.proto kc_containers.proto kc_snapshots.proto kc_misc.proto
+protoc-c --c_out=. -I. kc_types.proto kc_tasks.proto kc_containers.proto kc_snapshots.proto kc_misc.proto kc_content.proto

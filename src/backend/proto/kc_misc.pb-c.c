@@ -295,94 +295,94 @@ void   kc__misc__namespace__free_unpacked
   assert(message->base.descriptor == &kc__misc__namespace__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-void   kc__misc__get_namespace_request__init
-                     (Kc__Misc__GetNamespaceRequest         *message)
+void   kc__misc__list_namespaces_request__init
+                     (Kc__Misc__ListNamespacesRequest         *message)
 {
-  static const Kc__Misc__GetNamespaceRequest init_value = KC__MISC__GET_NAMESPACE_REQUEST__INIT;
+  static const Kc__Misc__ListNamespacesRequest init_value = KC__MISC__LIST_NAMESPACES_REQUEST__INIT;
   *message = init_value;
 }
-size_t kc__misc__get_namespace_request__get_packed_size
-                     (const Kc__Misc__GetNamespaceRequest *message)
+size_t kc__misc__list_namespaces_request__get_packed_size
+                     (const Kc__Misc__ListNamespacesRequest *message)
 {
-  assert(message->base.descriptor == &kc__misc__get_namespace_request__descriptor);
+  assert(message->base.descriptor == &kc__misc__list_namespaces_request__descriptor);
   return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
 }
-size_t kc__misc__get_namespace_request__pack
-                     (const Kc__Misc__GetNamespaceRequest *message,
+size_t kc__misc__list_namespaces_request__pack
+                     (const Kc__Misc__ListNamespacesRequest *message,
                       uint8_t       *out)
 {
-  assert(message->base.descriptor == &kc__misc__get_namespace_request__descriptor);
+  assert(message->base.descriptor == &kc__misc__list_namespaces_request__descriptor);
   return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
 }
-size_t kc__misc__get_namespace_request__pack_to_buffer
-                     (const Kc__Misc__GetNamespaceRequest *message,
+size_t kc__misc__list_namespaces_request__pack_to_buffer
+                     (const Kc__Misc__ListNamespacesRequest *message,
                       ProtobufCBuffer *buffer)
 {
-  assert(message->base.descriptor == &kc__misc__get_namespace_request__descriptor);
+  assert(message->base.descriptor == &kc__misc__list_namespaces_request__descriptor);
   return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
 }
-Kc__Misc__GetNamespaceRequest *
-       kc__misc__get_namespace_request__unpack
+Kc__Misc__ListNamespacesRequest *
+       kc__misc__list_namespaces_request__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data)
 {
-  return (Kc__Misc__GetNamespaceRequest *)
-     protobuf_c_message_unpack (&kc__misc__get_namespace_request__descriptor,
+  return (Kc__Misc__ListNamespacesRequest *)
+     protobuf_c_message_unpack (&kc__misc__list_namespaces_request__descriptor,
                                 allocator, len, data);
 }
-void   kc__misc__get_namespace_request__free_unpacked
-                     (Kc__Misc__GetNamespaceRequest *message,
+void   kc__misc__list_namespaces_request__free_unpacked
+                     (Kc__Misc__ListNamespacesRequest *message,
                       ProtobufCAllocator *allocator)
 {
   if(!message)
     return;
-  assert(message->base.descriptor == &kc__misc__get_namespace_request__descriptor);
+  assert(message->base.descriptor == &kc__misc__list_namespaces_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-void   kc__misc__get_namespace_response__init
-                     (Kc__Misc__GetNamespaceResponse         *message)
+void   kc__misc__list_namespaces_response__init
+                     (Kc__Misc__ListNamespacesResponse         *message)
 {
-  static const Kc__Misc__GetNamespaceResponse init_value = KC__MISC__GET_NAMESPACE_RESPONSE__INIT;
+  static const Kc__Misc__ListNamespacesResponse init_value = KC__MISC__LIST_NAMESPACES_RESPONSE__INIT;
   *message = init_value;
 }
-size_t kc__misc__get_namespace_response__get_packed_size
-                     (const Kc__Misc__GetNamespaceResponse *message)
+size_t kc__misc__list_namespaces_response__get_packed_size
+                     (const Kc__Misc__ListNamespacesResponse *message)
 {
-  assert(message->base.descriptor == &kc__misc__get_namespace_response__descriptor);
+  assert(message->base.descriptor == &kc__misc__list_namespaces_response__descriptor);
   return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
 }
-size_t kc__misc__get_namespace_response__pack
-                     (const Kc__Misc__GetNamespaceResponse *message,
+size_t kc__misc__list_namespaces_response__pack
+                     (const Kc__Misc__ListNamespacesResponse *message,
                       uint8_t       *out)
 {
-  assert(message->base.descriptor == &kc__misc__get_namespace_response__descriptor);
+  assert(message->base.descriptor == &kc__misc__list_namespaces_response__descriptor);
   return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
 }
-size_t kc__misc__get_namespace_response__pack_to_buffer
-                     (const Kc__Misc__GetNamespaceResponse *message,
+size_t kc__misc__list_namespaces_response__pack_to_buffer
+                     (const Kc__Misc__ListNamespacesResponse *message,
                       ProtobufCBuffer *buffer)
 {
-  assert(message->base.descriptor == &kc__misc__get_namespace_response__descriptor);
+  assert(message->base.descriptor == &kc__misc__list_namespaces_response__descriptor);
   return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
 }
-Kc__Misc__GetNamespaceResponse *
-       kc__misc__get_namespace_response__unpack
+Kc__Misc__ListNamespacesResponse *
+       kc__misc__list_namespaces_response__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data)
 {
-  return (Kc__Misc__GetNamespaceResponse *)
-     protobuf_c_message_unpack (&kc__misc__get_namespace_response__descriptor,
+  return (Kc__Misc__ListNamespacesResponse *)
+     protobuf_c_message_unpack (&kc__misc__list_namespaces_response__descriptor,
                                 allocator, len, data);
 }
-void   kc__misc__get_namespace_response__free_unpacked
-                     (Kc__Misc__GetNamespaceResponse *message,
+void   kc__misc__list_namespaces_response__free_unpacked
+                     (Kc__Misc__ListNamespacesResponse *message,
                       ProtobufCAllocator *allocator)
 {
   if(!message)
     return;
-  assert(message->base.descriptor == &kc__misc__get_namespace_response__descriptor);
+  assert(message->base.descriptor == &kc__misc__list_namespaces_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 static const ProtobufCFieldDescriptor kc__misc__version_response__field_descriptors[2] =
@@ -833,79 +833,79 @@ const ProtobufCMessageDescriptor kc__misc__namespace__descriptor =
   (ProtobufCMessageInit) kc__misc__namespace__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kc__misc__get_namespace_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor kc__misc__list_namespaces_request__field_descriptors[1] =
 {
   {
-    "name",
+    "filter",
     1,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_STRING,
     0,   /* quantifier_offset */
-    offsetof(Kc__Misc__GetNamespaceRequest, name),
+    offsetof(Kc__Misc__ListNamespacesRequest, filter),
     NULL,
     &protobuf_c_empty_string,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
 };
-static const unsigned kc__misc__get_namespace_request__field_indices_by_name[] = {
-  0,   /* field[0] = name */
+static const unsigned kc__misc__list_namespaces_request__field_indices_by_name[] = {
+  0,   /* field[0] = filter */
 };
-static const ProtobufCIntRange kc__misc__get_namespace_request__number_ranges[1 + 1] =
+static const ProtobufCIntRange kc__misc__list_namespaces_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
   { 0, 1 }
 };
-const ProtobufCMessageDescriptor kc__misc__get_namespace_request__descriptor =
+const ProtobufCMessageDescriptor kc__misc__list_namespaces_request__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "kc.misc.GetNamespaceRequest",
-  "GetNamespaceRequest",
-  "Kc__Misc__GetNamespaceRequest",
+  "kc.misc.ListNamespacesRequest",
+  "ListNamespacesRequest",
+  "Kc__Misc__ListNamespacesRequest",
   "kc.misc",
-  sizeof(Kc__Misc__GetNamespaceRequest),
+  sizeof(Kc__Misc__ListNamespacesRequest),
   1,
-  kc__misc__get_namespace_request__field_descriptors,
-  kc__misc__get_namespace_request__field_indices_by_name,
-  1,  kc__misc__get_namespace_request__number_ranges,
-  (ProtobufCMessageInit) kc__misc__get_namespace_request__init,
+  kc__misc__list_namespaces_request__field_descriptors,
+  kc__misc__list_namespaces_request__field_indices_by_name,
+  1,  kc__misc__list_namespaces_request__number_ranges,
+  (ProtobufCMessageInit) kc__misc__list_namespaces_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor kc__misc__get_namespace_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor kc__misc__list_namespaces_response__field_descriptors[1] =
 {
   {
-    "namespace",
+    "namespaces",
     1,
-    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_LABEL_REPEATED,
     PROTOBUF_C_TYPE_MESSAGE,
-    0,   /* quantifier_offset */
-    offsetof(Kc__Misc__GetNamespaceResponse, namespace_),
+    offsetof(Kc__Misc__ListNamespacesResponse, n_namespaces),
+    offsetof(Kc__Misc__ListNamespacesResponse, namespaces),
     &kc__misc__namespace__descriptor,
     NULL,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
 };
-static const unsigned kc__misc__get_namespace_response__field_indices_by_name[] = {
-  0,   /* field[0] = namespace */
+static const unsigned kc__misc__list_namespaces_response__field_indices_by_name[] = {
+  0,   /* field[0] = namespaces */
 };
-static const ProtobufCIntRange kc__misc__get_namespace_response__number_ranges[1 + 1] =
+static const ProtobufCIntRange kc__misc__list_namespaces_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
   { 0, 1 }
 };
-const ProtobufCMessageDescriptor kc__misc__get_namespace_response__descriptor =
+const ProtobufCMessageDescriptor kc__misc__list_namespaces_response__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "kc.misc.GetNamespaceResponse",
-  "GetNamespaceResponse",
-  "Kc__Misc__GetNamespaceResponse",
+  "kc.misc.ListNamespacesResponse",
+  "ListNamespacesResponse",
+  "Kc__Misc__ListNamespacesResponse",
   "kc.misc",
-  sizeof(Kc__Misc__GetNamespaceResponse),
+  sizeof(Kc__Misc__ListNamespacesResponse),
   1,
-  kc__misc__get_namespace_response__field_descriptors,
-  kc__misc__get_namespace_response__field_indices_by_name,
-  1,  kc__misc__get_namespace_response__number_ranges,
-  (ProtobufCMessageInit) kc__misc__get_namespace_response__init,
+  kc__misc__list_namespaces_response__field_descriptors,
+  kc__misc__list_namespaces_response__field_indices_by_name,
+  1,  kc__misc__list_namespaces_response__number_ranges,
+  (ProtobufCMessageInit) kc__misc__list_namespaces_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

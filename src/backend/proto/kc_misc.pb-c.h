@@ -24,8 +24,8 @@ typedef struct Kc__Misc__CreateLeaseResponse Kc__Misc__CreateLeaseResponse;
 typedef struct Kc__Misc__DeleteLeaseRequest Kc__Misc__DeleteLeaseRequest;
 typedef struct Kc__Misc__Namespace Kc__Misc__Namespace;
 typedef struct Kc__Misc__Namespace__LabelsEntry Kc__Misc__Namespace__LabelsEntry;
-typedef struct Kc__Misc__GetNamespaceRequest Kc__Misc__GetNamespaceRequest;
-typedef struct Kc__Misc__GetNamespaceResponse Kc__Misc__GetNamespaceResponse;
+typedef struct Kc__Misc__ListNamespacesRequest Kc__Misc__ListNamespacesRequest;
+typedef struct Kc__Misc__ListNamespacesResponse Kc__Misc__ListNamespacesResponse;
 
 
 /* --- enums --- */
@@ -134,24 +134,25 @@ struct  Kc__Misc__Namespace
     , (char *)protobuf_c_empty_string, 0,NULL }
 
 
-struct  Kc__Misc__GetNamespaceRequest
+struct  Kc__Misc__ListNamespacesRequest
 {
   ProtobufCMessage base;
-  char *name;
+  char *filter;
 };
-#define KC__MISC__GET_NAMESPACE_REQUEST__INIT \
- { PROTOBUF_C_MESSAGE_INIT (&kc__misc__get_namespace_request__descriptor) \
+#define KC__MISC__LIST_NAMESPACES_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kc__misc__list_namespaces_request__descriptor) \
     , (char *)protobuf_c_empty_string }
 
 
-struct  Kc__Misc__GetNamespaceResponse
+struct  Kc__Misc__ListNamespacesResponse
 {
   ProtobufCMessage base;
-  Kc__Misc__Namespace *namespace_;
+  size_t n_namespaces;
+  Kc__Misc__Namespace **namespaces;
 };
-#define KC__MISC__GET_NAMESPACE_RESPONSE__INIT \
- { PROTOBUF_C_MESSAGE_INIT (&kc__misc__get_namespace_response__descriptor) \
-    , NULL }
+#define KC__MISC__LIST_NAMESPACES_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&kc__misc__list_namespaces_response__descriptor) \
+    , 0,NULL }
 
 
 /* Kc__Misc__VersionResponse methods */
@@ -277,43 +278,43 @@ Kc__Misc__Namespace *
 void   kc__misc__namespace__free_unpacked
                      (Kc__Misc__Namespace *message,
                       ProtobufCAllocator *allocator);
-/* Kc__Misc__GetNamespaceRequest methods */
-void   kc__misc__get_namespace_request__init
-                     (Kc__Misc__GetNamespaceRequest         *message);
-size_t kc__misc__get_namespace_request__get_packed_size
-                     (const Kc__Misc__GetNamespaceRequest   *message);
-size_t kc__misc__get_namespace_request__pack
-                     (const Kc__Misc__GetNamespaceRequest   *message,
+/* Kc__Misc__ListNamespacesRequest methods */
+void   kc__misc__list_namespaces_request__init
+                     (Kc__Misc__ListNamespacesRequest         *message);
+size_t kc__misc__list_namespaces_request__get_packed_size
+                     (const Kc__Misc__ListNamespacesRequest   *message);
+size_t kc__misc__list_namespaces_request__pack
+                     (const Kc__Misc__ListNamespacesRequest   *message,
                       uint8_t             *out);
-size_t kc__misc__get_namespace_request__pack_to_buffer
-                     (const Kc__Misc__GetNamespaceRequest   *message,
+size_t kc__misc__list_namespaces_request__pack_to_buffer
+                     (const Kc__Misc__ListNamespacesRequest   *message,
                       ProtobufCBuffer     *buffer);
-Kc__Misc__GetNamespaceRequest *
-       kc__misc__get_namespace_request__unpack
+Kc__Misc__ListNamespacesRequest *
+       kc__misc__list_namespaces_request__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data);
-void   kc__misc__get_namespace_request__free_unpacked
-                     (Kc__Misc__GetNamespaceRequest *message,
+void   kc__misc__list_namespaces_request__free_unpacked
+                     (Kc__Misc__ListNamespacesRequest *message,
                       ProtobufCAllocator *allocator);
-/* Kc__Misc__GetNamespaceResponse methods */
-void   kc__misc__get_namespace_response__init
-                     (Kc__Misc__GetNamespaceResponse         *message);
-size_t kc__misc__get_namespace_response__get_packed_size
-                     (const Kc__Misc__GetNamespaceResponse   *message);
-size_t kc__misc__get_namespace_response__pack
-                     (const Kc__Misc__GetNamespaceResponse   *message,
+/* Kc__Misc__ListNamespacesResponse methods */
+void   kc__misc__list_namespaces_response__init
+                     (Kc__Misc__ListNamespacesResponse         *message);
+size_t kc__misc__list_namespaces_response__get_packed_size
+                     (const Kc__Misc__ListNamespacesResponse   *message);
+size_t kc__misc__list_namespaces_response__pack
+                     (const Kc__Misc__ListNamespacesResponse   *message,
                       uint8_t             *out);
-size_t kc__misc__get_namespace_response__pack_to_buffer
-                     (const Kc__Misc__GetNamespaceResponse   *message,
+size_t kc__misc__list_namespaces_response__pack_to_buffer
+                     (const Kc__Misc__ListNamespacesResponse   *message,
                       ProtobufCBuffer     *buffer);
-Kc__Misc__GetNamespaceResponse *
-       kc__misc__get_namespace_response__unpack
+Kc__Misc__ListNamespacesResponse *
+       kc__misc__list_namespaces_response__unpack
                      (ProtobufCAllocator  *allocator,
                       size_t               len,
                       const uint8_t       *data);
-void   kc__misc__get_namespace_response__free_unpacked
-                     (Kc__Misc__GetNamespaceResponse *message,
+void   kc__misc__list_namespaces_response__free_unpacked
+                     (Kc__Misc__ListNamespacesResponse *message,
                       ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
@@ -344,11 +345,11 @@ typedef void (*Kc__Misc__Namespace__LabelsEntry_Closure)
 typedef void (*Kc__Misc__Namespace_Closure)
                  (const Kc__Misc__Namespace *message,
                   void *closure_data);
-typedef void (*Kc__Misc__GetNamespaceRequest_Closure)
-                 (const Kc__Misc__GetNamespaceRequest *message,
+typedef void (*Kc__Misc__ListNamespacesRequest_Closure)
+                 (const Kc__Misc__ListNamespacesRequest *message,
                   void *closure_data);
-typedef void (*Kc__Misc__GetNamespaceResponse_Closure)
-                 (const Kc__Misc__GetNamespaceResponse *message,
+typedef void (*Kc__Misc__ListNamespacesResponse_Closure)
+                 (const Kc__Misc__ListNamespacesResponse *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -365,8 +366,8 @@ extern const ProtobufCMessageDescriptor kc__misc__create_lease_response__descrip
 extern const ProtobufCMessageDescriptor kc__misc__delete_lease_request__descriptor;
 extern const ProtobufCMessageDescriptor kc__misc__namespace__descriptor;
 extern const ProtobufCMessageDescriptor kc__misc__namespace__labels_entry__descriptor;
-extern const ProtobufCMessageDescriptor kc__misc__get_namespace_request__descriptor;
-extern const ProtobufCMessageDescriptor kc__misc__get_namespace_response__descriptor;
+extern const ProtobufCMessageDescriptor kc__misc__list_namespaces_request__descriptor;
+extern const ProtobufCMessageDescriptor kc__misc__list_namespaces_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 
