@@ -42,6 +42,13 @@ struct kc_restore_opts {
 	size_t n_pairs;
 	unsigned pid_wait_ms;
 	struct kc_criu_opts criu; /* criu_path/verbose; flags come from the manifest */
+	/* Read the page images into the cache in parallel while CRIU restores. */
+	bool prefetch;
+	/* Optional: called after CRIU restored, before the GPU stage.  The CLI
+	 * loads the driver (cuInit) in a thread meanwhile and joins it here, so
+	 * driver start-up overlaps unpack and CRIU restore. */
+	int (*gpu_ready)(void *arg, struct kc_error **err);
+	void *gpu_ready_arg;
 };
 
 int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,

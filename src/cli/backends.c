@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,18 +31,55 @@ int kc_cli_open_gpu(const struct kc_args *a, struct kc_cli_backends *cb, struct 
 	return 0;
 }
 
-int kc_cli_open_backends(const struct kc_args *a, struct kc_cli_backends *cb, struct kc_error **err)
+int kc_cli_open_backends(const struct kc_args *a, struct kc_cli_backends *cb, bool gpu, struct kc_error **err)
 {
 	memset(cb, 0, sizeof(*cb));
-	if (kc_cli_open_gpu(a, cb, err) < 0)
+	if (gpu && kc_cli_open_gpu(a, cb, err) < 0)
 		return -1;
 	kc_criu_init(&cb->criu);
 	cb->b.criu = &cb->criu;
 	return 0;
 }
 
+static void *loader_main(void *arg)
+{
+	struct kc_cli_backends *cb = arg;
+	cb->loader_rc = kc_cli_open_gpu(cb->loader_args, cb, &cb->loader_err);
+	return NULL;
+}
+
+int kc_cli_open_gpu_async(const struct kc_args *a, struct kc_cli_backends *cb)
+{
+	cb->loader_args = a;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	int r = pthread_create(&cb->loader, NULL, loader_main, cb);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0)
+		return kc_cli_open_gpu(a, cb, &cb->loader_err);
+	cb->loader_running = true;
+	return 0;
+}
+
+int kc_cli_gpu_ready(void *arg, struct kc_error **err)
+{
+	struct kc_cli_backends *cb = arg;
+	if (cb->loader_running) {
+		pthread_join(cb->loader, NULL);
+		cb->loader_running = false;
+	}
+	if (cb->loader_err) {
+		kc_error_propagate(err, cb->loader_err);
+		cb->loader_err = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 void kc_cli_close_backends(struct kc_cli_backends *cb)
 {
+	kc_cli_gpu_ready(cb, NULL);
 	if (cb->b.cuda)
 		kc_cuda_close(&cb->cuda);
 	if (cb->b.nvml)

@@ -46,6 +46,7 @@ enum kc_opt_id {
 	OPT_NAMESPACE,
 	OPT_ADDRESS,
 	OPT_RW_LAYER,
+	OPT_THP,
 };
 
 struct kc_option {
@@ -76,7 +77,7 @@ struct kc_args {
 	bool json, verbose, quiet, keep_images, leave_running, tcp_established, shell_job, file_locks,
 		verify, rw_layer;
 	const char *images_dir, *output, *work_dir, *compress, *criu, *libcuda, *gpu_map, *containerd,
-		*ns, *address;
+		*ns, *address, *thp;
 	long threads;
 	unsigned lock_timeout_ms, pid_wait_ms;
 	char **pos; /* positional arguments */

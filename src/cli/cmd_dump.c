@@ -12,6 +12,7 @@
 #include "kc/archive.h"
 #include "kc/containerd.h"
 #include "kc/orchestrator.h"
+#include "kc/thp.h"
 #include "kc/util.h"
 #include "workdir.h"
 
@@ -120,7 +121,7 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 		return -1;
 
 	struct kc_cli_backends cb;
-	if (kc_cli_open_backends(&a, &cb, err) < 0)
+	if (kc_cli_open_backends(&a, &cb, true, err) < 0)
 		return -1;
 	int rc = -1;
 	struct kc_manifest m;
@@ -129,6 +130,7 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	kc_report_init(&r, "dump");
 	_cleanup_free_ char *output = NULL;
 	struct kc_workdir wd = {0};
+	char thp_old[16] = "";
 	struct kc_dump_opts o = {.lock_timeout_ms = a.lock_timeout_ms, .leave_running = a.leave_running};
 	kc_cli_criu_opts(&a, &o.criu);
 
@@ -156,6 +158,8 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 		o.post_dump_arg = &job;
 	}
 
+	if (a.thp && kc_thp_set(a.thp, thp_old, sizeof(thp_old), err) < 0)
+		goto out;
 	if (kc_dump(&o, &cb.b, &m, &r, err) < 0)
 		goto out;
 	kc_report_finish(&r);
@@ -169,6 +173,7 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 		kc_cli_print_json(dump_json(&r, &m, o.images_dir, output));
 	rc = 0;
 out:
+	kc_thp_put_back(thp_old);
 	kc_workdir_finish(&wd, a.quiet);
 	kc_manifest_free(&m);
 	kc_cli_close_backends(&cb);

@@ -11,6 +11,7 @@
 #include "kc/archive.h"
 #include "kc/containerd.h"
 #include "kc/orchestrator.h"
+#include "kc/thp.h"
 #include "kc/util.h"
 #include "workdir.h"
 
@@ -37,17 +38,25 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 		return -1;
 
 	struct kc_cli_backends cb;
-	if (kc_cli_open_backends(&a, &cb, err) < 0)
+	if (kc_cli_open_backends(&a, &cb, false, err) < 0)
 		return -1;
+	/* driver start-up runs while we unpack and CRIU restores */
+	kc_cli_open_gpu_async(&a, &cb);
 	int rc = -1;
 	struct kc_manifest m;
 	kc_manifest_init(&m);
 	struct kc_report r;
 	kc_report_init(&r, "restore");
 	struct kc_workdir wd = {0};
-	struct kc_restore_opts o = {.pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = a.pid_wait_ms};
+	char thp_old[16] = "";
+	const char *pf = getenv("KCHECKPOINT_PREFETCH");
+	struct kc_restore_opts o = {.pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = a.pid_wait_ms,
+				    .prefetch = !(pf && strcmp(pf, "0") == 0),
+				    .gpu_ready = kc_cli_gpu_ready, .gpu_ready_arg = &cb};
 	kc_cli_criu_opts(&a, &o.criu);
 
+	if (a.thp && kc_thp_set(a.thp, thp_old, sizeof(thp_old), err) < 0)
+		goto out;
 	if (S_ISREG(st.st_mode)) {
 		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, err) < 0)
 			goto out;
@@ -88,6 +97,7 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 		printf("%d\n", (int)root);
 	rc = 0;
 out:
+	kc_thp_put_back(thp_old);
 	kc_workdir_finish(&wd, a.quiet);
 	kc_manifest_free(&m);
 	kc_cli_close_backends(&cb);

@@ -48,6 +48,8 @@ const struct kc_option kc_options[] = {
 	{"address", 0, "SOCKET", D | R, OPT_ADDRESS, "file",
 	 "containerd socket (default /run/containerd/containerd.sock)"},
 	{"with-rw-layer", 0, NULL, D, OPT_RW_LAYER, NULL, "containerd: put the container's rw layer into the image"},
+	{"thp", 0, "MODE", D | R, OPT_THP, "always madvise never",
+	 "transparent huge pages mode while this runs (put back after)"},
 	{"verify", 0, NULL, CMD_INSPECT, OPT_VERIFY, NULL, "check every member's checksum"},
 	{"json", 0, NULL, CMD_ALL, OPT_JSON, NULL, "print one JSON document on stdout"},
 	{"verbose", 'v', NULL, CMD_ALL, OPT_VERBOSE, NULL, "say more (CRIU logs at level 4)"},
@@ -179,6 +181,7 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 		case OPT_NAMESPACE: a->ns = optarg; break;
 		case OPT_ADDRESS: a->address = optarg; break;
 		case OPT_RW_LAYER: a->rw_layer = true; break;
+		case OPT_THP: a->thp = optarg; break;
 		case ':':
 			return kc_error_set(err, KC_EXIT_USAGE, 0, "option '%s' needs an argument", argv[optind - 1]);
 		default:

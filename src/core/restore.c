@@ -8,6 +8,7 @@
 
 #include "gpu_stage.h"
 #include "kc/orchestrator.h"
+#include "kc/prefetch.h"
 #include "kc/proctree.h"
 #include "kc/undo.h"
 #include "kc/util.h"
@@ -91,12 +92,12 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		if (p->cuda_state == KC_CUDA_RUNNING)
 			to_unlock->pids[to_unlock->n++] = p->pid;
 	}
-	if (to_restore->n && !b->cuda) {
+	/* known now unless the driver is still loading (gpu_ready): fail before CRIU */
+	if (to_restore->n && !b->cuda && !o->gpu_ready) {
 		kc_error_set(err, KC_EXIT_GPU, 0, "the image holds %zu CUDA process(es) but no CUDA driver is loaded",
 			     to_restore->n);
 		goto out;
 	}
-
 	double waited = 0;
 	if (wait_pids_free(m, o->pid_wait_ms, &waited, err) < 0)
 		goto out;
@@ -110,10 +111,12 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	copts.leave_stopped = false;
 	pid_t root = 0;
 	struct kc_progress *pg = kc_progress_start("criu-restore", NULL, NULL);
+	struct kc_prefetch *pf = o->prefetch ? kc_prefetch_start(o->images_dir, 8) : NULL;
 	double t0 = kc_now();
 	int cr = b->criu->ops->restore(b->criu->h, &copts, o->images_dir, &root, err);
-	kc_progress_stop(pg);
 	double restore_s = kc_now() - t0;
+	kc_prefetch_stop(pf);
+	kc_progress_stop(pg);
 	if (cr < 0)
 		goto out;
 	struct discard_arg *da = kc_xcalloc(1, sizeof(*da));
@@ -126,6 +129,20 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (kc_check_interrupted(err) < 0)
 		goto rollback;
 
+	if (o->gpu_ready) {
+		t0 = kc_now();
+		if (o->gpu_ready(o->gpu_ready_arg, err) < 0)
+			goto rollback;
+		double waited_gpu = kc_now() - t0;
+		/* only shows when driver start-up outlasted unpack + CRIU restore */
+		if (waited_gpu >= 0.001)
+			kc_report_add(r, "gpu-init-wait", waited_gpu, 0);
+	}
+	if (to_restore->n && !b->cuda) {
+		kc_error_set(err, KC_EXIT_GPU, 0, "the image holds %zu CUDA process(es) but no CUDA driver is loaded",
+			     to_restore->n);
+		goto rollback;
+	}
 	if (to_restore->n) {
 		struct kc_progress *gp = kc_progress_start("gpu-restore", NULL, NULL);
 		t0 = kc_now();

@@ -276,3 +276,26 @@ def test_already_locked_process_stays_locked(tmp_path, cuda_env, workloads):
     run_kc(cuda_env, "restore", img, check=0)
     assert [x.split()[0] for x in steps(cuda_env)] == ["checkpoint", "restore"]
     assert cuda_state(cuda_env, w.pid) == 1, "LOCKED, as it was"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_thp_set_while_running_and_put_back(tmp_path, kc_env, workloads, fail):
+    thp = tmp_path / "thp"
+    thp.write_text("always [madvise] never\n")
+    seen = tmp_path / "seen"
+    wrapper = tmp_path / "criu-thp"
+    wrapper.write_text(f"""#!/bin/sh
+[ "$1" = dump ] && cat {thp} >> {seen}
+[ "$1" = dump ] && [ -n "$KC_TEST_CRIU_FAIL" ] && exec {CRIU} "$@" --no-such-option
+exec {CRIU} "$@"
+""")
+    wrapper.chmod(0o755)
+    kc_env["KCHECKPOINT_THP_PATH"] = str(thp)
+    if fail:
+        kc_env["KC_TEST_CRIU_FAIL"] = "1"
+    w = workloads(mb=8)
+    run_kc(kc_env, "dump", "--thp", "always", "--criu", wrapper, "-D", tmp_path / "img", w.pid,
+           check=7 if fail else 0)
+    assert seen.read_text().split()[0] == "always", "always while CRIU ran"
+    assert thp.read_text().strip() == "madvise", "the old mode is back"
+    run_kc(kc_env, "dump", "--thp", "sometimes", "-D", tmp_path / "img2", w.pid, check=2)

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# GPU benchmark: the same workload dumped and restored by kcheckpoint and by
+# the manual two-stage flow (cuda_ckpt = cuda-checkpoint's driver calls, one
+# process after the other, then plain criu), verified after each restore,
+# printed side by side.  Needs root, an NVIDIA GPU, CRIU >= 4.1.
+#
+#   bench/gpu_bench.sh [--gib N] [--procs P] [--cold] [--thp always|madvise] [--archive]
+#
+# Environment: KC (kcheckpoint), KCHECKPOINT_CRIU (criu), BIN (dir with
+# gpu_workload and cuda_ckpt), WORK (images; default /var/tmp/kc-bench),
+# OUT (where JSON and logs are kept).
+set -euo pipefail
+GIB=2 PROCS=1 COLD=0 THP="" ARCHIVE=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--gib) GIB=$2; shift ;;
+	--procs) PROCS=$2; shift ;;
+	--cold) COLD=1 ;;
+	--thp) THP=$2; shift ;;
+	--archive) ARCHIVE=1 ;;
+	*) echo "gpu_bench: unknown option '$1'" >&2; exit 2 ;;
+	esac
+	shift
+done
+KC=${KC:-kcheckpoint}
+CRIU=${KCHECKPOINT_CRIU:-criu}
+BIN=${BIN:?BIN must name the dir holding gpu_workload and cuda_ckpt}
+WORK=${WORK:-/var/tmp/kc-bench}
+OUT=${OUT:-$WORK/out}
+TAG=g${GIB}p${PROCS}$([ $COLD = 1 ] && echo c || echo w)${THP:+-$THP}
+mkdir -p "$WORK" "$OUT"
+THP_FILE=/sys/kernel/mm/transparent_hugepage/enabled
+OLD_THP=$(sed -n 's/.*\[\(.*\)\].*/\1/p' $THP_FILE)
+ROOT_PID=
+cleanup() {
+	[ -n "$ROOT_PID" ] && pkill -9 -s "$ROOT_PID" 2>/dev/null || true
+	[ -n "$THP" ] && echo "$OLD_THP" >$THP_FILE
+	rm -rf "$WORK/img-$TAG"
+}
+trap cleanup EXIT
+[ -n "$THP" ] && echo "$THP" >$THP_FILE
+PER=$(python3 -c "print($GIB/$PROCS)")
+
+now() { date +%s.%N; }
+status_field() { tr ' ' '\n' <"$1" | sed -n "s/^$2=//p"; }
+
+start_tree() { # a shell with PROCS workloads below it, in its own session
+	rm -f "$WORK"/st.* "$WORK/root.pid"
+	setsid -f sh -c "echo \$\$ >$WORK/root.pid; for i in \$(seq $PROCS); do $BIN/gpu_workload --gib $PER --seed \$i --status $WORK/st.\$i & done; wait" </dev/null >"$OUT/workload-$TAG.log" 2>&1
+	for _ in $(seq 1200); do
+		[ "$(ls "$WORK"/st.* 2>/dev/null | wc -l)" = "$PROCS" ] && break
+		sleep 0.1
+	done
+	ROOT_PID=$(cat "$WORK/root.pid")
+	PIDS=$(for f in "$WORK"/st.*; do status_field "$f" pid; done | tr '\n' ' ')
+}
+
+probe_all() { # SIGUSR1: each workload verifies all its VRAM; prints "counters mismatches"
+	local f before
+	for f in "$WORK"/st.*; do
+		before=$(cat "$f")
+		kill -USR1 "$(status_field "$f" pid)"
+		for _ in $(seq 600); do [ "$(cat "$f")" != "$before" ] && break; sleep 0.05; done
+		grep -q error= "$f" && { echo "gpu_bench: $(cat "$f")" >&2; exit 1; }
+	done
+	local c=0 m=0
+	for f in "$WORK"/st.*; do
+		c=$((c + $(status_field "$f" counter)))
+		m=$((m + $(status_field "$f" mismatches)))
+	done
+	echo "$c $m"
+}
+
+verify() { # $1 = counters before
+	read -r c m < <(probe_all)
+	[ "$m" = 0 ] || { echo "gpu_bench: $m VRAM mismatches after restore" >&2; exit 1; }
+	[ "$c" -ge "$1" ] || { echo "gpu_bench: counter went back ($c < $1)" >&2; exit 1; }
+	echo "verified: mismatches 0, counters $1 -> $c"
+}
+
+drop_caches() { [ $COLD = 1 ] && { sync; echo 3 >/proc/sys/vm/drop_caches; } || true; }
+wait_free() { for p in $ROOT_PID $PIDS; do while [ -e /proc/$p ]; do sleep 0.01; done; done; }
+
+echo "== gpu_bench $TAG: $PROCS process(es), $GIB GiB VRAM in all, THP $(sed -n 's/.*\[\(.*\)\].*/\1/p' $THP_FILE)"
+
+# kcheckpoint
+start_tree
+read -r C0 _ < <(probe_all)
+IMG=$WORK/img-$TAG
+rm -rf "$IMG"
+if [ $ARCHIVE = 1 ]; then
+	"$KC" dump -q --json -o "$IMG.tar.zst" --work-dir "$WORK" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
+else
+	"$KC" dump -q --json -D "$IMG" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
+fi
+wait_free
+drop_caches
+if [ $ARCHIVE = 1 ]; then
+	"$KC" restore -q --json --work-dir "$WORK" "$IMG.tar.zst" >"$OUT/kc-restore-$TAG.json"
+	ls -l "$IMG.tar.zst" >"$OUT/kc-archive-$TAG.txt"
+	rm -f "$IMG.tar.zst"
+else
+	"$KC" restore -q --json "$IMG" >"$OUT/kc-restore-$TAG.json"
+fi
+verify "$C0"
+pkill -9 -s "$ROOT_PID" || true
+wait_free
+rm -rf "$IMG"
+
+# manual flow: cuda-checkpoint per process, then criu; and back
+start_tree
+read -r C0 _ < <(probe_all)
+mkdir -p "$IMG"
+t0=$(now)
+for p in $PIDS; do "$BIN/cuda_ckpt" --toggle --pid "$p" >/dev/null; done
+t1=$(now)
+"$CRIU" dump -t "$ROOT_PID" -D "$IMG" -o dump.log
+t2=$(now)
+wait_free
+drop_caches
+t3=$(now)
+"$CRIU" restore -d -D "$IMG" -o restore.log
+t4=$(now)
+for p in $PIDS; do "$BIN/cuda_ckpt" --toggle --pid "$p" >/dev/null; done
+t5=$(now)
+verify "$C0"
+cat >"$OUT/manual-$TAG.json" <<JSON
+{"gpu_checkpoint": $(echo "$t1 - $t0" | bc), "criu_dump": $(echo "$t2 - $t1" | bc),
+ "criu_restore": $(echo "$t4 - $t3" | bc), "gpu_restore": $(echo "$t5 - $t4" | bc),
+ "image_bytes": $(du -sb "$IMG" | cut -f1)}
+JSON
+pkill -9 -s "$ROOT_PID" || true
+wait_free
+
+python3 - "$OUT" "$TAG" <<'PY'
+import json, sys
+out, tag = sys.argv[1], sys.argv[2]
+d = json.load(open(f"{out}/kc-dump-{tag}.json"))
+r = json.load(open(f"{out}/kc-restore-{tag}.json"))
+m = json.load(open(f"{out}/manual-{tag}.json"))
+st = {s["stage"]: s for s in d["stages"] + r["stages"]}
+sec = lambda k: st[k]["seconds"] if k in st else 0.0
+rows = [("gpu lock+checkpoint", sec("gpu-lock") + sec("gpu-checkpoint"), m["gpu_checkpoint"]),
+        ("criu dump", sec("criu-dump"), m["criu_dump"]),
+        ("archive", sec("archive"), 0.0),
+        ("dump total", d["total_seconds"], m["gpu_checkpoint"] + m["criu_dump"]),
+        ("unpack", sec("unpack"), 0.0),
+        ("criu restore", sec("criu-restore"), m["criu_restore"]),
+        ("gpu restore+unlock", sec("gpu-restore") + sec("gpu-unlock"), m["gpu_restore"]),
+        ("restore total", r["total_seconds"], m["criu_restore"] + m["gpu_restore"])]
+vram = d.get("vram_bytes", 0)
+print(f"{'stage':22} {'kcheckpoint':>12} {'manual':>10} {'ratio':>7}   (VRAM {vram/1e9:.2f} GB, image {m['image_bytes']/1e9:.2f} GB)")
+for name, a, b in rows:
+    ratio = f"{a / b:.2f}" if b > 0 else "-"
+    print(f"{name:22} {a:12.3f} {b:10.3f} {ratio:>7}")
+if "criu" in d:
+    print("criu dump stats:", json.dumps(d["criu"]))
+PY
