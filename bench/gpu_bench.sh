@@ -5,13 +5,16 @@
 # process after the other, then plain criu), verified after each restore,
 # printed side by side.  Needs root, an NVIDIA GPU, CRIU >= 4.1.
 #
-#   bench/gpu_bench.sh [--gib N] [--procs P] [--cold] [--thp always|madvise] [--archive]
+#   bench/gpu_bench.sh [--gib N] [--procs P] [--cold] [--thp always|madvise] [--archive] [--manual-first]
+#
+# The flow that runs first touches fresh VM memory (a lent VM grows its
+# memory on first use): --manual-first swaps the order to expose that.
 #
 # Environment: KC (kcheckpoint), KCHECKPOINT_CRIU (criu), BIN (dir with
 # gpu_workload and cuda_ckpt), WORK (images; default /var/tmp/kc-bench),
 # OUT (where JSON and logs are kept).
 set -euo pipefail
-GIB=2 PROCS=1 COLD=0 THP="" ARCHIVE=0
+GIB=2 PROCS=1 COLD=0 THP="" ARCHIVE=0 ORDER=kc-first
 while [ $# -gt 0 ]; do
 	case $1 in
 	--gib) GIB=$2; shift ;;
@@ -19,6 +22,7 @@ while [ $# -gt 0 ]; do
 	--cold) COLD=1 ;;
 	--thp) THP=$2; shift ;;
 	--archive) ARCHIVE=1 ;;
+	--manual-first) ORDER=manual-first ;;
 	*) echo "gpu_bench: unknown option '$1'" >&2; exit 2 ;;
 	esac
 	shift
@@ -28,7 +32,7 @@ CRIU=${KCHECKPOINT_CRIU:-criu}
 BIN=${BIN:?BIN must name the dir holding gpu_workload and cuda_ckpt}
 WORK=${WORK:-/var/tmp/kc-bench}
 OUT=${OUT:-$WORK/out}
-TAG=g${GIB}p${PROCS}$([ $COLD = 1 ] && echo c || echo w)${THP:+-$THP}
+TAG=g${GIB}p${PROCS}$([ $COLD = 1 ] && echo c || echo w)${THP:+-$THP}${KCHECKPOINT_PREFETCH:+-pf$KCHECKPOINT_PREFETCH}$([ $ORDER = manual-first ] && echo -mf || true)
 mkdir -p "$WORK" "$OUT"
 THP_FILE=/sys/kernel/mm/transparent_hugepage/enabled
 OLD_THP=$(sed -n 's/.*\[\(.*\)\].*/\1/p' $THP_FILE)
@@ -79,11 +83,14 @@ verify() { # $1 = counters before
 	echo "verified: mismatches 0, counters $1 -> $c"
 }
 
-drop_caches() { [ $COLD = 1 ] && { sync; echo 3 >/proc/sys/vm/drop_caches; } || true; }
+drop_caches() { [ $COLD = 1 ] || return 0; sync; echo 3 >/proc/sys/vm/drop_caches || echo "gpu_bench: drop_caches refused" >&2; }
 wait_free() { for p in $ROOT_PID $PIDS; do while [ -e /proc/$p ]; do sleep 0.01; done; done; }
 
 echo "== gpu_bench $TAG: $PROCS process(es), $GIB GiB VRAM in all, THP $(sed -n 's/.*\[\(.*\)\].*/\1/p' $THP_FILE)"
 
+IMG=$WORK/img-$TAG
+
+run_kc() {
 # kcheckpoint
 start_tree
 read -r C0 _ < <(probe_all)
@@ -108,6 +115,9 @@ pkill -9 -s "$ROOT_PID" || true
 wait_free
 rm -rf "$IMG"
 
+}
+
+run_manual() {
 # manual flow: cuda-checkpoint per process, then criu; and back
 start_tree
 read -r C0 _ < <(probe_all)
@@ -125,13 +135,14 @@ t4=$(now)
 for p in $PIDS; do "$BIN/cuda_ckpt" --toggle --pid "$p" >/dev/null; done
 t5=$(now)
 verify "$C0"
-cat >"$OUT/manual-$TAG.json" <<JSON
-{"gpu_checkpoint": $(echo "$t1 - $t0" | bc), "criu_dump": $(echo "$t2 - $t1" | bc),
- "criu_restore": $(echo "$t4 - $t3" | bc), "gpu_restore": $(echo "$t5 - $t4" | bc),
- "image_bytes": $(du -sb "$IMG" | cut -f1)}
-JSON
+python3 -c "import json,sys; t=[float(x) for x in sys.argv[1:7]]; print(json.dumps({'gpu_checkpoint': t[1]-t[0], 'criu_dump': t[2]-t[1], 'criu_restore': t[4]-t[3], 'gpu_restore': t[5]-t[4], 'image_bytes': int(sys.argv[7])}))" \
+	"$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$(du -sb "$IMG" | cut -f1)" >"$OUT/manual-$TAG.json"
 pkill -9 -s "$ROOT_PID" || true
 wait_free
+
+}
+
+if [ $ORDER = kc-first ]; then run_kc; run_manual; else run_manual; run_kc; fi
 
 python3 - "$OUT" "$TAG" <<'PY'
 import json, sys

@@ -21,7 +21,7 @@ struct kc_containerd_opts {
 	/* NULL: $KCHECKPOINT_CONTAINERD_NAMESPACE, $CONTAINERD_NAMESPACE, default */
 	const char *ns;
 	const char *container_id; /* dump: the container; restore: the id to create */
-	bool with_rw_layer;       /* dump: put the rw layer into the image (not yet) */
+	bool with_rw_layer;       /* dump: put the container's writable layer into the image */
 };
 
 /*
@@ -32,14 +32,16 @@ struct kc_containerd_opts {
  * and task from it.
  *
  * Dump: ops->dump pauses the task (cgroup freezer), checkpoints it with
- * runc's "leave running" and writes containerd.json; the task stays
+ * runc's "leave running", saves the rw layer when asked (rw-layer.tar, made
+ * by containerd's differ) and writes containerd.json; the task stays
  * PAUSED.  ops->finish kills and deletes the task, deletes the container
  * and its snapshot; ops->resume resumes the task (rollback,
  * --leave-running).  The pid argument of dump and the pids of finish /
  * resume are not used: containerd addresses the task by container id.
  *
- * Restore: ops->restore creates the snapshot, container and task (the
- * task restored from the images by runc) and returns the task's init pid;
+ * Restore: ops->restore creates the snapshot (applying the rw layer if
+ * the image has one), container and task (the task restored from the
+ * images by runc) and returns the task's init pid;
  * ops->discard kills and deletes all of that again.
  *
  * open_dump checks that the container exists and has a running (or

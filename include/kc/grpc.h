@@ -112,9 +112,9 @@ struct kc_grpc;
 
 /*
  * Checks the socket (missing: KC_EXIT_NOENT; no permission: KC_EXIT_PERM;
- * nobody listening: KC_EXIT_CONTAINERD) and sets up the client; the
- * HTTP/2 connection opens on the first call and is reused.  ns goes into
- * the containerd-namespace header of every call.
+ * nobody listening: KC_EXIT_CONTAINERD) and sets up the client; each call
+ * then opens its own HTTP/2 connection (see grpc.c).  ns goes into the
+ * containerd-namespace header of every call.
  */
 int kc_grpc_open(const char *socket_path, const char *ns, struct kc_grpc **out,
 		 struct kc_error **err);

@@ -327,22 +327,37 @@ static int task_wait(struct ctrd *c, struct kc_error **err)
 static int kill_task(struct ctrd *c, struct kc_error **err)
 {
 	struct kc_error *e = NULL;
-	if (task_kill(c, SIGKILL, &e) < 0) {
-		if (is_code(e, KC_GRPC_NOT_FOUND)) {
-			kc_error_free(e);
-			return 0; /* no task: nothing to kill */
+	Kc__Tasks__GetResponse *task = NULL;
+	if (get_task(c, &task, &e) < 0) {
+		bool gone = e->exit_code == KC_EXIT_NOENT;
+		if (!gone) {
+			kc_error_propagate(err, e);
+			return kc_error_prefix(err, "cannot end the task of container '%s'", c->id);
 		}
-		/* "process already finished" and friends: Wait/Delete decide */
 		kc_error_free(e);
-		e = NULL;
+		c->we_paused = false;
+		return 0; /* no task: nothing to kill */
 	}
-	if (task_simple(c, "Resume", &e) < 0) {
-		kc_error_free(e);
-		e = NULL;
+	int status = task->process->status;
+	free_msg(task);
+
+	/* A task whose start failed (a restore CRIU refused) is CREATED with
+	 * no process: runc knows no container to signal, there is nothing to
+	 * wait for, only the shim's state to delete. */
+	if (status != KC__TYPES__STATUS__CREATED && status != KC__TYPES__STATUS__STOPPED) {
+		if (task_kill(c, SIGKILL, &e) < 0) {
+			/* "already finished" and friends: Wait/Delete decide */
+			kc_error_free(e);
+			e = NULL;
+		}
+		if (status != KC__TYPES__STATUS__RUNNING && task_simple(c, "Resume", &e) < 0) {
+			kc_error_free(e);
+			e = NULL;
+		}
+		c->we_paused = false;
+		if (task_wait(c, err) < 0)
+			return kc_error_prefix(err, "task of container '%s' did not exit", c->id);
 	}
-	c->we_paused = false;
-	if (task_wait(c, err) < 0)
-		return kc_error_prefix(err, "task of container '%s' did not exit", c->id);
 	if (task_simple(c, "Delete", &e) < 0 && !is_code(e, KC_GRPC_NOT_FOUND)) {
 		kc_error_propagate(err, e);
 		return kc_error_prefix(err, "cannot delete the task of container '%s'", c->id);

@@ -51,7 +51,7 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	char thp_old[16] = "";
 	const char *pf = getenv("KCHECKPOINT_PREFETCH");
 	struct kc_restore_opts o = {.pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = a.pid_wait_ms,
-				    .prefetch = !(pf && strcmp(pf, "0") == 0),
+				    .prefetch = pf && strcmp(pf, "1") == 0,
 				    .gpu_ready = kc_cli_gpu_ready, .gpu_ready_arg = &cb};
 	kc_cli_criu_opts(&a, &o.criu);
 

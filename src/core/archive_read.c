@@ -141,6 +141,9 @@ static void dfail(struct rctx *c, enum derr_kind k, const char *detail)
 	if (c->dkind == D_OK) {
 		c->dkind = k;
 		c->ddetail = kc_xstrdup(detail);
+		/* zstd says "Restored data doesn't match checksum": our style is lowercase */
+		if (c->ddetail[0] >= 'A' && c->ddetail[0] <= 'Z' && !(c->ddetail[1] >= 'A' && c->ddetail[1] <= 'Z'))
+			c->ddetail[0] = (char)(c->ddetail[0] - 'A' + 'a');
 	}
 	c->deof = true;
 	pthread_cond_broadcast(&c->cv);

@@ -65,7 +65,7 @@ static void print_row(FILE *f, const struct kc_stage *s)
 
 void kc_report_print(const struct kc_report *r, FILE *f)
 {
-	fprintf(f, "  %-16s %9s %12s %8s %12s\n", "stage", "seconds", "bytes", "GB/s", "out");
+	fprintf(f, "  %-16s %9s %12s %8s %12s\n", "stage", "seconds", "bytes", "GB/s", "archive");
 	double sum = 0;
 	for (size_t i = 0; i < r->n_stages; i++) {
 		print_row(f, &r->stages[i]);

@@ -18,6 +18,7 @@
 #include "kc/grpc.h"
 
 #include "kc_containers.pb-c.h"
+#include "kc_content.pb-c.h"
 #include "kc_misc.pb-c.h"
 #include "kc_snapshots.pb-c.h"
 #include "kc_tasks.pb-c.h"
@@ -32,6 +33,11 @@ static const ProtobufCMessageDescriptor *const replies[] = {
 	&kc__snapshots__stat_snapshot_response__descriptor,
 	&kc__misc__version_response__descriptor,
 	&kc__misc__create_lease_response__descriptor,
+	&kc__misc__list_namespaces_response__descriptor,
+	&kc__content__diff_response__descriptor,
+	&kc__content__apply_response__descriptor,
+	&kc__content__read_content_response__descriptor,
+	&kc__content__write_content_response__descriptor,
 };
 
 static int on_msg(void *arg, const uint8_t *msg, size_t len, struct kc_error **err)

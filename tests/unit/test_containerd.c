@@ -119,6 +119,10 @@ static void test_roundtrip(void **state)
 		.task = &task,
 		.procs = procs,
 		.n_procs = 2,
+		.rw = &(struct kc_ctrd_rw){.file = "rw-layer.tar",
+					   .media_type = "application/vnd.oci.image.layer.v1.tar",
+					   .digest = "sha256:abcd",
+					   .size = 5120},
 	};
 	_cleanup_free_ char *text = kc_ctrd_saved_json(&di);
 
@@ -160,6 +164,10 @@ static void test_roundtrip(void **state)
 	assert_int_equal(s->n_procs, 2);
 	assert_int_equal(s->procs[1].pid, 8501);
 	assert_int_equal(s->procs[1].ns_pid, 37);
+	assert_string_equal(s->rw.file, "rw-layer.tar");
+	assert_string_equal(s->rw.media_type, "application/vnd.oci.image.layer.v1.tar");
+	assert_string_equal(s->rw.digest, "sha256:abcd");
+	assert_int_equal(s->rw.size, 5120);
 
 	/* the spec comes back as the same JSON document */
 	json_object *a = json_tokener_parse(s->spec);
@@ -256,6 +264,13 @@ static void test_parse_errors(void **state)
 		"\"json\":{}},\"processes\":[{\"pid\":1}]}",
 		"{\"format\":1,\"id\":\"a\",\"runtime\":{\"name\":\"r\"},\"spec\":{\"type_url\":\"t\","
 		"\"json\":{}},\"snapshot_key\":\"a\"}",
+		/* the rw layer must be a plain file name in the images dir */
+		"{\"format\":1,\"id\":\"a\",\"runtime\":{\"name\":\"r\"},\"spec\":{\"type_url\":\"t\","
+		"\"json\":{}},\"rw_layer\":{\"file\":\"../x\",\"media_type\":\"m\",\"digest\":\"d\","
+		"\"size\":1}}",
+		"{\"format\":1,\"id\":\"a\",\"runtime\":{\"name\":\"r\"},\"spec\":{\"type_url\":\"t\","
+		"\"json\":{}},\"rw_layer\":{\"file\":\"f\",\"media_type\":\"m\",\"digest\":\"d\","
+		"\"size\":-1}}",
 		"{\"format\":1,\"id\":7,\"runtime\":{\"name\":\"r\"},\"spec\":{\"type_url\":\"t\",\"json\":{}}}",
 	};
 	for (size_t i = 0; i < KC_ARRAY_SIZE(bad); i++) {
@@ -275,6 +290,7 @@ static void test_parse_errors(void **state)
 	assert_int_equal(kc_ctrd_saved_parse(ok, strlen(ok), &s, &err), 0);
 	assert_string_equal(s->spec, "not json");
 	assert_null(s->runtime_options);
+	assert_null(s->rw.file);
 	_cleanup_free_ char *same = kc_ctrd_spec_for(s, "b");
 	assert_string_equal(same, "not json");
 	kc_ctrd_saved_free(s);
