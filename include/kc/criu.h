@@ -56,6 +56,11 @@ struct kc_criu_ops {
 	int (*finish)(void *h, const pid_t *pids, size_t n, struct kc_error **err);
 	int (*resume)(void *h, const pid_t *pids, size_t n, struct kc_error **err);
 	int (*discard)(void *h, pid_t root_pid, struct kc_error **err);
+	/* Optional; NULL: processes come back under the pids they were dumped
+	 * with.  Otherwise (a container's own pid namespace) the host pid now
+	 * of the process dumped as `dumped`, -1 if unknown, and restore does
+	 * not wait for the dumped pids to be free. */
+	pid_t (*restored_pid)(void *h, pid_t dumped);
 };
 
 struct kc_criu {

@@ -22,6 +22,11 @@ struct kc_backends {
 
 struct kc_dump_opts {
 	pid_t pid;
+	/* The processes to dump, pid first; NULL: pid and its descendants.
+	 * A container's task lists its own (exec'd processes are not below
+	 * its init). */
+	const pid_t *pids;
+	size_t n_pids;
 	const char *images_dir;
 	unsigned lock_timeout_ms;
 	bool leave_running;

@@ -1071,7 +1071,14 @@ static int op_discard(void *h, pid_t root_pid, struct kc_error **err)
 	return 0;
 }
 
+static pid_t op_restored_pid(void *h, pid_t dumped)
+{
+	struct kc_criu cpu = {.ops = &kc_containerd_ops, .h = h};
+	return kc_containerd_restored_pid(&cpu, dumped);
+}
+
 const struct kc_criu_ops kc_containerd_ops = {
+	.restored_pid = op_restored_pid,
 	.version = op_version,
 	.check = op_check,
 	.dump = op_dump,

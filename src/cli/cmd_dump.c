@@ -131,6 +131,7 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	_cleanup_free_ char *output = NULL;
 	struct kc_workdir wd = {0};
 	char thp_old[16] = "";
+	_cleanup_free_ pid_t *task_pids = NULL;
 	struct kc_dump_opts o = {.lock_timeout_ms = a.lock_timeout_ms, .leave_running = a.leave_running};
 	kc_cli_criu_opts(&a, &o.criu);
 
@@ -140,6 +141,10 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 		if (kc_containerd_open_dump(&co, &cb.criu, &pid, err) < 0)
 			goto out;
 		cb.containerd = true;
+		if (kc_containerd_list_pids(&cb.criu, &task_pids, &o.n_pids, err) < 0)
+			goto out;
+		o.pids = task_pids;
+		m.containerd = kc_containerd_manifest_section(&cb.criu);
 	}
 	o.pid = pid;
 

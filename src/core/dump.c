@@ -169,8 +169,15 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 
 	if (check_target(o->pid, err) < 0 || kc_prepare_images_dir(o->images_dir, err) < 0)
 		return -1;
-	if (kc_proctree(o->pid, &pids, &n, err) < 0)
+	if (o->pids) {
+		pids = kc_xcalloc(o->n_pids + 1, sizeof(pid_t));
+		pids[n++] = o->pid;
+		for (size_t i = 0; i < o->n_pids; i++)
+			if (o->pids[i] != o->pid)
+				pids[n++] = o->pids[i];
+	} else if (kc_proctree(o->pid, &pids, &n, err) < 0) {
 		return -1;
+	}
 
 	kc_fill_host_info(m, b);
 	m->root_pid = o->pid;

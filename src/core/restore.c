@@ -99,7 +99,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		goto out;
 	}
 	double waited = 0;
-	if (wait_pids_free(m, o->pid_wait_ms, &waited, err) < 0)
+	if (!b->criu->ops->restored_pid && wait_pids_free(m, o->pid_wait_ms, &waited, err) < 0)
 		goto out;
 	if (waited >= 0.001)
 		kc_report_add(r, "pid-wait", waited, 0);
@@ -142,6 +142,19 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		kc_error_set(err, KC_EXIT_GPU, 0, "the image holds %zu CUDA process(es) but no CUDA driver is loaded",
 			     to_restore->n);
 		goto rollback;
+	}
+	if (b->criu->ops->restored_pid) {
+		struct kc_gpu_set *sets[] = {to_restore, to_unlock};
+		for (size_t k = 0; k < 2; k++)
+			for (size_t i = 0; i < sets[k]->n; i++) {
+				pid_t now = b->criu->ops->restored_pid(b->criu->h, sets[k]->pids[i]);
+				if (now <= 0) {
+					kc_error_set(err, KC_EXIT_GPU, 0, "CUDA process %d of the image is missing after restore",
+						     (int)sets[k]->pids[i]);
+					goto rollback;
+				}
+				sets[k]->pids[i] = now;
+			}
 	}
 	if (to_restore->n) {
 		struct kc_progress *gp = kc_progress_start("gpu-restore", NULL, NULL);

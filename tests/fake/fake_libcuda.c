@@ -233,6 +233,29 @@ static int restore_thread(int tgid)
 	return best ? best : tgid;
 }
 
+/* The name of a process' state file: KC_FAKE_CUDA_ID from its environment
+ * (it survives a restore under another pid, as the driver's state does),
+ * else its tgid. */
+static void state_key(int tgid, char *out, size_t len)
+{
+	char path[64], buf[8192];
+	snprintf(out, len, "%d", tgid);
+	snprintf(path, sizeof(path), "/proc/%d/environ", tgid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (char *p = buf; p < buf + n; p += strlen(p) + 1)
+		if (strncmp(p, "KC_FAKE_CUDA_ID=", 16) == 0 && p[16]) {
+			snprintf(out, len, "%s", p + 16);
+			return;
+		}
+}
+
 /* ---- configuration from the environment ---- */
 
 /* KC_FAKE_CUDA_FAIL="op:result[:nth][:pid],..."; 0 or the injected result. */
@@ -499,11 +522,11 @@ static CUresult locked_step(const char *dir, int tgid, struct call *c, int expec
 	CUresult r;
 
 	/* a lock file of its own: the state file is replaced by rename() */
-	snprintf(name, sizeof(name), "%d", tgid);
+	state_key(tgid, name, sizeof(name));
 	int lfd = lock_file(dir, name);
 	if (lfd < 0)
 		return CUDA_ERROR_UNKNOWN;
-	snprintf(path, sizeof(path), "%s/%d", dir, tgid);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	if (read_text(path, buf, sizeof(buf)) < 0) {
 		r = errno == ENOENT ? CUDA_ERROR_NOT_INITIALIZED : CUDA_ERROR_UNKNOWN;
 		unlock_file(lfd);
