@@ -43,7 +43,7 @@ static void print_human(const struct kc_manifest *m, const char *image, uint64_t
 	}
 	if (m->n_members) {
 		uint64_t total = 0;
-		printf("\n%-40s %12s  %s\n", "member", "bytes", "sha256");
+		printf("\n%-40s %12s  %s\n", "member", "bytes", "sha256 tree");
 		for (size_t i = 0; i < m->n_members; i++) {
 			total += m->members[i].size;
 			printf("%-40s %12llu  %.16s...\n", m->members[i].path, (unsigned long long)m->members[i].size,
@@ -107,7 +107,7 @@ int kc_cmd_inspect(int argc, char **argv, struct kc_error **err)
 	} else {
 		print_human(&m, image, is_file ? (uint64_t)st.st_size : 0);
 		if (a.verify)
-			printf("verified: every member matches its sha256\n");
+			printf("verified: every member matches its size and sha256 tree hash\n");
 	}
 	rc = 0;
 out:

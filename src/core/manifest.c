@@ -120,7 +120,7 @@ char *kc_manifest_to_string(const struct kc_manifest *m)
 			json_object *mo = json_object_new_object();
 			add_str(mo, "path", m->members[i].path);
 			json_object_object_add(mo, "size", json_object_new_uint64(m->members[i].size));
-			add_str(mo, "sha256", m->members[i].sha256);
+			add_str(mo, "sha256_tree", m->members[i].sha256);
 			json_object_array_add(members, mo);
 		}
 		json_object_object_add(root, "members", members);
@@ -347,10 +347,10 @@ static int parse_root(json_object *root, struct kc_manifest *m, struct kc_error 
 		_cleanup_free_ char *path = NULL, *sha = NULL;
 		uint64_t size;
 		if (get_str(mo, "path", false, &path, err) < 0 || get_u64(mo, "size", false, &size, err) < 0 ||
-		    get_str(mo, "sha256", false, &sha, err) < 0)
+		    get_str(mo, "sha256_tree", false, &sha, err) < 0)
 			return -1;
 		if (strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64)
-			return kc_error_set(err, KC_EXIT_IMAGE, 0, "member '%s' has a malformed sha256", path);
+			return kc_error_set(err, KC_EXIT_IMAGE, 0, "member '%s' has a malformed sha256_tree", path);
 		kc_manifest_add_member(m, path, size, sha);
 	}
 	json_object *ctrd;

@@ -283,7 +283,7 @@ static void test_missing_fields(void **state)
 
 	root = valid();
 	json_object *members = json_object_object_get(root, "members");
-	json_object_object_del(json_object_array_get_idx(members, 1), "sha256");
+	json_object_object_del(json_object_array_get_idx(members, 1), "sha256_tree");
 	expect_bad(root, "field 'sha256' is missing");
 }
 
@@ -403,7 +403,7 @@ static void test_malformed_sha256(void **state)
 	for (size_t i = 0; i < KC_ARRAY_SIZE(bad); i++) {
 		json_object *root = valid();
 		json_object *members = json_object_object_get(root, "members");
-		json_object_object_add(json_object_array_get_idx(members, 1), "sha256", json_object_new_string(bad[i]));
+		json_object_object_add(json_object_array_get_idx(members, 1), "sha256_tree", json_object_new_string(bad[i]));
 		expect_bad(root, "member 'sub/dir/core-4711.img' has a malformed sha256");
 	}
 }

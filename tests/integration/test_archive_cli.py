@@ -1,0 +1,70 @@
+# SPDX-License-Identifier: Apache-2.0
+"""dump -o -> restore <archive> with real CRIU; the archive's safety from the CLI."""
+import json
+import os
+import subprocess
+
+from conftest import alive, cuda_state, proc_state, run_kc
+
+
+def test_archive_roundtrip_and_inspect(tmp_path, kc_env, workloads):
+    w = workloads(mb=128, seed=5)
+    before = w.probe()
+    out = tmp_path / "ckpt.tar.zst"
+    p = run_kc(kc_env, "dump", "-o", out, w.pid, check=0)
+    assert "archive" in p.stderr
+    w.reap()
+    assert out.exists() and not alive(w.pid)
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("kcheckpoint-")], "work dir removed"
+    doc = json.loads(run_kc(kc_env, "inspect", "--json", "--verify", out, check=0).stdout)
+    assert doc["root_pid"] == w.pid and doc["verified"] is True
+    assert any(m["path"].startswith("pages-") for m in doc["members"])
+    assert doc["archive_bytes"] == out.stat().st_size
+    p = run_kc(kc_env, "restore", "--json", "-q", out, check=0)
+    stages = [s["stage"] for s in json.loads(p.stdout)["stages"]]
+    assert stages[0] == "unpack" and "criu-restore" in stages
+    after = w.probe()
+    assert after["checksum"] == before["checksum"] and after["ok"] == "1"
+    assert int(after["counter"]) >= int(before["counter"])
+
+
+def test_corrupt_archive_is_refused_and_nothing_runs(tmp_path, kc_env, workloads):
+    w = workloads(mb=16)
+    out = tmp_path / "ckpt.tar"
+    run_kc(kc_env, "dump", "--compress", "none", "-o", out, w.pid, check=0)
+    w.reap()
+    data = bytearray(out.read_bytes())
+    data[len(data) // 2] ^= 0x40  # inside the page image
+    out.write_bytes(bytes(data))
+    p = run_kc(kc_env, "inspect", "--verify", out, check=5)
+    assert "pages-" in p.stderr or "checksum" in p.stderr
+    p = run_kc(kc_env, "restore", out, check=5)
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not alive(w.pid), "nothing restored from a corrupt archive"
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("kcheckpoint-")], "no half extraction left"
+
+
+def test_failed_archive_write_rolls_back(tmp_path, cuda_env, workloads):
+    """A disk that fills up while archiving: no archive, the process runs on."""
+    w = workloads(mb=64, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
+    try:
+        p = run_kc(cuda_env, "dump", "--compress", "none", "-o", small / "c.tar", w.pid)
+        assert p.returncode != 0
+        assert "no space left" in p.stderr, p.stderr
+        assert os.listdir(small) == [], "no archive and no temporary file"
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert proc_state(w.pid) in ("S", "R")
+    assert cuda_state(cuda_env, w.pid) == 0
+    w.probe()
+
+
+def test_existing_output_is_not_overwritten(tmp_path, kc_env, workloads):
+    w = workloads(mb=8)
+    out = tmp_path / "ckpt.tar.zst"
+    out.write_text("precious")
+    run_kc(kc_env, "dump", "-o", out, w.pid, check=2)
+    assert out.read_text() == "precious" and alive(w.pid)
