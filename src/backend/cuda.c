@@ -17,6 +17,7 @@
 #include "kc/util.h"
 
 #include "cuda_abi.h"
+#include "dlib.h"
 
 struct cuda_lib {
 	void *dl;
@@ -42,11 +43,7 @@ const char *const kc_cuda_checkpoint_symbols[] = {
 	NULL,
 };
 
-static const struct {
-	const char *name;
-	size_t offset;
-	bool optional;
-} cuda_syms[] = {
+static const struct kc_dl_sym cuda_syms[] = {
 	{"cuInit", offsetof(struct cuda_lib, init), false},
 	{"cuDriverGetVersion", offsetof(struct cuda_lib, driver_get_version), false},
 	{"cuGetErrorName", offsetof(struct cuda_lib, get_error_name), true},
@@ -347,43 +344,23 @@ static const struct kc_cuda_ops cuda_dl_ops = {
 	.close = cuda_lib_close,
 };
 
-/* dlerror() repeats the name we asked for; keep only what it adds. */
-static const char *dl_reason(const char *name)
-{
-	const char *e = dlerror();
-	if (!e)
-		return "unknown error";
-	size_t n = strlen(name);
-	if (strncmp(e, name, n) == 0 && e[n] == ':' && e[n + 1] == ' ')
-		return e + n + 2;
-	return e;
-}
-
 int kc_cuda_open(const char *path, struct kc_cuda *out, struct kc_error **err)
 {
-	const char *name = path && *path ? path : getenv("KCHECKPOINT_LIBCUDA");
-	if (!name || !*name)
-		name = "libcuda.so.1";
-
-	void *dl = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+	const char *name;
+	void *dl = kc_dl_open(path, "KCHECKPOINT_LIBCUDA", "libcuda.so.1", &name, err);
 	if (!dl)
-		return kc_error_set(err, KC_EXIT_NOENT, 0, "cannot load '%s': %s", name, dl_reason(name));
+		return -1;
 
 	_cleanup_free_ struct cuda_lib *lib = kc_xcalloc(1, sizeof(*lib));
 	lib->dl = dl;
-	for (size_t i = 0; i < KC_ARRAY_SIZE(cuda_syms); i++) {
-		void *sym = dlsym(dl, cuda_syms[i].name);
-		if (!sym && !cuda_syms[i].optional) {
-			dlclose(dl);
-			if (i == 0)
-				return kc_error_set(err, KC_EXIT_GPU, 0, "'%s' is not a CUDA driver: it lacks '%s'",
-						    name, cuda_syms[i].name);
-			return kc_error_set(err, KC_EXIT_GPU, 0,
-					    "driver '%s' lacks '%s': driver 570 or newer is needed", name,
-					    cuda_syms[i].name);
-		}
-		/* POSIX guarantees data and function pointers convert */
-		memcpy((char *)lib + cuda_syms[i].offset, &sym, sizeof(sym));
+	int missing = kc_dl_resolve(dl, cuda_syms, KC_ARRAY_SIZE(cuda_syms), lib);
+	if (missing >= 0) {
+		dlclose(dl);
+		if (missing == 0)
+			return kc_error_set(err, KC_EXIT_GPU, 0, "'%s' is not a CUDA driver: it lacks '%s'", name,
+					    cuda_syms[missing].name);
+		return kc_error_set(err, KC_EXIT_GPU, 0, "driver '%s' lacks '%s': driver 570 or newer is needed",
+				    name, cuda_syms[missing].name);
 	}
 
 	kc_cu_result r = lib->init(0);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dlib.h"
 #include "kc/nvml.h"
 #include "kc/util.h"
 
@@ -59,11 +60,7 @@ struct nvml_lib {
 	int (*procs_v1)(nvml_device dev, unsigned int *count, struct nvml_process_info_v1 *infos);
 };
 
-static const struct {
-	const char *name;
-	size_t offset;
-	bool optional;
-} nvml_syms[] = {
+static const struct kc_dl_sym nvml_syms[] = {
 	{"nvmlInit_v2", offsetof(struct nvml_lib, init), false},
 	{"nvmlShutdown", offsetof(struct nvml_lib, shutdown), false},
 	{"nvmlSystemGetDriverVersion", offsetof(struct nvml_lib, driver_version), false},
@@ -271,37 +268,20 @@ static const struct kc_nvml_ops nvml_dl_ops = {
 	.close = nvml_lib_close,
 };
 
-static const char *dl_reason(const char *name)
-{
-	const char *e = dlerror();
-	if (!e)
-		return "unknown error";
-	size_t n = strlen(name);
-	if (strncmp(e, name, n) == 0 && e[n] == ':' && e[n + 1] == ' ')
-		return e + n + 2;
-	return e;
-}
-
 int kc_nvml_open(const char *path, struct kc_nvml *out, struct kc_error **err)
 {
-	const char *name = path && *path ? path : getenv("KCHECKPOINT_LIBNVML");
-	if (!name || !*name)
-		name = "libnvidia-ml.so.1";
-
-	void *dl = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+	const char *name;
+	void *dl = kc_dl_open(path, "KCHECKPOINT_LIBNVML", "libnvidia-ml.so.1", &name, err);
 	if (!dl)
-		return kc_error_set(err, KC_EXIT_NOENT, 0, "cannot load '%s': %s", name, dl_reason(name));
+		return -1;
 
 	_cleanup_free_ struct nvml_lib *lib = kc_xcalloc(1, sizeof(*lib));
 	lib->dl = dl;
-	for (size_t i = 0; i < KC_ARRAY_SIZE(nvml_syms); i++) {
-		void *sym = dlsym(dl, nvml_syms[i].name);
-		if (!sym && !nvml_syms[i].optional) {
-			dlclose(dl);
-			return kc_error_set(err, KC_EXIT_GPU, 0, "'%s' lacks '%s': not an NVML library, or too old",
-					    name, nvml_syms[i].name);
-		}
-		memcpy((char *)lib + nvml_syms[i].offset, &sym, sizeof(sym));
+	int missing = kc_dl_resolve(dl, nvml_syms, KC_ARRAY_SIZE(nvml_syms), lib);
+	if (missing >= 0) {
+		dlclose(dl);
+		return kc_error_set(err, KC_EXIT_GPU, 0, "'%s' lacks '%s': not an NVML library, or too old", name,
+				    nvml_syms[missing].name);
 	}
 	if (!lib->procs_v3 && !lib->procs_v2 && !lib->procs_v1) {
 		dlclose(dl);

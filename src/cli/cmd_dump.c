@@ -33,19 +33,6 @@ static int archive_post_dump(void *arg, const char *images_dir, struct kc_manife
 	return 0;
 }
 
-static int check_compression(const char *spec, struct kc_error **err)
-{
-	if (strcmp(spec, "none") == 0 || strcmp(spec, "zstd") == 0)
-		return 0;
-	if (strncmp(spec, "zstd:", 5) == 0) {
-		char *end;
-		long lvl = strtol(spec + 5, &end, 10);
-		if (spec[5] && !*end && lvl >= 1 && lvl <= 19)
-			return 0;
-	}
-	return kc_error_set(err, KC_EXIT_USAGE, 0, "'--compress %s': want zstd, zstd:LEVEL (1-19) or none", spec);
-}
-
 /* Before anything is locked: a dump that cannot be written must not start. */
 static int check_output(const char *path, struct kc_error **err)
 {
@@ -115,8 +102,9 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 		return kc_error_set(err, KC_EXIT_USAGE, 0,
 				    "'--images-dir' writes a plain images dir: it does not go with '--output', "
 				    "'--compress', '--work-dir' or '--keep-images'");
-	if (a.compress && check_compression(a.compress, err) < 0)
-		return -1;
+	int level;
+	if (a.compress && kc_archive_parse_compression(a.compress, &level, err) < 0)
+		return kc_error_prefix(err, "option '--compress'");
 	if (kc_require_root(err) < 0)
 		return -1;
 

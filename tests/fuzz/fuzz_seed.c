@@ -23,8 +23,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	struct kc_error *err = NULL;
-	char *img = kc_xasprintf("%s/.img", argv[1]);
-	char *sub = kc_xasprintf("%s/sub", img);
+	_cleanup_free_ char *img = kc_xasprintf("%s/.img", argv[1]);
+	_cleanup_free_ char *sub = kc_xasprintf("%s/sub", img);
 	if (kc_mkdir_p(sub, 0700, &err) < 0)
 		goto fail;
 	char *p = kc_xasprintf("%s/core-1.img", img);
@@ -61,5 +61,6 @@ int main(int argc, char **argv)
 	return 0;
 fail:
 	fprintf(stderr, "fuzz_seed: %s\n", err->msg);
+	kc_error_free(err);
 	return 1;
 }

@@ -55,7 +55,7 @@ def test_own_parent(kc_env, tmp_path):
     (["dump", "--bogus", "12"], ["unknown option '--bogus'"]),
     (["dump", "--lock-timeout", "x", "12"], ["--lock-timeout"]),
     (["dump", "-D"], ["needs an argument"]),
-    (["dump", "--compress", "gzip", "12"], ["--compress gzip"]),
+    (["dump", "--compress", "gzip", "12"], ["'--compress'", "'gzip'"]),
     (["dump", "-D", "/tmp/x", "-o", "/tmp/y", "12"], ["--images-dir"]),
     (["restore"], ["needs <image>"]),
     (["restore", "--gpu-map", "nonsense", "/tmp"], ["--gpu-map"]),
