@@ -189,9 +189,14 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 
 	struct kc_gpu_set *to_lock = kc_gpu_set_new(b, n), *to_ckpt = kc_gpu_set_new(b, n);
 	for (size_t i = 0; i < n; i++) {
+		pid_t ppid = kc_proc_ppid(pids[i]);
+		/* a child (or a container's exec'd process) that ended since we
+		 * listed it is no longer ours to dump */
+		if (ppid < 0 && i > 0)
+			continue;
 		struct kc_manifest_proc *p = kc_manifest_add_proc(m);
 		p->pid = pids[i];
-		p->ppid = kc_proc_ppid(pids[i]);
+		p->ppid = ppid < 0 ? 0 : ppid;
 		kc_pid_comm(pids[i], p->comm, sizeof(p->comm));
 		if (!b->cuda)
 			continue;

@@ -284,7 +284,7 @@ static void test_missing_fields(void **state)
 	root = valid();
 	json_object *members = json_object_object_get(root, "members");
 	json_object_object_del(json_object_array_get_idx(members, 1), "sha256_tree");
-	expect_bad(root, "field 'sha256' is missing");
+	expect_bad(root, "field 'sha256_tree' is missing");
 }
 
 static void test_wrong_types(void **state)
