@@ -54,6 +54,8 @@ struct kc_cuda_ops {
 	int (*restore)(void *h, pid_t pid, const struct kc_gpu_pair *pairs, size_t n_pairs,
 		       struct kc_error **err);
 	int (*unlock)(void *h, pid_t pid, struct kc_error **err);
+	/* The GPUs the driver sees, in its order (may be NULL). */
+	int (*list_gpus)(void *h, struct kc_uuid **uuids, size_t *n, struct kc_error **err);
 	void (*close)(void *h);
 };
 

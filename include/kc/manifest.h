@@ -44,6 +44,7 @@ struct kc_manifest {
 	struct kc_manifest_proc *procs;
 	size_t n_procs;
 	uint64_t vram_bytes; /* sum over procs */
+	char **node_gpus;    /* NULL-terminated UUIDs of every GPU the node had */
 	bool tcp_established, shell_job, file_locks;
 	struct kc_stage stages[KC_REPORT_MAX_STAGES];
 	size_t n_stages;

@@ -31,6 +31,10 @@ struct cuda_lib {
 	kc_cu_result (*restore)(int pid, void *args); /* layout depends on version */
 	kc_cu_result (*unlock)(int pid, struct kc_cu_unlock_args *args);
 	kc_cu_result (*get_restore_tid)(int pid, int *tid);
+	/* for the GPU list; optional, older drivers still checkpoint */
+	kc_cu_result (*device_get_count)(int *count);
+	kc_cu_result (*device_get)(int *device, int ordinal);
+	kc_cu_result (*device_get_uuid)(struct kc_uuid *uuid, int device);
 };
 
 const char *const kc_cuda_checkpoint_symbols[] = {
@@ -53,6 +57,9 @@ static const struct kc_dl_sym cuda_syms[] = {
 	{"cuCheckpointProcessRestore", offsetof(struct cuda_lib, restore), false},
 	{"cuCheckpointProcessUnlock", offsetof(struct cuda_lib, unlock), false},
 	{"cuCheckpointProcessGetRestoreThreadId", offsetof(struct cuda_lib, get_restore_tid), false},
+	{"cuDeviceGetCount", offsetof(struct cuda_lib, device_get_count), true},
+	{"cuDeviceGet", offsetof(struct cuda_lib, device_get), true},
+	{"cuDeviceGetUuid_v2", offsetof(struct cuda_lib, device_get_uuid), true},
 };
 
 /* Every CUresult of CUDA 13.0's cuda.h, sorted by value. */
@@ -324,6 +331,29 @@ static int cuda_unlock(void *h, pid_t pid, struct kc_error **err)
 	return 0;
 }
 
+static int cuda_list_gpus(void *h, struct kc_uuid **uuids, size_t *n, struct kc_error **err)
+{
+	struct cuda_lib *lib = h;
+	if (!lib->device_get_count || !lib->device_get || !lib->device_get_uuid)
+		return kc_error_set(err, KC_EXIT_GPU, KC_CUDA_ERROR_NOT_SUPPORTED, "driver cannot list its GPUs");
+	int count = 0;
+	kc_cu_result r = lib->device_get_count(&count);
+	if (r != KC_CUDA_SUCCESS)
+		return result_error(lib, err, KC_EXIT_GPU, r, "cuDeviceGetCount");
+	_cleanup_free_ struct kc_uuid *v = kc_xcalloc((size_t)(count > 0 ? count : 1), sizeof(*v));
+	for (int i = 0; i < count; i++) {
+		int dev = 0;
+		r = lib->device_get(&dev, i);
+		if (r == KC_CUDA_SUCCESS)
+			r = lib->device_get_uuid(&v[i], dev);
+		if (r != KC_CUDA_SUCCESS)
+			return result_error(lib, err, KC_EXIT_GPU, r, "cuDeviceGetUuid");
+	}
+	*uuids = steal_ptr(v);
+	*n = (size_t)count;
+	return 0;
+}
+
 static void cuda_lib_close(void *h)
 {
 	/*
@@ -341,6 +371,7 @@ static const struct kc_cuda_ops cuda_dl_ops = {
 	.checkpoint = cuda_checkpoint,
 	.restore = cuda_restore,
 	.unlock = cuda_unlock,
+	.list_gpus = cuda_list_gpus,
 	.close = cuda_lib_close,
 };
 

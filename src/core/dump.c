@@ -70,6 +70,17 @@ void kc_fill_host_info(struct kc_manifest *m, const struct kc_backends *b)
 		if (b->nvml->ops->driver_version(b->nvml->h, buf, sizeof(buf), NULL) == 0)
 			m->driver_version = kc_xstrdup(buf);
 	}
+	/* a restore elsewhere must map every one of them (see gpumap.h) */
+	struct kc_uuid *gpus = NULL;
+	size_t n = 0;
+	if (b->cuda && b->cuda->ops->list_gpus && b->cuda->ops->list_gpus(b->cuda->h, &gpus, &n, NULL) == 0) {
+		m->node_gpus = kc_xcalloc(n + 1, sizeof(char *));
+		for (size_t i = 0; i < n; i++) {
+			m->node_gpus[i] = kc_xmalloc(41);
+			kc_uuid_format(&gpus[i], m->node_gpus[i]);
+		}
+		free(gpus);
+	}
 }
 
 /* GPUs and VRAM per process, as NVML sees them; best effort. */

@@ -29,6 +29,7 @@ void kc_manifest_free(struct kc_manifest *m)
 		free(m->members[i].path);
 	free(m->members);
 	free(m->compression);
+	kc_strv_free(m->node_gpus);
 	if (m->containerd)
 		json_object_put(m->containerd);
 	kc_manifest_init(m);
@@ -75,6 +76,10 @@ char *kc_manifest_to_string(const struct kc_manifest *m)
 	add_str(root, "created", m->created);
 	json_object_object_add(root, "root_pid", json_object_new_int(m->root_pid));
 	json_object_object_add(root, "vram_bytes", json_object_new_uint64(m->vram_bytes));
+	json_object *ng = json_object_new_array();
+	for (char **g = m->node_gpus; g && *g; g++)
+		json_object_array_add(ng, json_object_new_string(*g));
+	json_object_object_add(root, "node_gpus", ng);
 
 	json_object *procs = json_object_new_array();
 	for (size_t i = 0; i < m->n_procs; i++) {
@@ -217,6 +222,23 @@ static enum kc_cuda_state state_from_name(const char *s)
 	return KC_CUDA_NONE;
 }
 
+/* An optional array of strings, as a NULL-terminated vector. */
+static int get_strv(json_object *o, const char *key, char ***out, struct kc_error **err)
+{
+	json_object *arr;
+	if (get_field(o, key, json_type_array, true, &arr, err) < 0)
+		return -1;
+	size_t n = arr ? json_object_array_length(arr) : 0;
+	*out = kc_xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++) {
+		json_object *g = json_object_array_get_idx(arr, i);
+		if (!json_object_is_type(g, json_type_string))
+			return kc_error_set(err, KC_EXIT_IMAGE, 0, "field '%s' holds a non-string", key);
+		(*out)[i] = kc_xstrdup(json_object_get_string(g));
+	}
+	return 0;
+}
+
 static int parse_proc(json_object *po, struct kc_manifest *m, struct kc_error **err)
 {
 	if (!json_object_is_type(po, json_type_object))
@@ -242,17 +264,8 @@ static int parse_proc(json_object *po, struct kc_manifest *m, struct kc_error **
 	if (p->cuda && p->cuda_state == KC_CUDA_NONE)
 		return kc_error_set(err, KC_EXIT_IMAGE, 0, "field 'cuda_state' of pid %d is not a CUDA state",
 				    (int)p->pid);
-	json_object *gpus;
-	if (get_field(po, "gpus", json_type_array, true, &gpus, err) < 0)
+	if (get_strv(po, "gpus", &p->gpus, err) < 0)
 		return -1;
-	size_t n = gpus ? json_object_array_length(gpus) : 0;
-	p->gpus = kc_xcalloc(n + 1, sizeof(char *));
-	for (size_t i = 0; i < n; i++) {
-		json_object *g = json_object_array_get_idx(gpus, i);
-		if (!json_object_is_type(g, json_type_string))
-			return kc_error_set(err, KC_EXIT_IMAGE, 0, "field 'gpus' holds a non-string");
-		p->gpus[i] = kc_xstrdup(json_object_get_string(g));
-	}
 	if (get_u64(po, "vram_bytes", true, &p->vram_bytes, err) < 0 ||
 	    get_double(po, "lock_seconds", true, &p->lock_s, err) < 0 ||
 	    get_double(po, "checkpoint_seconds", true, &p->checkpoint_s, err) < 0)
@@ -296,7 +309,8 @@ static int parse_root(json_object *root, struct kc_manifest *m, struct kc_error 
 	if (get_int(root, "root_pid", false, 1, INT_MAX, &v, err) < 0)
 		return -1;
 	m->root_pid = (pid_t)v;
-	if (get_u64(root, "vram_bytes", true, &m->vram_bytes, err) < 0)
+	if (get_u64(root, "vram_bytes", true, &m->vram_bytes, err) < 0 ||
+	    get_strv(root, "node_gpus", &m->node_gpus, err) < 0)
 		return -1;
 
 	json_object *procs;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "gpu_stage.h"
+#include "kc/gpumap.h"
 #include "kc/orchestrator.h"
 #include "kc/prefetch.h"
 #include "kc/proctree.h"
@@ -76,6 +77,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	struct kc_undo undo = {0};
 	int rc = -1;
 	struct kc_gpu_set *to_restore = NULL, *to_unlock = NULL;
+	struct kc_gpu_pair *pairs = NULL;
+	size_t n_pairs = 0;
 
 	if (m->n_procs == 0 && kc_manifest_read(o->images_dir, m, err) < 0)
 		return -1;
@@ -157,9 +160,15 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			}
 	}
 	if (to_restore->n) {
+		_cleanup_free_ struct kc_uuid *local = NULL;
+		size_t n_local = 0;
+		if (b->cuda->ops->list_gpus)
+			b->cuda->ops->list_gpus(b->cuda->h, &local, &n_local, NULL);
+		if (kc_gpu_map_plan(m, o->pairs, o->n_pairs, local, n_local, &pairs, &n_pairs, err) < 0)
+			goto rollback;
 		struct kc_progress *gp = kc_progress_start("gpu-restore", NULL, NULL);
 		t0 = kc_now();
-		int gr = kc_gpu_restore(to_restore, o->pairs, o->n_pairs, NULL, NULL, err);
+		int gr = kc_gpu_restore(to_restore, pairs, n_pairs, NULL, NULL, err);
 		kc_progress_stop(gp);
 		kc_report_add(r, "gpu-restore", kc_now() - t0, m->vram_bytes);
 		if (gr < 0 || kc_check_interrupted(err) < 0) {
@@ -185,5 +194,6 @@ out:
 	kc_undo_free(&undo);
 	free(to_restore);
 	free(to_unlock);
+	free(pairs);
 	return rc;
 }

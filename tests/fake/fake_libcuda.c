@@ -386,6 +386,35 @@ static int set_process_gpu(const char *dir, int tgid, const unsigned char uuid[1
 	return write_atomic(dir, name, text);
 }
 
+/* The node's GPUs when the process was checkpointed: $DIR/<tgid>.gpus,
+ * one UUID a line; pairs on restore must cover exactly these. */
+static int save_node_gpus(const char *dir, int tgid)
+{
+	unsigned char gpus[MAX_GPUS][16];
+	char name[32], text[MAX_GPUS * 42 + 1] = "", one[48];
+	int n = machine_gpus(gpus);
+	for (int i = 0; i < n; i++) {
+		format_uuid(gpus[i], one);
+		strcat(one, "\n");
+		strcat(text, one);
+	}
+	snprintf(name, sizeof(name), "%d.gpus", tgid);
+	return write_atomic(dir, name, text);
+}
+
+static int node_gpus_at_checkpoint(const char *dir, int tgid, unsigned char gpus[MAX_GPUS][16])
+{
+	char path[4096], buf[MAX_GPUS * 42 + 1];
+	snprintf(path, sizeof(path), "%s/%d.gpus", dir, tgid);
+	if (read_text(path, buf, sizeof(buf)) < 0)
+		return machine_gpus(gpus);
+	int n = 0;
+	for (char *line = strtok(buf, "\n"); line && n < MAX_GPUS; line = strtok(NULL, "\n"))
+		if (parse_uuid(line, strlen(line), gpus[n]) == 0)
+			n++;
+	return n;
+}
+
 static bool all_zero(const unsigned char *p, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
@@ -462,7 +491,7 @@ static CUresult transition(const char *dir, int tgid, int state, struct call *c,
 		/* remember the GPU the memory came from, for restore */
 		if (process_gpu(dir, tgid, old_gpu) < 0)
 			return CUDA_ERROR_UNKNOWN;
-		if (apply && set_process_gpu(dir, tgid, old_gpu) < 0)
+		if (apply && (set_process_gpu(dir, tgid, old_gpu) < 0 || save_node_gpus(dir, tgid) < 0))
 			return CUDA_ERROR_UNKNOWN;
 		*new_state = STATE_CHECKPOINTED;
 		return CUDA_SUCCESS;
@@ -477,18 +506,32 @@ static CUresult transition(const char *dir, int tgid, int state, struct call *c,
 		if (process_gpu(dir, tgid, old_gpu) < 0)
 			return CUDA_ERROR_UNKNOWN;
 		int n_gpus = machine_gpus(gpus);
+		unsigned char was[MAX_GPUS][16];
+		int n_was = node_gpus_at_checkpoint(dir, tgid, was);
 		const unsigned char *target = old_gpu;
-		bool covered = count == 0;
+		/*
+		 * As seen on an H200 x2 node: pairs must cover all the GPUs the
+		 * node had at checkpoint.  One pair GPU0->GPU1 alone gave 1; the
+		 * same move as GPU0->GPU1,GPU1->GPU0 worked.
+		 */
+		if (count && count != (unsigned)n_was)
+			return CUDA_ERROR_INVALID_VALUE;
 		for (unsigned i = 0; i < count; i++) {
 			const unsigned char *old_uuid = pairs + i * 32, *new_uuid = pairs + i * 32 + 16;
-			/* a pair for a GPU the process never used is an error */
-			if (memcmp(old_uuid, old_gpu, 16) != 0)
+			bool old_ok = false, new_ok = false;
+			for (int g = 0; g < n_was; g++)
+				old_ok = old_ok || memcmp(old_uuid, was[g], 16) == 0;
+			for (int g = 0; g < n_gpus; g++)
+				new_ok = new_ok || memcmp(new_uuid, gpus[g], 16) == 0;
+			for (unsigned j = 0; j < i; j++)
+				if (memcmp(old_uuid, pairs + j * 32, 16) == 0 ||
+				    memcmp(new_uuid, pairs + j * 32 + 16, 16) == 0)
+					return CUDA_ERROR_INVALID_VALUE;
+			if (!old_ok || !new_ok)
 				return CUDA_ERROR_INVALID_VALUE;
-			covered = true;
-			target = new_uuid;
+			if (memcmp(old_uuid, old_gpu, 16) == 0)
+				target = new_uuid;
 		}
-		if (!covered)
-			return CUDA_ERROR_INVALID_VALUE;
 		bool present = false;
 		for (int i = 0; i < n_gpus; i++)
 			present = present || memcmp(gpus[i], target, 16) == 0;
@@ -635,6 +678,40 @@ FAKE_API CUresult cuDriverGetVersion(int *version)
 	if (!version)
 		return CUDA_ERROR_INVALID_VALUE;
 	*version = driver_version();
+	return CUDA_SUCCESS;
+}
+
+/* The device list, as the driver enumerates it: KC_FAKE_CUDA_GPU in order. */
+FAKE_API CUresult cuDeviceGetCount(int *count)
+{
+	unsigned char gpus[MAX_GPUS][16];
+	if (!state_dir() || !__atomic_load_n(&initialized, __ATOMIC_ACQUIRE))
+		return CUDA_ERROR_NOT_INITIALIZED;
+	if (!count)
+		return CUDA_ERROR_INVALID_VALUE;
+	*count = machine_gpus(gpus);
+	return CUDA_SUCCESS;
+}
+
+FAKE_API CUresult cuDeviceGet(int *device, int ordinal)
+{
+	unsigned char gpus[MAX_GPUS][16];
+	if (!state_dir() || !__atomic_load_n(&initialized, __ATOMIC_ACQUIRE))
+		return CUDA_ERROR_NOT_INITIALIZED;
+	if (!device || ordinal < 0 || ordinal >= machine_gpus(gpus))
+		return CUDA_ERROR_INVALID_VALUE;
+	*device = ordinal;
+	return CUDA_SUCCESS;
+}
+
+FAKE_API CUresult cuDeviceGetUuid_v2(unsigned char uuid[16], int device)
+{
+	unsigned char gpus[MAX_GPUS][16];
+	if (!state_dir() || !__atomic_load_n(&initialized, __ATOMIC_ACQUIRE))
+		return CUDA_ERROR_NOT_INITIALIZED;
+	if (!uuid || device < 0 || device >= machine_gpus(gpus))
+		return CUDA_ERROR_INVALID_VALUE;
+	memcpy(uuid, gpus[device], 16);
 	return CUDA_SUCCESS;
 }
 

@@ -299,3 +299,43 @@ exec {CRIU} "$@"
     assert seen.read_text().split()[0] == "always", "always while CRIU ran"
     assert thp.read_text().strip() == "madvise", "the old mode is back"
     run_kc(kc_env, "dump", "--thp", "sometimes", "-D", tmp_path / "img2", w.pid, check=2)
+
+
+G1, G2, G3 = (f"GPU-00000000-0000-0000-0000-00000000000{i}" for i in (1, 2, 3))
+
+
+def test_gpu_map_moves_process_to_other_gpu(tmp_path, cuda_env, workloads):
+    """The driver wants every GPU of the node mapped; one OLD=NEW is completed."""
+    cuda_env["KC_FAKE_CUDA_GPU"] = f"{G1},{G2}"
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    assert json.loads((img / "kcheckpoint.json").read_text())["node_gpus"] == [G1, G2]
+    run_kc(cuda_env, "restore", "--gpu-map", f"{G1}={G2}", img, check=0)
+    gpu = Path(cuda_env["KC_FAKE_CUDA_DIR"], f"{w.pid}.gpu").read_text().strip()
+    assert gpu == G2 and cuda_state(cuda_env, w.pid) == 0
+    w.probe()
+
+
+def test_restore_on_node_without_the_gpu_maps_automatically(tmp_path, cuda_env, workloads):
+    cuda_env["KC_FAKE_CUDA_GPU"] = G1
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    cuda_env["KC_FAKE_CUDA_GPU"] = G3  # "another node"
+    run_kc(cuda_env, "restore", img, check=0)
+    gpu = Path(cuda_env["KC_FAKE_CUDA_DIR"], f"{w.pid}.gpu").read_text().strip()
+    assert gpu == G3 and cuda_state(cuda_env, w.pid) == 0
+
+
+def test_gpu_map_to_absent_gpu_is_refused(tmp_path, cuda_env, workloads):
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    p = run_kc(cuda_env, "restore", "--gpu-map", f"{G1}={G3}", img, check=2)
+    assert "is not on this node" in p.stderr
+    assert wait_gone(w.pid), "the restored process is removed again"
+    run_kc(cuda_env, "restore", img, check=0)

@@ -609,22 +609,28 @@ static void restore_pairs_for(struct fx *f, const char *version)
 	assert_int_equal(file_state(f, pid), 2);
 	kc_error_freep(&err);
 
-	struct kc_gpu_pair absent = pair(GPU1, "GPU-ffffffff-0000-0000-0000-000000000000");
-	assert_int_equal(f->cuda.ops->restore(f->cuda.h, pid, &absent, 1, &err), -1);
+	struct kc_gpu_pair absent[2] = {pair(GPU1, "GPU-ffffffff-0000-0000-0000-000000000000"), pair(GPU2, GPU1)};
+	assert_int_equal(f->cuda.ops->restore(f->cuda.h, pid, absent, 2, &err), -1);
 	assert_int_equal(err->cause, 1);
 	assert_int_equal(file_state(f, pid), 2);
 	kc_error_freep(&err);
 
-	struct kc_gpu_pair move = pair(GPU1, GPU2);
-	assert_int_equal(f->cuda.ops->restore(f->cuda.h, pid, &move, 1, &err), 0);
+	/* as on a real H200 x2 node: a pair for one GPU alone is refused, the
+	 * same move as a permutation of the node's GPUs works */
+	struct kc_gpu_pair move[2] = {pair(GPU1, GPU2), pair(GPU2, GPU1)};
+	assert_int_equal(f->cuda.ops->restore(f->cuda.h, pid, move, 1, &err), -1);
+	assert_int_equal(err->cause, 1);
+	assert_int_equal(file_state(f, pid), 2);
+	kc_error_freep(&err);
+	assert_int_equal(f->cuda.ops->restore(f->cuda.h, pid, move, 2, &err), 0);
 	assert_int_equal(file_state(f, pid), 1);
 	_cleanup_free_ char *gpu = gpu_file(f, pid);
 	assert_string_equal(gpu, GPU2 "\n");
 
 	/* back again; without pairs it stays where it is */
 	assert_int_equal(do_op(f, OP_CHECKPOINT, pid, &err), 0);
-	struct kc_gpu_pair back = pair(GPU2, GPU1);
-	assert_int_equal(f->cuda.ops->restore(f->cuda.h, pid, &back, 1, &err), 0);
+	struct kc_gpu_pair back[2] = {pair(GPU2, GPU1), pair(GPU1, GPU2)};
+	assert_int_equal(f->cuda.ops->restore(f->cuda.h, pid, back, 2, &err), 0);
 	free(gpu);
 	gpu = gpu_file(f, pid);
 	assert_string_equal(gpu, GPU1 "\n");
@@ -657,6 +663,22 @@ static void test_restore_migrated(void **state)
 	struct kc_gpu_pair move = pair(GPU1, GPU2);
 	assert_int_equal(f->cuda.ops->restore(f->cuda.h, pid, &move, 1, &err), 0);
 	assert_int_equal(file_state(f, pid), 1);
+}
+
+/* The driver's device list, in its order: what --gpu-map is completed with. */
+static void test_list_gpus(void **state)
+{
+	struct fx *f = *state;
+	setenv("KC_FAKE_CUDA_GPU", GPU2 "," GPU1, 1);
+	_cleanup_free_ struct kc_uuid *v = NULL;
+	size_t n = 0;
+	assert_int_equal(f->cuda.ops->list_gpus(f->cuda.h, &v, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	char a[41];
+	kc_uuid_format(&v[0], a);
+	assert_string_equal(a, GPU2);
+	kc_uuid_format(&v[1], a);
+	assert_string_equal(a, GPU1);
 }
 
 static void test_restore_pairs_need_13(void **state)
@@ -921,6 +943,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restore_pairs_13_0, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_restore_pairs_13_3, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_restore_migrated, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_list_gpus, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_restore_pairs_need_13, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_fake_checks_layouts, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_threads_on_different_pids, fx_setup, fx_teardown),
