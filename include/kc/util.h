@@ -64,6 +64,9 @@ void kc_pid_comm(pid_t pid, char *buf, size_t len);
 /* Single state letter from /proc/<pid>/stat, 0 if gone. */
 char kc_pid_state(pid_t pid);
 
+/* 0-15 for a hex digit, -1 otherwise. */
+int kc_hex_value(char c);
+
 /* Parses a decimal pid > 0; -1 otherwise. */
 pid_t kc_parse_pid(const char *s);
 

@@ -180,24 +180,13 @@ void kc_grpc_status_free(struct kc_grpc_status *st)
 	st->grpc_message = NULL;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 char *kc_grpc_percent_decode(const char *s, size_t len)
 {
 	char *out = kc_xmalloc(len + 1);
 	size_t o = 0;
 	for (size_t i = 0; i < len; i++) {
 		int hi, lo;
-		if (s[i] == '%' && i + 2 < len && (hi = hexval(s[i + 1])) >= 0 && (lo = hexval(s[i + 2])) >= 0) {
+		if (s[i] == '%' && i + 2 < len && (hi = kc_hex_value(s[i + 1])) >= 0 && (lo = kc_hex_value(s[i + 2])) >= 0) {
 			char c = (char)(hi << 4 | lo);
 			/* A NUL would cut the message short; keep it visible. */
 			out[o++] = c ? c : '?';

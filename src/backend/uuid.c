@@ -4,17 +4,7 @@
 #include <string.h>
 
 #include "kc/cuda.h"
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
+#include "kc/util.h"
 
 /*
  * Accepts NVML's "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", the same
@@ -49,7 +39,7 @@ int kc_uuid_parse(const char *s, struct kc_uuid *out)
 				pos++;
 				d++;
 			}
-			v[k] = hex_value(s[pos++]);
+			v[k] = kc_hex_value(s[pos++]);
 			if (v[k] < 0)
 				return -1;
 		}

@@ -312,6 +312,17 @@ void kc_pid_comm(pid_t pid, char *buf, size_t len)
 		*nl = '\0';
 }
 
+int kc_hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 pid_t kc_parse_pid(const char *s)
 {
 	if (!s || !*s)
