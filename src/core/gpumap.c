@@ -76,7 +76,7 @@ int kc_gpu_map_plan(const struct kc_manifest *m, const struct kc_gpu_pair *user,
 	for (size_t i = 0; i < n_was; i++)
 		if (kc_uuid_parse(m->node_gpus[i], &was[k]) == 0)
 			k++;
-	if (k == 0) {
+	if (k == 0 && n_local) {
 		memcpy(was, local, n_local * sizeof(*local));
 		k = n_local;
 	}
