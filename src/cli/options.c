@@ -52,7 +52,7 @@ const struct kc_option kc_options[] = {
 	 "transparent huge pages mode while this runs (put back after)"},
 	{"verify", 0, NULL, CMD_INSPECT, OPT_VERIFY, NULL, "check every member's checksum"},
 	{"json", 0, NULL, CMD_ALL, OPT_JSON, NULL, "print one JSON document on stdout"},
-	{"verbose", 'v', NULL, CMD_ALL, OPT_VERBOSE, NULL, "say more (CRIU logs at level 4)"},
+	{"verbose", 'v', NULL, CMD_ALL, OPT_VERBOSE, NULL, "say more (why there is no GPU stage, say)"},
 	{"quiet", 'q', NULL, CMD_ALL, OPT_QUIET, NULL, "no report and no progress on stderr"},
 	{"help", 'h', NULL, CMD_ALL, OPT_HELP, NULL, "show this help"},
 };
