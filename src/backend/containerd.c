@@ -616,6 +616,9 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 	struct kc_ctrd_rw rw = {0};
 	struct kc_error *e = NULL;
 	int rc = -1;
+	/* before the first goto: out: frees them */
+	_cleanup_free_ uint8_t *obuf = NULL;
+	_cleanup_free_ char *log = NULL;
 
 	char dir[PATH_MAX];
 	if (!realpath(images_dir, dir))
@@ -651,7 +654,7 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 	co.image_path = dir;
 	co.work_path = dir;
 	size_t olen = protobuf_c_message_get_packed_size(&co.base);
-	_cleanup_free_ uint8_t *obuf = kc_xmalloc(olen ? olen : 1);
+	obuf = kc_xmalloc(olen ? olen : 1);
 	protobuf_c_message_pack(&co.base, obuf);
 	Kc__Types__Any any = KC__TYPES__ANY__INIT;
 	any.type_url = TYPE_RUNC_CHECKPOINT;
@@ -664,7 +667,7 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 	Kc__Tasks__CheckpointTaskResponse *resp = NULL;
 	int cr = call(c, SVC_TASKS "Checkpoint", &r, &kc__tasks__checkpoint_task_response__descriptor,
 		      &resp, T_NONE, &e);
-	_cleanup_free_ char *log = take_log(dir, "dump.log", "criu-dump.log");
+	log = take_log(dir, "dump.log", "criu-dump.log");
 	if (cr < 0) {
 		criu_failure(err, e, "checkpoint", c->id, log);
 		goto rollback;

@@ -106,6 +106,10 @@ int kc_ctrd_rw_save(struct kc_grpc *g, const char *snapshotter, const char *key,
 	Kc__Content__DiffResponse *diff = NULL;
 	bool viewed = false;
 	int rc = -1;
+	/* before the first goto: out: frees and closes them */
+	_cleanup_free_ char *path = NULL;
+	_cleanup_free_ uint8_t *rbuf = NULL;
+	_cleanup_close_ int fd = -1;
 
 	Kc__Snapshots__ViewSnapshotRequest vr = KC__SNAPSHOTS__VIEW_SNAPSHOT_REQUEST__INIT;
 	vr.snapshotter = (char *)snapshotter;
@@ -148,8 +152,8 @@ int kc_ctrd_rw_save(struct kc_grpc *g, const char *snapshotter, const char *key,
 	out->digest = kc_xstrdup(diff->diff->digest);
 	out->size = diff->diff->size;
 
-	_cleanup_free_ char *path = kc_xasprintf("%s/%s", dir, KC_CTRD_RW_FILE);
-	_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	path = kc_xasprintf("%s/%s", dir, KC_CTRD_RW_FILE);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create '%s'", path);
 		goto out;
@@ -158,7 +162,7 @@ int kc_ctrd_rw_save(struct kc_grpc *g, const char *snapshotter, const char *key,
 	Kc__Content__ReadContentRequest rr = KC__CONTENT__READ_CONTENT_REQUEST__INIT;
 	rr.digest = out->digest;
 	size_t rlen = protobuf_c_message_get_packed_size(&rr.base);
-	_cleanup_free_ uint8_t *rbuf = kc_xmalloc(rlen + 1);
+	rbuf = kc_xmalloc(rlen + 1);
 	protobuf_c_message_pack(&rr.base, rbuf);
 	if (kc_grpc_call_raw(g, SVC_CONTENT "Read", rbuf, rlen, 0, on_content, &rd, err) < 0) {
 		kc_error_prefix(err, "cannot read the rw layer from containerd");

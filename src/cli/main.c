@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <json-c/json.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -75,6 +76,9 @@ int main(int argc, char **argv)
 		return KC_EXIT_USAGE;
 	}
 	kc_signals_install();
+	/* a closed stdout (`... --json | head -c0`) must not kill us before
+	 * the cleanup: work dir, THP mode */
+	signal(SIGPIPE, SIG_IGN);
 	kc_progress_enabled = isatty(STDERR_FILENO);
 	_cleanup_error_ struct kc_error *err = NULL;
 	if (cmd->run(argc - 1, argv + 1, &err) < 0) {

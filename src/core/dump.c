@@ -154,19 +154,47 @@ static uint64_t dir_bytes(void *arg)
 	return kc_dir_size(arg);
 }
 
+/* Points at kc_dump's own list, which is read again once CRIU has the
+ * tree stopped: a child forked during the GPU stage is dumped (and left
+ * stopped) by CRIU too, so it must be resumed or killed with the rest. */
 struct resume_arg {
 	const struct kc_criu *criu;
-	size_t n;
-	pid_t pids[];
+	pid_t *const *pids;
+	const size_t *n;
 };
 
 static int undo_resume(void *arg, struct kc_error **err)
 {
 	struct resume_arg *a = arg;
 	if (a->criu->ops->resume)
-		return a->criu->ops->resume(a->criu->h, a->pids, a->n, err);
-	kc_proctree_cont(a->pids, a->n);
+		return a->criu->ops->resume(a->criu->h, *a->pids, *a->n, err);
+	kc_proctree_cont(*a->pids, *a->n);
 	return 0;
+}
+
+/* The tree as CRIU stopped it; processes new since the GPU stage go
+ * into the manifest (without CUDA: they were forked after the lock). */
+static void relist_stopped_tree(pid_t root, struct kc_manifest *m, pid_t **pids, size_t *n)
+{
+	pid_t *now = NULL;
+	size_t n_now = 0;
+	if (kc_proctree(root, &now, &n_now, NULL) < 0)
+		return;
+	for (size_t i = 0; i < n_now; i++) {
+		bool known = false;
+		for (size_t j = 0; j < m->n_procs && !known; j++)
+			known = m->procs[j].pid == now[i];
+		if (known)
+			continue;
+		struct kc_manifest_proc *p = kc_manifest_add_proc(m);
+		p->pid = now[i];
+		pid_t ppid = kc_proc_ppid(now[i]);
+		p->ppid = ppid < 0 ? 0 : ppid;
+		kc_pid_comm(now[i], p->comm, sizeof(p->comm));
+	}
+	free(*pids);
+	*pids = now;
+	*n = n_now;
 }
 
 int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc_manifest *m,
@@ -278,6 +306,10 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	/* CPU stage; the tree stays stopped so we can still roll back */
 	struct kc_criu_opts copts = o->criu;
 	copts.leave_stopped = true;
+	/* pushed first: a CRIU that dies by a signal cannot thaw what it stopped */
+	struct resume_arg *ra = kc_xcalloc(1, sizeof(*ra));
+	*ra = (struct resume_arg){.criu = b->criu, .pids = &pids, .n = &n};
+	kc_undo_push(&undo, "resume", undo_resume, ra);
 	struct kc_progress *pg = kc_progress_start("criu-dump", dir_bytes, (void *)o->images_dir);
 	double t0 = kc_now();
 	int dr = b->criu->ops->dump(b->criu->h, &copts, o->pid, o->images_dir, err);
@@ -285,11 +317,8 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	double dump_s = kc_now() - t0;
 	if (dr < 0)
 		goto rollback;
-	struct resume_arg *ra = kc_xcalloc(1, sizeof(*ra) + n * sizeof(pid_t));
-	ra->criu = b->criu;
-	ra->n = n;
-	memcpy(ra->pids, pids, n * sizeof(pid_t));
-	kc_undo_push(&undo, "resume", undo_resume, ra);
+	if (!o->pids)
+		relist_stopped_tree(o->pid, m, &pids, &n);
 
 	kc_criu_read_stats(o->images_dir, &r->criu, NULL);
 	uint64_t written = r->criu.have_dump ? r->criu.pages_written * (uint64_t)sysconf(_SC_PAGESIZE)

@@ -96,7 +96,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			to_unlock->pids[to_unlock->n++] = p->pid;
 	}
 	/* known now unless the driver is still loading (gpu_ready): fail before CRIU */
-	if (to_restore->n && !b->cuda && !o->gpu_ready) {
+	if (to_restore->n && !o->gpu_ready && !b->cuda) {
 		kc_error_set(err, KC_EXIT_GPU, 0, "the image holds %zu CUDA process(es) but no CUDA driver is loaded",
 			     to_restore->n);
 		goto out;
@@ -132,7 +132,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (kc_check_interrupted(err) < 0)
 		goto rollback;
 
-	if (o->gpu_ready) {
+	/* a CPU-only image needs no driver, whether or not it loaded */
+	if (o->gpu_ready && to_restore->n) {
 		t0 = kc_now();
 		if (o->gpu_ready(o->gpu_ready_arg, err) < 0)
 			goto rollback;

@@ -58,10 +58,11 @@ int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **ou
 		if (st[i].state == KC_CUDA_CHECKPOINTED || st[i].state == KC_CUDA_LOCKED)
 			locked->pids[locked->n++] = st[i].pid;
 	}
-	/* a stopped process cannot serve the driver's restore thread */
-	for (size_t i = 0; i < locked->n; i++)
-		if (kc_pid_state(locked->pids[i]) == 'T')
-			kc_proctree_cont(&locked->pids[i], 1);
+	/* a stopped process cannot serve the driver's restore thread, and a
+	 * dump killed after CRIU may have left the others stopped too */
+	for (size_t i = 0; i < ns; i++)
+		if (kc_pid_state(st[i].pid) == 'T')
+			kc_proctree_cont(&st[i].pid, 1);
 	if (kc_gpu_restore(ckpt, NULL, 0, NULL, NULL, err) < 0)
 		return kc_error_prefix(err, "GPU restore");
 	if (kc_gpu_unlock(locked, NULL, NULL, err) < 0)

@@ -339,3 +339,43 @@ def test_gpu_map_to_absent_gpu_is_refused(tmp_path, cuda_env, workloads):
     assert "is not on this node" in p.stderr
     assert wait_gone(w.pid), "the restored process is removed again"
     run_kc(cuda_env, "restore", img, check=0)
+
+
+@pytest.mark.parametrize("leave_running", [True, False])
+def test_children_forked_during_gpu_stage_are_not_left_stopped(tmp_path, cuda_env, leave_running):
+    """CRIU dumps (and stops) what the tree forked while the GPU was being
+    checkpointed; kcheckpoint must resume or kill those too."""
+    from conftest import child_pids
+    sh = subprocess.Popen(["sh", "-c", "while :; do sleep 0.1; done"], start_new_session=True,
+                          stdin=subprocess.DEVNULL)
+    try:
+        Path(cuda_env["KC_FAKE_CUDA_DIR"], str(sh.pid)).write_text("0\n")
+        cuda_env["KC_FAKE_CUDA_DELAY_MS"] = "checkpoint:800"
+        args = ["dump", "-D", tmp_path / "img", sh.pid] + (["--leave-running"] if leave_running else [])
+        run_kc(cuda_env, *args, check=0)
+        m = json.loads((tmp_path / "img" / "kcheckpoint.json").read_text())
+        if leave_running:
+            time.sleep(0.5)
+            assert proc_state(sh.pid) in ("S", "R")
+            kids = child_pids(sh.pid)
+            assert kids and all(proc_state(k) in ("S", "R", "Z") for k in kids), kids
+        else:
+            sh.wait(timeout=10)
+            # every process CRIU stopped is gone: nothing of the session is left stopped
+            for p in m["processes"]:
+                assert proc_state(p["pid"]) in (None, "Z"), p
+            left = subprocess.run(["pgrep", "-s", str(sh.pid)], capture_output=True, text=True).stdout.split()
+            assert [pid for pid in left if proc_state(int(pid)) == "T"] == [], left
+    finally:
+        subprocess.run(["pkill", "-9", "-s", str(sh.pid)])
+        sh.wait(timeout=10)
+
+
+def test_cpu_image_restores_without_a_driver(tmp_path, kc_env, workloads):
+    """The driver loads in the background; a CPU-only image must not need it."""
+    w = workloads(mb=8)
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    run_kc(dict(kc_env, KCHECKPOINT_LIBCUDA="/nonexistent/libcuda.so.1"), "restore", img, check=0)
+    assert alive(w.pid)

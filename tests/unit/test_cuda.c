@@ -192,7 +192,7 @@ static void test_open_missing_lib(void **state)
 	assert_non_null(err);
 	assert_int_equal(err->exit_code, KC_EXIT_NOENT);
 	assert_true(strncmp(err->msg, "cannot load '/nonexistent/libcuda.so.1': ", 41) == 0);
-	assert_non_null(strstr(err->msg, "No such file"));
+	assert_non_null(strstr(err->msg, "no such file"));
 	assert_null(c.ops);
 
 	/* the variable is used when no path is given */

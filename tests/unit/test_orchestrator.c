@@ -488,7 +488,7 @@ static void test_rollback_criu_dump_fails(void **state)
 	int rc = dump(f, &o);
 	expect_error(f, rc, KC_EXIT_CRIU);
 	/* a failed CRIU dump resumes the tree itself: no criu-resume */
-	kc_mock_assert_log("lock %d,lock %d|checkpoint %d,checkpoint %d|criu-dump failed|restore %d,restore %d|"
+	kc_mock_assert_log("lock %d,lock %d|checkpoint %d,checkpoint %d|criu-dump failed|criu-resume|restore %d,restore %d|"
 			   "unlock %d,unlock %d",
 			   a, b, a, b, a, b, a, b);
 	expect_state(a, KC_CUDA_RUNNING);
@@ -716,7 +716,7 @@ static void test_rollback_keeps_locked(void **state)
 
 	int rc = dump(f, &o);
 	expect_error(f, rc, KC_EXIT_CRIU);
-	kc_mock_assert_log("lock %d|checkpoint %d,checkpoint %d|criu-dump failed|restore %d,restore %d|unlock %d", a, a,
+	kc_mock_assert_log("lock %d|checkpoint %d,checkpoint %d|criu-dump failed|criu-resume|restore %d,restore %d|unlock %d", a, a,
 			   b, a, b, a);
 	expect_state(a, KC_CUDA_RUNNING);
 	expect_state(b, KC_CUDA_LOCKED);
@@ -752,7 +752,7 @@ static void test_rollback_keeps_checkpointed(void **state)
 
 	int rc = dump(f, &o);
 	expect_error(f, rc, KC_EXIT_CRIU);
-	kc_mock_assert_log("lock %d|checkpoint %d|criu-dump failed|restore %d|unlock %d", a, a, a, a);
+	kc_mock_assert_log("lock %d|checkpoint %d|criu-dump failed|criu-resume|restore %d|unlock %d", a, a, a, a);
 	expect_state(a, KC_CUDA_RUNNING);
 	expect_state(b, KC_CUDA_CHECKPOINTED);
 }
