@@ -61,6 +61,9 @@ bool kc_pid_alive(pid_t pid); /* exists and is not a zombie */
 bool kc_pid_exists(pid_t pid); /* /proc/<pid> exists, zombies included */
 /* /proc/<pid>/comm without the newline; "?" when unreadable. */
 void kc_pid_comm(pid_t pid, char *buf, size_t len);
+/* State letter and parent from /proc/<pid>/stat (either may be NULL);
+ * -1 if the process is gone. */
+int kc_pid_stat(pid_t pid, char *state, pid_t *ppid);
 /* Single state letter from /proc/<pid>/stat, 0 if gone. */
 char kc_pid_state(pid_t pid);
 

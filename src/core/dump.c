@@ -35,9 +35,7 @@ int kc_rollback(struct kc_undo *u, struct kc_error **err)
 	/* the rollback failure matters more: the process may be left stopped or
 	 * locked, and the user has to act */
 	if (err && *err) {
-		char *msg = kc_xasprintf("%s; %s", (*err)->msg, rb->msg);
-		free((*err)->msg);
-		(*err)->msg = msg;
+		kc_error_set_hint(err, "%s", rb->msg);
 		(*err)->exit_code = KC_EXIT_ROLLBACK;
 		kc_error_free(rb);
 		kc_error_set_hint(err, "run 'kcheckpoint recover'");
@@ -172,6 +170,15 @@ static int undo_resume(void *arg, struct kc_error **err)
 	return 0;
 }
 
+static struct kc_manifest_proc *add_proc(struct kc_manifest *m, pid_t pid, pid_t ppid)
+{
+	struct kc_manifest_proc *p = kc_manifest_add_proc(m);
+	p->pid = pid;
+	p->ppid = ppid < 0 ? 0 : ppid;
+	kc_pid_comm(pid, p->comm, sizeof(p->comm));
+	return p;
+}
+
 /* The tree as CRIU stopped it; processes new since the GPU stage go
  * into the manifest (without CUDA: they were forked after the lock). */
 static void relist_stopped_tree(pid_t root, struct kc_manifest *m, pid_t **pids, size_t *n)
@@ -184,13 +191,8 @@ static void relist_stopped_tree(pid_t root, struct kc_manifest *m, pid_t **pids,
 		bool known = false;
 		for (size_t j = 0; j < m->n_procs && !known; j++)
 			known = m->procs[j].pid == now[i];
-		if (known)
-			continue;
-		struct kc_manifest_proc *p = kc_manifest_add_proc(m);
-		p->pid = now[i];
-		pid_t ppid = kc_proc_ppid(now[i]);
-		p->ppid = ppid < 0 ? 0 : ppid;
-		kc_pid_comm(now[i], p->comm, sizeof(p->comm));
+		if (!known)
+			add_proc(m, now[i], kc_proc_ppid(now[i]));
 	}
 	free(*pids);
 	*pids = now;
@@ -233,10 +235,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 		 * listed it is no longer ours to dump */
 		if (ppid < 0 && i > 0)
 			continue;
-		struct kc_manifest_proc *p = kc_manifest_add_proc(m);
-		p->pid = pids[i];
-		p->ppid = ppid < 0 ? 0 : ppid;
-		kc_pid_comm(pids[i], p->comm, sizeof(p->comm));
+		struct kc_manifest_proc *p = add_proc(m, pids[i], ppid);
 		if (!b->cuda)
 			continue;
 		enum kc_cuda_state st;

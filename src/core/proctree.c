@@ -14,21 +14,8 @@
 
 pid_t kc_proc_ppid(pid_t pid)
 {
-	char path[64], buf[512];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	char *rp = strrchr(buf, ')');
-	int ppid;
-	char state;
-	if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2)
-		return -1;
-	return ppid;
+	pid_t ppid;
+	return kc_pid_stat(pid, NULL, &ppid) < 0 ? -1 : ppid;
 }
 
 struct pidvec {

@@ -233,7 +233,7 @@ int kc_rm_rf(const char *path, struct kc_error **err)
 	return 0;
 }
 
-static uint64_t dir_size_total;
+static __thread uint64_t dir_size_total; /* nftw has no user pointer */
 static int size_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)path;
@@ -245,8 +245,6 @@ static int size_one(const char *path, const struct stat *st, int flag, struct FT
 
 uint64_t kc_dir_size(const char *path)
 {
-	/* nftw has no user pointer, hence the file-level total; only the
-	 * progress thread and the report call this, never at once */
 	dir_size_total = 0;
 	nftw(path, size_one, 16, FTW_PHYS);
 	return dir_size_total;
@@ -267,22 +265,34 @@ void kc_format_bytes(uint64_t bytes, char *buf, size_t len)
 		snprintf(buf, len, "%.2f %s", v, units[u]);
 }
 
-char kc_pid_state(pid_t pid)
+int kc_pid_stat(pid_t pid, char *state, pid_t *ppid)
 {
 	char path[64], buf[512];
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return 0;
+		return -1;
 	ssize_t n = read(fd, buf, sizeof(buf) - 1);
 	if (n <= 0)
-		return 0;
+		return -1;
 	buf[n] = '\0';
-	/* comm may hold spaces and parentheses: the state follows the last ')' */
+	/* comm may hold spaces and parentheses: the fields follow the last ')' */
 	char *rp = strrchr(buf, ')');
-	if (!rp || rp[1] != ' ')
-		return 0;
-	return rp[2];
+	char st;
+	int pp;
+	if (!rp || sscanf(rp + 1, " %c %d", &st, &pp) != 2)
+		return -1;
+	if (state)
+		*state = st;
+	if (ppid)
+		*ppid = pp;
+	return 0;
+}
+
+char kc_pid_state(pid_t pid)
+{
+	char st;
+	return kc_pid_stat(pid, &st, NULL) < 0 ? 0 : st;
 }
 
 bool kc_pid_exists(pid_t pid)
