@@ -5,7 +5,16 @@
 # process after the other, then plain criu), verified after each restore,
 # printed side by side.  Needs root, an NVIDIA GPU, CRIU >= 4.1.
 #
-#   bench/gpu_bench.sh [--gib N] [--procs P] [--cold] [--thp always|madvise] [--archive] [--manual-first]
+#   bench/gpu_bench.sh [--gib N] [--procs P] [--cold] [--thp always|madvise] [--kc-thp MODE]
+#                      [--archive] [--manual-first] [--manual-like-kc]
+#
+# --manual-like-kc gives the manual flow's criu dump kcheckpoint's CRIU
+# options (-v4, --leave-stopped, then SIGKILL, untimed): with it a
+# difference in the CRIU stage is not the options'.
+#
+# --thp sets the system's THP mode for the whole run (both flows); --kc-thp
+# passes --thp MODE to kcheckpoint alone, which sets it only while it runs,
+# so the manual flow keeps the system's mode: what a user of either gets.
 #
 # The flow that runs first touches fresh VM memory (a lent VM grows its
 # memory on first use): --manual-first swaps the order to expose that.
@@ -14,15 +23,17 @@
 # gpu_workload and cuda_ckpt), WORK (images; default /var/tmp/kc-bench),
 # OUT (where JSON and logs are kept).
 set -euo pipefail
-GIB=2 PROCS=1 COLD=0 THP="" ARCHIVE=0 ORDER=kc-first
+GIB=2 PROCS=1 COLD=0 THP="" KC_THP="" ARCHIVE=0 ORDER=kc-first LIKE_KC=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--gib) GIB=$2; shift ;;
 	--procs) PROCS=$2; shift ;;
 	--cold) COLD=1 ;;
 	--thp) THP=$2; shift ;;
+	--kc-thp) KC_THP=$2; shift ;;
 	--archive) ARCHIVE=1 ;;
 	--manual-first) ORDER=manual-first ;;
+	--manual-like-kc) LIKE_KC=1 ;;
 	*) echo "gpu_bench: unknown option '$1'" >&2; exit 2 ;;
 	esac
 	shift
@@ -32,7 +43,7 @@ CRIU=${KCHECKPOINT_CRIU:-criu}
 BIN=${BIN:?BIN must name the dir holding gpu_workload and cuda_ckpt}
 WORK=${WORK:-/var/tmp/kc-bench}
 OUT=${OUT:-$WORK/out}
-TAG=g${GIB}p${PROCS}$([ $COLD = 1 ] && echo c || echo w)${THP:+-$THP}${KCHECKPOINT_PREFETCH:+-pf$KCHECKPOINT_PREFETCH}$([ $ORDER = manual-first ] && echo -mf || true)
+TAG=g${GIB}p${PROCS}$([ $COLD = 1 ] && echo c || echo w)${THP:+-$THP}${KC_THP:+-kc$KC_THP}${KCHECKPOINT_PREFETCH:+-pf$KCHECKPOINT_PREFETCH}$([ $ORDER = manual-first ] && echo -mf || true)$([ $LIKE_KC = 1 ] && echo -like || true)
 mkdir -p "$WORK" "$OUT"
 THP_FILE=/sys/kernel/mm/transparent_hugepage/enabled
 OLD_THP=$(sed -n 's/.*\[\(.*\)\].*/\1/p' $THP_FILE)
@@ -86,9 +97,11 @@ verify() { # $1 = counters before
 drop_caches() { [ $COLD = 1 ] || return 0; sync; echo 3 >/proc/sys/vm/drop_caches || echo "gpu_bench: drop_caches refused" >&2; }
 wait_free() { for p in $ROOT_PID $PIDS; do while [ -e /proc/$p ]; do sleep 0.01; done; done; }
 
-echo "== gpu_bench $TAG: $PROCS process(es), $GIB GiB VRAM in all, THP $(sed -n 's/.*\[\(.*\)\].*/\1/p' $THP_FILE)"
+echo "== gpu_bench $TAG: $PROCS process(es), $GIB GiB VRAM in all, THP $(sed -n 's/.*\[\(.*\)\].*/\1/p' $THP_FILE)${KC_THP:+ (kcheckpoint: --thp $KC_THP)}"
 
 IMG=$WORK/img-$TAG
+KC_OPTS=()
+[ -n "$KC_THP" ] && KC_OPTS+=(--thp "$KC_THP")
 
 run_kc() {
 # kcheckpoint
@@ -96,20 +109,27 @@ start_tree
 read -r C0 _ < <(probe_all)
 IMG=$WORK/img-$TAG
 rm -rf "$IMG"
+# wall time of each command, as for the manual flow's commands
+k0=$(now)
 if [ $ARCHIVE = 1 ]; then
-	"$KC" dump -q --json -o "$IMG.tar.zst" --work-dir "$WORK" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
+	"$KC" dump "${KC_OPTS[@]}" --json -o "$IMG.tar.zst" --work-dir "$WORK" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
 else
-	"$KC" dump -q --json -D "$IMG" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
+	"$KC" dump "${KC_OPTS[@]}" --json -D "$IMG" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
 fi
+k1=$(now)
 wait_free
 drop_caches
+k2=$(now)
 if [ $ARCHIVE = 1 ]; then
-	"$KC" restore -q --json --work-dir "$WORK" "$IMG.tar.zst" >"$OUT/kc-restore-$TAG.json"
+	"$KC" restore "${KC_OPTS[@]}" --json --work-dir "$WORK" "$IMG.tar.zst" >"$OUT/kc-restore-$TAG.json"
 	ls -l "$IMG.tar.zst" >"$OUT/kc-archive-$TAG.txt"
 	rm -f "$IMG.tar.zst"
 else
-	"$KC" restore -q --json "$IMG" >"$OUT/kc-restore-$TAG.json"
+	"$KC" restore "${KC_OPTS[@]}" --json "$IMG" >"$OUT/kc-restore-$TAG.json"
 fi
+k3=$(now)
+python3 -c "import json,sys; t=[float(x) for x in sys.argv[1:5]]; print(json.dumps({'dump': t[1]-t[0], 'restore': t[3]-t[2]}))" \
+	"$k0" "$k1" "$k2" "$k3" >"$OUT/kc-wall-$TAG.json"
 verify "$C0"
 pkill -9 -s "$ROOT_PID" || true
 wait_free
@@ -125,8 +145,14 @@ mkdir -p "$IMG"
 t0=$(now)
 for p in $PIDS; do "$BIN/cuda_ckpt" --toggle --pid "$p" >/dev/null; done
 t1=$(now)
-"$CRIU" dump -t "$ROOT_PID" -D "$IMG" -o dump.log
-t2=$(now)
+if [ $LIKE_KC = 1 ]; then
+	"$CRIU" dump -t "$ROOT_PID" -D "$IMG" -o dump.log -v4 --leave-stopped
+	t2=$(now)
+	pkill -9 -s "$ROOT_PID" || true
+else
+	"$CRIU" dump -t "$ROOT_PID" -D "$IMG" -o dump.log
+	t2=$(now)
+fi
 wait_free
 drop_caches
 t3=$(now)
@@ -150,16 +176,18 @@ out, tag = sys.argv[1], sys.argv[2]
 d = json.load(open(f"{out}/kc-dump-{tag}.json"))
 r = json.load(open(f"{out}/kc-restore-{tag}.json"))
 m = json.load(open(f"{out}/manual-{tag}.json"))
+w = json.load(open(f"{out}/kc-wall-{tag}.json"))
 st = {s["stage"]: s for s in d["stages"] + r["stages"]}
 sec = lambda k: st[k]["seconds"] if k in st else 0.0
-rows = [("gpu lock+checkpoint", sec("gpu-lock") + sec("gpu-checkpoint"), m["gpu_checkpoint"]),
+# driver start-up counts on both sides: cuda_ckpt runs cuInit in each call
+rows = [("gpu init+lock+ckpt", sec("gpu-init") + sec("gpu-lock") + sec("gpu-checkpoint"), m["gpu_checkpoint"]),
         ("criu dump", sec("criu-dump"), m["criu_dump"]),
         ("archive", sec("archive"), 0.0),
-        ("dump total", d["total_seconds"], m["gpu_checkpoint"] + m["criu_dump"]),
+        ("dump (wall)", w["dump"], m["gpu_checkpoint"] + m["criu_dump"]),
         ("unpack", sec("unpack"), 0.0),
         ("criu restore", sec("criu-restore"), m["criu_restore"]),
-        ("gpu restore+unlock", sec("gpu-restore") + sec("gpu-unlock"), m["gpu_restore"]),
-        ("restore total", r["total_seconds"], m["criu_restore"] + m["gpu_restore"])]
+        ("gpu (wait)+rst+unlock", sec("gpu-init-wait") + sec("gpu-restore") + sec("gpu-unlock"), m["gpu_restore"]),
+        ("restore (wall)", w["restore"], m["criu_restore"] + m["gpu_restore"])]
 vram = d.get("vram_bytes", 0)
 print(f"{'stage':22} {'kcheckpoint':>12} {'manual':>10} {'ratio':>7}   (VRAM {vram/1e9:.2f} GB, image {m['image_bytes']/1e9:.2f} GB)")
 for name, a, b in rows:

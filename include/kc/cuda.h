@@ -85,5 +85,8 @@ const char *kc_cuda_result_name(int result, char buf[32]);
 int kc_uuid_parse(const char *s, struct kc_uuid *out);
 /* Always "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (NVML's form). */
 void kc_uuid_format(const struct kc_uuid *u, char buf[41]);
+/* The GPUs the kernel module lists ($KCHECKPOINT_NVIDIA_PROCFS, else
+ * /proc/driver/nvidia/gpus), no driver start-up needed; -1 when none. */
+int kc_procfs_gpus(struct kc_uuid **out, size_t *n);
 
 #endif

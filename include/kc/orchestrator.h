@@ -54,6 +54,10 @@ struct kc_restore_opts {
 	 * driver start-up overlaps unpack and CRIU restore. */
 	int (*gpu_ready)(void *arg, struct kc_error **err);
 	void *gpu_ready_arg;
+	/* The caller already checked pairs against this node's GPUs (without
+	 * the driver).  Otherwise restore waits for the driver before CRIU
+	 * when there are pairs: a wrong map must not cost a restore. */
+	bool map_checked;
 };
 
 int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,

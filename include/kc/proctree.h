@@ -12,8 +12,14 @@
 int kc_proctree(pid_t pid, pid_t **pids, size_t *n, struct kc_error **err);
 pid_t kc_proc_ppid(pid_t pid);
 
-/* SIGKILL every pid and wait (bounded) until none is alive. */
-int kc_proctree_kill(const pid_t *pids, size_t n, unsigned timeout_ms, struct kc_error **err);
+enum kc_kill_wait {
+	KC_KILL_DYING,  /* the signal was taken: no pid is stopped any more */
+	KC_KILL_EXITED, /* none is alive (teardown done) */
+};
+
+/* SIGKILL every pid and wait (bounded) as far as wait says. */
+int kc_proctree_kill(const pid_t *pids, size_t n, enum kc_kill_wait wait, unsigned timeout_ms,
+		     struct kc_error **err);
 /* SIGCONT every pid. */
 void kc_proctree_cont(const pid_t *pids, size_t n);
 

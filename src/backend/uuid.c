@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kc/cuda.h"
@@ -58,4 +60,52 @@ void kc_uuid_format(const struct kc_uuid *u, char buf[41])
 		 "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
 		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
 		 b[13], b[14], b[15]);
+}
+
+/*
+ * The kernel module lists its GPUs in /proc/driver/nvidia/gpus/<bus>/
+ * information ("GPU UUID: \t GPU-..."): readable at once, with no driver
+ * start-up, so restore can check a --gpu-map before it unpacks anything.
+ */
+int kc_procfs_gpus(struct kc_uuid **out, size_t *n)
+{
+	const char *root = getenv("KCHECKPOINT_NVIDIA_PROCFS");
+	if (!root || !*root)
+		root = "/proc/driver/nvidia/gpus";
+	*out = NULL;
+	*n = 0;
+	_cleanup_closedir_ DIR *d = opendir(root);
+	if (!d)
+		return -1;
+	struct kc_uuid *v = NULL;
+	size_t k = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		_cleanup_free_ char *path = kc_xasprintf("%s/%s/information", root, e->d_name);
+		_cleanup_fclose_ FILE *f = fopen(path, "re");
+		char line[256];
+		while (f && fgets(line, sizeof(line), f)) {
+			if (strncmp(line, "GPU UUID:", 9) != 0)
+				continue;
+			char *u = strstr(line, "GPU-");
+			if (!u)
+				break;
+			u[strcspn(u, " \t\r\n")] = '\0';
+			struct kc_uuid parsed;
+			if (kc_uuid_parse(u, &parsed) == 0) {
+				v = kc_xrealloc(v, (k + 1) * sizeof(*v));
+				v[k++] = parsed;
+			}
+			break;
+		}
+	}
+	if (k == 0) {
+		free(v);
+		return -1;
+	}
+	*out = v;
+	*n = k;
+	return 0;
 }

@@ -108,14 +108,18 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	if (kc_require_root(err) < 0)
 		return -1;
 
+	/* the total counts driver start-up too: the command's wall time */
+	struct kc_report r;
+	kc_report_init(&r, "dump");
+	double t0 = kc_now();
 	struct kc_cli_backends cb;
 	if (kc_cli_open_backends(&a, &cb, true, err) < 0)
 		return -1;
+	if (cb.b.cuda)
+		kc_report_add(&r, "gpu-init", kc_now() - t0, 0);
 	int rc = -1;
 	struct kc_manifest m;
 	kc_manifest_init(&m);
-	struct kc_report r;
-	kc_report_init(&r, "dump");
 	_cleanup_free_ char *output = NULL;
 	struct kc_workdir wd = {0};
 	char thp_old[16] = "";

@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "kc/archive.h"
 #include "kc/containerd.h"
+#include "kc/gpumap.h"
 #include "kc/orchestrator.h"
 #include "kc/thp.h"
 #include "kc/util.h"
@@ -29,6 +30,16 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	size_t n_pairs = 0;
 	if (a.gpu_map && kc_cli_parse_gpu_map(a.gpu_map, &pairs, &n_pairs, err) < 0)
 		return -1;
+	/* checked now, before anything is unpacked, where the kernel module
+	 * lists its GPUs; else kc_restore waits for the driver to check it */
+	bool map_checked = false;
+	_cleanup_free_ struct kc_uuid *node = NULL;
+	size_t n_node = 0;
+	if (n_pairs && kc_procfs_gpus(&node, &n_node) == 0) {
+		if (kc_gpu_map_check(pairs, n_pairs, node, n_node, err) < 0)
+			return -1;
+		map_checked = true;
+	}
 	struct stat st;
 	if (stat(image, &st) < 0)
 		return kc_error_errno(err, KC_EXIT_NOENT, errno, "cannot open image '%s'", image);
@@ -37,6 +48,8 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	if (kc_require_root(err) < 0)
 		return -1;
 
+	struct kc_report r;
+	kc_report_init(&r, "restore");
 	struct kc_cli_backends cb;
 	if (kc_cli_open_backends(&a, &cb, false, err) < 0)
 		return -1;
@@ -45,14 +58,12 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	int rc = -1;
 	struct kc_manifest m;
 	kc_manifest_init(&m);
-	struct kc_report r;
-	kc_report_init(&r, "restore");
 	struct kc_workdir wd = {0};
 	char thp_old[16] = "";
 	const char *pf = getenv("KCHECKPOINT_PREFETCH");
 	struct kc_restore_opts o = {.pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = a.pid_wait_ms,
 				    .prefetch = pf && strcmp(pf, "1") == 0,
-				    .gpu_ready = kc_cli_gpu_ready, .gpu_ready_arg = &cb};
+				    .gpu_ready = kc_cli_gpu_ready, .gpu_ready_arg = &cb, .map_checked = map_checked};
 	kc_cli_criu_opts(&a, &o.criu);
 
 	if (a.thp && kc_thp_set(a.thp, thp_old, sizeof(thp_old), err) < 0)

@@ -350,7 +350,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	} else {
 		kc_undo_discard(&undo);
 		int fr = b->criu->ops->finish ? b->criu->ops->finish(b->criu->h, pids, n, err)
-					      : kc_proctree_kill(pids, n, 10000, err);
+					      : kc_proctree_kill(pids, n, KC_KILL_DYING, 10000, err);
 		if (fr < 0) {
 			/* the image is complete; the old tree is still stopped with
 			 * its GPU state checkpointed */

@@ -65,6 +65,23 @@ static void fill(struct kc_gpu_pair **v, size_t *n, const struct kc_uuid *src, s
 	}
 }
 
+int kc_gpu_map_check(const struct kc_gpu_pair *user, size_t n_user, const struct kc_uuid *local, size_t n_local,
+		     struct kc_error **err)
+{
+	char a[41];
+	for (size_t i = 0; i < n_user; i++) {
+		if (old_in(&user[i].old_uuid, user, i) || new_in(&user[i].new_uuid, user, i)) {
+			kc_uuid_format(old_in(&user[i].old_uuid, user, i) ? &user[i].old_uuid : &user[i].new_uuid, a);
+			return kc_error_set(err, KC_EXIT_USAGE, 0, "'--gpu-map' names GPU '%s' twice", a);
+		}
+		if (n_local && !in(&user[i].new_uuid, local, n_local)) {
+			kc_uuid_format(&user[i].new_uuid, a);
+			return kc_error_set(err, KC_EXIT_USAGE, 0, "'--gpu-map': GPU '%s' is not on this node", a);
+		}
+	}
+	return 0;
+}
+
 int kc_gpu_map_plan(const struct kc_manifest *m, const struct kc_gpu_pair *user, size_t n_user,
 		    const struct kc_uuid *local, size_t n_local, struct kc_gpu_pair **out, size_t *n_out,
 		    struct kc_error **err)
@@ -82,20 +99,12 @@ int kc_gpu_map_plan(const struct kc_manifest *m, const struct kc_gpu_pair *user,
 	}
 	n_was = k;
 
+	if (kc_gpu_map_check(user, n_user, local, n_local, err) < 0)
+		return -1;
 	_cleanup_free_ struct kc_gpu_pair *v = kc_xcalloc(n_user + 1, sizeof(*v));
-	size_t n = 0;
-	char a[41];
-	for (size_t i = 0; i < n_user; i++) {
-		if (old_in(&user[i].old_uuid, v, n) || new_in(&user[i].new_uuid, v, n)) {
-			kc_uuid_format(old_in(&user[i].old_uuid, v, n) ? &user[i].old_uuid : &user[i].new_uuid, a);
-			return kc_error_set(err, KC_EXIT_USAGE, 0, "'--gpu-map' names GPU '%s' twice", a);
-		}
-		if (n_local && !in(&user[i].new_uuid, local, n_local)) {
-			kc_uuid_format(&user[i].new_uuid, a);
-			return kc_error_set(err, KC_EXIT_USAGE, 0, "'--gpu-map': GPU '%s' is not on this node", a);
-		}
-		v[n++] = user[i];
-	}
+	size_t n = n_user;
+	if (n_user)
+		memcpy(v, user, n_user * sizeof(*user));
 
 	bool moved = n > 0;
 	for (size_t i = 0; i < n_was && !moved; i++)

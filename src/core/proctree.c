@@ -81,25 +81,35 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-int kc_proctree_kill(const pid_t *pids, size_t n, unsigned timeout_ms, struct kc_error **err)
+/*
+ * A process that got SIGKILL never runs user code again, but the kernel
+ * may take a second or more to free a big address space before the pid
+ * becomes a zombie.  KC_KILL_DYING waits only until no pid is still
+ * stopped (the signal was taken); KC_KILL_EXITED until none is alive.
+ */
+int kc_proctree_kill(const pid_t *pids, size_t n, enum kc_kill_wait wait, unsigned timeout_ms,
+		     struct kc_error **err)
 {
 	for (size_t i = 0; i < n; i++)
 		kill(pids[i], SIGKILL);
 	double deadline = kc_now() + timeout_ms / 1000.0;
 	for (;;) {
-		size_t alive = 0;
+		size_t left = 0;
 		pid_t last = 0;
-		for (size_t i = 0; i < n; i++)
-			if (kc_pid_alive(pids[i])) {
-				alive++;
+		for (size_t i = 0; i < n; i++) {
+			char st = kc_pid_state(pids[i]);
+			bool waiting = wait == KC_KILL_EXITED ? kc_pid_alive(pids[i]) : (st == 'T' || st == 't');
+			if (waiting) {
+				left++;
 				last = pids[i];
 			}
-		if (!alive)
+		}
+		if (!left)
 			return 0;
 		if (kc_now() > deadline)
-			return kc_error_set(err, KC_EXIT_FAILURE, 0, "pid %d still runs %u ms after SIGKILL",
-					    (int)last, timeout_ms);
-		sleep_ms(5);
+			return kc_error_set(err, KC_EXIT_FAILURE, 0, "pid %d still %s %u ms after SIGKILL", (int)last,
+					    wait == KC_KILL_EXITED ? "runs" : "stopped", timeout_ms);
+		sleep_ms(wait == KC_KILL_EXITED ? 5 : 1);
 	}
 }
 

@@ -61,7 +61,7 @@ static int undo_discard(void *arg, struct kc_error **err)
 	size_t n;
 	if (kc_proctree(a->root, &pids, &n, NULL) < 0)
 		return 0; /* already gone */
-	return kc_proctree_kill(pids, n, 10000, err);
+	return kc_proctree_kill(pids, n, KC_KILL_EXITED, 10000, err);
 }
 
 static uint64_t pages_bytes(const struct kc_report *r, const char *dir)
@@ -69,6 +69,28 @@ static uint64_t pages_bytes(const struct kc_report *r, const char *dir)
 	if (r->criu.have_restore && r->criu.pages_restored)
 		return r->criu.pages_restored * (uint64_t)sysconf(_SC_PAGESIZE);
 	return kc_dir_size(dir);
+}
+
+/* Waits for the driver (if it is still loading), then maps the image's GPUs onto this node's. */
+static int plan_gpus(const struct kc_restore_opts *o, const struct kc_backends *b, const struct kc_manifest *m,
+		     size_t n_cuda, struct kc_gpu_pair **pairs, size_t *n_pairs, struct kc_report *r, struct kc_error **err)
+{
+	if (o->gpu_ready) {
+		double t0 = kc_now();
+		if (o->gpu_ready(o->gpu_ready_arg, err) < 0)
+			return -1;
+		double waited = kc_now() - t0;
+		/* only shows when driver start-up outlasted what ran before */
+		if (waited >= 0.001)
+			kc_report_add(r, "gpu-init-wait", waited, 0);
+	}
+	if (!b->cuda)
+		return kc_error_set(err, KC_EXIT_GPU, 0, "the image holds %zu CUDA process(es) but no CUDA driver is loaded", n_cuda);
+	_cleanup_free_ struct kc_uuid *local = NULL;
+	size_t n_local = 0;
+	if (b->cuda->ops->list_gpus)
+		b->cuda->ops->list_gpus(b->cuda->h, &local, &n_local, NULL);
+	return kc_gpu_map_plan(m, o->pairs, o->n_pairs, local, n_local, pairs, n_pairs, err);
 }
 
 int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,
@@ -100,6 +122,18 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		kc_error_set(err, KC_EXIT_GPU, 0, "the image holds %zu CUDA process(es) but no CUDA driver is loaded",
 			     to_restore->n);
 		goto out;
+	}
+	/*
+	 * A map the user gave is checked against this node's GPUs before CRIU
+	 * restores anything: a typo must not cost a restore and a rollback.
+	 * Unless the caller could check it without the driver, that waits for
+	 * the driver here instead of behind CRIU, so only then.
+	 */
+	bool planned = false;
+	if (to_restore->n && o->n_pairs && !o->map_checked) {
+		if (plan_gpus(o, b, m, to_restore->n, &pairs, &n_pairs, r, err) < 0)
+			goto out;
+		planned = true;
 	}
 	double waited = 0;
 	if (!b->criu->ops->restored_pid && wait_pids_free(m, o->pid_wait_ms, &waited, err) < 0)
@@ -133,20 +167,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		goto rollback;
 
 	/* a CPU-only image needs no driver, whether or not it loaded */
-	if (o->gpu_ready && to_restore->n) {
-		t0 = kc_now();
-		if (o->gpu_ready(o->gpu_ready_arg, err) < 0)
-			goto rollback;
-		double waited_gpu = kc_now() - t0;
-		/* only shows when driver start-up outlasted unpack + CRIU restore */
-		if (waited_gpu >= 0.001)
-			kc_report_add(r, "gpu-init-wait", waited_gpu, 0);
-	}
-	if (to_restore->n && !b->cuda) {
-		kc_error_set(err, KC_EXIT_GPU, 0, "the image holds %zu CUDA process(es) but no CUDA driver is loaded",
-			     to_restore->n);
+	if (to_restore->n && !planned && plan_gpus(o, b, m, to_restore->n, &pairs, &n_pairs, r, err) < 0)
 		goto rollback;
-	}
 	if (b->criu->ops->restored_pid) {
 		struct kc_gpu_set *sets[] = {to_restore, to_unlock};
 		for (size_t k = 0; k < 2; k++)
@@ -161,12 +183,6 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			}
 	}
 	if (to_restore->n) {
-		_cleanup_free_ struct kc_uuid *local = NULL;
-		size_t n_local = 0;
-		if (b->cuda->ops->list_gpus)
-			b->cuda->ops->list_gpus(b->cuda->h, &local, &n_local, NULL);
-		if (kc_gpu_map_plan(m, o->pairs, o->n_pairs, local, n_local, &pairs, &n_pairs, err) < 0)
-			goto rollback;
 		struct kc_progress *gp = kc_progress_start("gpu-restore", NULL, NULL);
 		t0 = kc_now();
 		int gr = kc_gpu_restore(to_restore, pairs, n_pairs, NULL, NULL, err);

@@ -664,6 +664,10 @@ FAKE_API CUresult cuInit(unsigned int flags)
 		return CUDA_ERROR_NOT_INITIALIZED;
 	if (flags != 0)
 		return CUDA_ERROR_INVALID_VALUE;
+	/* driver start-up, which restore overlaps with CRIU */
+	long delay = delay_for(OP_INIT);
+	if (delay > 0)
+		usleep((useconds_t)delay * 1000);
 	CUresult r = injected(OP_INIT, 0, bump_counter(dir, "init"), 0);
 	if (r)
 		return r;

@@ -178,6 +178,15 @@ def calls(env):
     return f.read_text().splitlines() if f.exists() else []
 
 
+def wait_state(pid, state, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc_state(pid) == state:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def wait_gone(pid, timeout=10):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 
-from conftest import alive, cuda_state, proc_state, run_kc
+from conftest import alive, cuda_state, proc_state, run_kc, wait_gone
 
 
 def test_archive_roundtrip_and_inspect(tmp_path, kc_env, workloads):
@@ -14,7 +14,7 @@ def test_archive_roundtrip_and_inspect(tmp_path, kc_env, workloads):
     p = run_kc(kc_env, "dump", "-o", out, w.pid, check=0)
     assert "archive" in p.stderr
     w.reap()
-    assert out.exists() and not alive(w.pid)
+    assert out.exists() and wait_gone(w.pid)
     assert not [f for f in os.listdir(tmp_path) if f.startswith("kcheckpoint-")], "work dir removed"
     doc = json.loads(run_kc(kc_env, "inspect", "--json", "--verify", out, check=0).stdout)
     assert doc["root_pid"] == w.pid and doc["verified"] is True

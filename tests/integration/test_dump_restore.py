@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (CRIU, KC, alive, calls, cuda_state, proc_ppid, proc_state, run_kc,
-                      wait_gone)
+from conftest import (CRIU, KC, alive, calls, cuda_state, kill_pid, proc_ppid, proc_state, run_kc,
+                      wait_gone, wait_state)
 
 GPU_OPS = ("lock", "checkpoint", "restore", "unlock")
 
@@ -48,7 +48,7 @@ def test_cpu_roundtrip_images_dir(tmp_path, kc_env, workloads):
     p = run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
     assert "criu-dump" in p.stderr and "total" in p.stderr
     w.reap()
-    assert not alive(w.pid), "the dumped process must be gone"
+    assert wait_gone(w.pid), "the dumped process must be gone"
     manifest = json.loads((img / "kcheckpoint.json").read_text())
     assert manifest["root_pid"] == w.pid
     assert [pr["pid"] for pr in manifest["processes"]] == [w.pid]
@@ -241,7 +241,7 @@ def test_restore_waits_for_pid_to_free(tmp_path, kc_env, workloads):
     w = workloads(mb=8)
     img = tmp_path / "img"
     run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
-    assert proc_state(w.pid) == "Z", "our child: a zombie until we reap it"
+    assert wait_state(w.pid, "Z"), "our child: a zombie until we reap it"
     proc = subprocess.Popen([str(KC), "restore", "--pid-wait", "10000", str(img)], env=kc_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
@@ -337,8 +337,53 @@ def test_gpu_map_to_absent_gpu_is_refused(tmp_path, cuda_env, workloads):
     w.reap()
     p = run_kc(cuda_env, "restore", "--gpu-map", f"{G1}={G3}", img, check=2)
     assert "is not on this node" in p.stderr
-    assert wait_gone(w.pid), "the restored process is removed again"
+    assert not (img / "criu-restore.log").exists(), "refused before CRIU restored anything"
+    assert not alive(w.pid)
     run_kc(cuda_env, "restore", img, check=0)
+
+
+def fake_procfs(path, gpus):
+    """/proc/driver/nvidia/gpus as the kernel module writes it."""
+    for i, g in enumerate(gpus):
+        d = path / f"0000:{i + 0x18:02x}:00.0"
+        d.mkdir(parents=True)
+        (d / "information").write_text(f"Model: \t\t NVIDIA H200\nIRQ:   \t\t 0\n"
+                                       f"GPU UUID: \t {g}\nVideo BIOS: \t ??.??.??.??.??\n")
+    return path
+
+
+def test_gpu_map_checked_before_unpack_where_the_module_lists_gpus(tmp_path, cuda_env, workloads):
+    """With the kernel module's GPU list a --gpu-map is checked before anything is
+    unpacked and driver start-up still overlaps CRIU; without it restore waits for
+    the driver before CRIU, so a wrong map never costs a restore."""
+    cuda_env["KC_FAKE_CUDA_GPU"] = f"{G1},{G2}"
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    archive = tmp_path / "a.tar.zst"
+    run_kc(cuda_env, "dump", "-o", archive, w.pid, check=0)
+    w.reap()
+    env = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="init:1500",
+               KCHECKPOINT_NVIDIA_PROCFS=str(fake_procfs(tmp_path / "gpus", [G1, G2])))
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    t0 = time.time()
+    p = run_kc(env, "restore", "--work-dir", wd, "--gpu-map", f"{G1}={G3}", archive, check=2)
+    assert "is not on this node" in p.stderr and time.time() - t0 < 1.4, "no driver wait"
+    assert not os.listdir(wd), "refused before unpacking"
+
+    def stages(extra_env):
+        # the fake driver's record of pid as the dump left it: CHECKPOINTED on G1
+        Path(cuda_env["KC_FAKE_CUDA_DIR"], str(w.pid)).write_text("2\n")
+        Path(cuda_env["KC_FAKE_CUDA_DIR"], f"{w.pid}.gpu").write_text(G1 + "\n")
+        p = run_kc(dict(env, **extra_env), "restore", "--json", "--gpu-map", f"{G1}={G2}", archive, check=0)
+        assert Path(cuda_env["KC_FAKE_CUDA_DIR"], f"{w.pid}.gpu").read_text().strip() == G2
+        kill_pid(w.pid)
+        assert wait_gone(w.pid)
+        return [s["stage"] for s in json.loads(p.stdout)["stages"]]
+
+    got = stages({})
+    assert got.index("criu-restore") < got.index("gpu-init-wait"), got
+    got = stages({"KCHECKPOINT_NVIDIA_PROCFS": str(tmp_path / "none")})
+    assert got.index("gpu-init-wait") < got.index("criu-restore"), got
 
 
 @pytest.mark.parametrize("leave_running", [True, False])

@@ -54,6 +54,8 @@ static struct {
 	bool finish_kills;
 	struct kc_gpu_proc gpu_procs[32];
 	size_t n_gpu_procs;
+	struct kc_uuid gpus[8];
+	size_t n_gpus;
 	struct kc_mock_criu_calls criu;
 } mk = {.lock = PTHREAD_MUTEX_INITIALIZER, .driver_version = 13000};
 
@@ -260,6 +262,14 @@ static void mock_cuda_close(void *h)
 {
 }
 
+static int mock_list_gpus(void *h, struct kc_uuid **uuids, size_t *n, struct kc_error **err)
+{
+	*uuids = kc_xcalloc(mk.n_gpus + 1, sizeof(**uuids));
+	memcpy(*uuids, mk.gpus, mk.n_gpus * sizeof(**uuids));
+	*n = mk.n_gpus;
+	return 0;
+}
+
 static const struct kc_cuda_ops mock_cuda_ops = {
 	.driver_version = mock_driver_version,
 	.get_state = mock_get_state,
@@ -268,6 +278,7 @@ static const struct kc_cuda_ops mock_cuda_ops = {
 	.checkpoint = mock_checkpoint,
 	.restore = mock_restore,
 	.unlock = mock_unlock,
+	.list_gpus = mock_list_gpus,
 	.close = mock_cuda_close,
 };
 
@@ -569,6 +580,13 @@ void kc_mock_set_driver_version(int version)
 	mk.driver_version = version;
 }
 
+void kc_mock_set_gpus(const struct kc_uuid *uuids, size_t n)
+{
+	assert_true(n <= KC_ARRAY_SIZE(mk.gpus));
+	memcpy(mk.gpus, uuids, n * sizeof(*uuids));
+	mk.n_gpus = n;
+}
+
 void kc_mock_set_restore_root(pid_t root)
 {
 	mk.restore_root = root;
@@ -677,6 +695,15 @@ static bool match_group(char *group, size_t *pos)
 	}
 	*pos += k;
 	return true;
+}
+
+void kc_mock_log_reset(void)
+{
+	pthread_mutex_lock(&mk.lock);
+	for (size_t i = 0; i < mk.n_log; i++)
+		free(mk.log[i]);
+	mk.n_log = 0;
+	pthread_mutex_unlock(&mk.lock);
 }
 
 void kc_mock_assert_log_at(const char *file, int line, const char *fmt, ...)

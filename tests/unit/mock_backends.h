@@ -89,6 +89,8 @@ size_t kc_mock_last_pairs(struct kc_gpu_pair *first);
 void kc_mock_set_driver_version(int version);
 /* Root pid the CRIU restore mock reports. */
 void kc_mock_set_restore_root(pid_t root);
+/* the GPUs list_gpus reports (none by default) */
+void kc_mock_set_gpus(const struct kc_uuid *uuids, size_t n);
 /* A file the CRIU dump mock copies into the images dir as stats-dump. */
 void kc_mock_set_dump_stats(const char *path);
 /* finish SIGKILLs and reaps the pids, as the real default does. */
@@ -100,6 +102,7 @@ const struct kc_mock_criu_calls *kc_mock_criu_calls(void);
 /* The log. */
 void kc_mock_log_add(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 size_t kc_mock_log_len(void);
+void kc_mock_log_reset(void);
 const char *kc_mock_log_at(size_t i);
 /* Entries starting with prefix ("lock ", "criu-"). */
 size_t kc_mock_log_count(const char *prefix);

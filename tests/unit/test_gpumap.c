@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -138,6 +140,47 @@ static void test_no_node_list(void **state)
 	plan(NULL, NULL, 0, local, 2, "");
 }
 
+static void write_info(const char *dir, const char *bus, const char *text)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", dir, bus);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/%s/information", dir, bus);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* the kernel module's list: the UUID line of each GPU; other dirs and
+ * lines without a UUID are passed over; none at all is -1 */
+static void test_procfs_gpus(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/kc-procfs-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	setenv("KCHECKPOINT_NVIDIA_PROCFS", dir, 1);
+	struct kc_uuid *v = NULL;
+	size_t n = 9;
+	assert_int_equal(kc_procfs_gpus(&v, &n), -1);
+	assert_int_equal(n, 0);
+	write_info(dir, "0000:18:00.0", "Model: \t\t NVIDIA H200\nGPU UUID: \t " G(3) "\nBus Location: \t 0000:18:00.0\n");
+	write_info(dir, "0000:2a:00.0", "Model: \t\t NVIDIA H200\nGPU UUID: \t GPU-not-a-uuid\n");
+	write_info(dir, "0000:3a:00.0", "Model: \t\t NVIDIA H200\n");
+	assert_int_equal(kc_procfs_gpus(&v, &n), 0);
+	assert_int_equal(n, 1);
+	char buf[41];
+	kc_uuid_format(&v[0], buf);
+	assert_string_equal(buf, G(3));
+	free(v);
+	setenv("KCHECKPOINT_NVIDIA_PROCFS", "/nonexistent", 1);
+	assert_int_equal(kc_procfs_gpus(&v, &n), -1);
+	unsetenv("KCHECKPOINT_NVIDIA_PROCFS");
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -145,6 +188,7 @@ int main(void)
 		cmocka_unit_test(test_unnamed_gpus_stay),  cmocka_unit_test(test_full_map_kept),
 		cmocka_unit_test(test_other_node_automatic), cmocka_unit_test(test_other_node_too_few_gpus),
 		cmocka_unit_test(test_bad_user_maps),      cmocka_unit_test(test_no_node_list),
+		cmocka_unit_test(test_procfs_gpus),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

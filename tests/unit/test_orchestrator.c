@@ -1016,6 +1016,62 @@ static void test_restore_order(void **state)
 	expect_stages(&f->r, (const char *[]){"criu-restore", "gpu-restore", "gpu-unlock", NULL});
 }
 
+static int log_gpu_ready(void *arg, struct kc_error **err)
+{
+	(void)arg;
+	(void)err;
+	kc_mock_log_add("gpu-ready");
+	return 0;
+}
+
+static int restore_ready(struct fx *f, const struct kc_gpu_pair *pairs, size_t n_pairs, bool map_checked)
+{
+	struct kc_restore_opts o = {.images_dir = f->dir, .pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = 30};
+	o.gpu_ready = log_gpu_ready;
+	o.map_checked = map_checked;
+	kc_report_init(&f->r, "restore");
+	pid_t root = 0;
+	return kc_restore(&o, &f->b, &f->m, &f->r, &root, &f->err);
+}
+
+/* A --gpu-map naming a GPU this node lacks is refused before CRIU runs;
+ * without a map, or with one the caller checked, the driver is waited for
+ * only after CRIU (overlap). */
+static void test_restore_checks_gpu_map_before_criu(void **state)
+{
+	struct fx *f = *state;
+	pid_t p[1];
+	fake_image(f, (enum kc_cuda_state[]){KC_CUDA_RUNNING}, 1, p);
+	struct kc_uuid here[2] = {{.bytes = {0x01}}, {.bytes = {0x02}}};
+	kc_mock_set_gpus(here, 2);
+	struct kc_gpu_pair pair = {.old_uuid = {.bytes = {0x01}}, .new_uuid = {.bytes = {0x03}}};
+	expect_error(f, restore_ready(f, &pair, 1, false), KC_EXIT_USAGE);
+	expect_msg(f, "is not on this node");
+	kc_mock_assert_log("gpu-ready");
+	assert_int_equal(kc_mock_calls(KC_MOCK_CRIU_RESTORE), 0);
+	expect_state(p[0], KC_CUDA_CHECKPOINTED);
+
+	kc_error_free(f->err);
+	f->err = NULL;
+	kc_mock_log_reset();
+	pair.new_uuid.bytes[0] = 0x02;
+	expect_ok(f, restore_ready(f, &pair, 1, false));
+	kc_mock_assert_log("gpu-ready|criu-restore|restore %d|unlock %d", p[0], p[0]);
+	assert_int_equal(kc_mock_last_pairs(NULL), 2); /* completed: 01=02, 02=01 */
+
+	kc_mock_set_state(p[0], KC_CUDA_CHECKPOINTED);
+	kc_mock_log_reset();
+	expect_ok(f, restore_ready(f, NULL, 0, false));
+	kc_mock_assert_log("criu-restore|gpu-ready|restore %d|unlock %d", p[0], p[0]);
+
+	/* checked by the caller already (the kernel module's list): overlap kept */
+	kc_mock_set_state(p[0], KC_CUDA_CHECKPOINTED);
+	kc_mock_log_reset();
+	expect_ok(f, restore_ready(f, &pair, 1, true));
+	kc_mock_assert_log("criu-restore|gpu-ready|restore %d|unlock %d", p[0], p[0]);
+	assert_int_equal(kc_mock_last_pairs(NULL), 2);
+}
+
 static void test_restore_gpu_fails(void **state)
 {
 	struct fx *f = *state;
@@ -1288,6 +1344,7 @@ int main(void)
 		T(test_checkpoints_overlap),
 		T(test_parallel_reports_first_in_pid_order),
 		T(test_restore_order),
+		T(test_restore_checks_gpu_map_before_criu),
 		T(test_restore_gpu_fails),
 		T(test_restore_unlock_fails),
 		T(test_restore_criu_fails),

@@ -4,13 +4,18 @@
  * not by CMake):
  *
  *   nvcc -O2 -o gpu_workload tests/workload/gpu_workload.cu
- *   gpu_workload --gib 2.5 --status /tmp/status [--seed N]
+ *   gpu_workload --gib 2.5 --status /tmp/status [--seed N] [--devices all|0,1,...]
  *
  * Fills N GiB of device memory with value = pattern(index, seed), then
- * advances a counter in device memory about every 10 ms.  The status file
- * gets one line, replaced atomically:
+ * advances a counter in device memory about every 10 ms.  With --devices
+ * the N GiB are split over those devices in the ratio 1:2:3... (so
+ * nvidia-smi tells them apart after a restore that swaps GPUs); each holds
+ * its own slice of the pattern and its own counter.  The status file gets one line, replaced
+ * atomically:
  *
- *   counter=<n> mismatches=<m> gib=<N> pid=<pid>
+ *   counter=<n> mismatches=<m> gib=<N> pid=<pid> devices=<d>
+ *
+ * (counter: the smallest of the devices' counters; mismatches: their sum)
  *
  * once when ready, and again on every SIGUSR1, after a kernel has compared
  * all N GiB with the pattern.  After a checkpoint and restore, a counter
@@ -114,38 +119,52 @@ struct chunk {
 	uint64_t base; /* index of p[0] in the whole pattern */
 };
 
+struct device {
+	int ordinal;
+	std::vector<chunk> chunks;
+	unsigned long long *d_counter, *d_mismatches;
+};
+
 static int grid_for(size_t n)
 {
 	size_t blocks = (n + 255) / 256;
 	return blocks > 4096 ? 4096 : (int)(blocks ? blocks : 1);
 }
 
-static void report(const std::vector<chunk> &chunks, uint32_t seed, unsigned long long *d_counter,
-		   unsigned long long *d_mismatches, const char *gib)
+static void report(std::vector<device> &devs, uint32_t seed, const char *gib)
 {
-	unsigned long long counter = 0, mismatches = 0;
-	check(cudaMemset(d_mismatches, 0, sizeof(*d_mismatches)), "cudaMemset");
-	for (const chunk &c : chunks)
-		verify<<<grid_for(c.n), 256>>>(c.p, c.n, c.base, seed, d_mismatches);
-	check(cudaGetLastError(), "verify");
-	check(cudaDeviceSynchronize(), "verify");
-	check(cudaMemcpy(&mismatches, d_mismatches, sizeof(mismatches), cudaMemcpyDeviceToHost), "cudaMemcpy");
-	check(cudaMemcpy(&counter, d_counter, sizeof(counter), cudaMemcpyDeviceToHost), "cudaMemcpy");
+	unsigned long long counter = ~0ull, mismatches = 0;
+	for (device &d : devs) {
+		check(cudaSetDevice(d.ordinal), "cudaSetDevice");
+		check(cudaMemset(d.d_mismatches, 0, sizeof(*d.d_mismatches)), "cudaMemset");
+		for (const chunk &c : d.chunks)
+			verify<<<grid_for(c.n), 256>>>(c.p, c.n, c.base, seed, d.d_mismatches);
+		check(cudaGetLastError(), "verify");
+	}
+	for (device &d : devs) {
+		unsigned long long m = 0, c = 0;
+		check(cudaSetDevice(d.ordinal), "cudaSetDevice");
+		check(cudaDeviceSynchronize(), "verify");
+		check(cudaMemcpy(&m, d.d_mismatches, sizeof(m), cudaMemcpyDeviceToHost), "cudaMemcpy");
+		check(cudaMemcpy(&c, d.d_counter, sizeof(c), cudaMemcpyDeviceToHost), "cudaMemcpy");
+		mismatches += m;
+		counter = c < counter ? c : counter;
+	}
 	char line[256];
-	snprintf(line, sizeof(line), "counter=%llu mismatches=%llu gib=%s pid=%d", counter, mismatches, gib,
-		 (int)getpid());
+	snprintf(line, sizeof(line), "counter=%llu mismatches=%llu gib=%s pid=%d devices=%zu", counter, mismatches,
+		 gib, (int)getpid(), devs.size());
 	write_status(line);
 }
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: gpu_workload --gib N --status FILE [--seed N]\n");
+	fprintf(stderr, "usage: gpu_workload --gib N --status FILE [--seed N] [--devices all|0,1,...]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	const char *gib_arg = NULL;
+	const char *gib_arg = NULL, *devices_arg = NULL;
 	uint32_t seed = 0x5eed1234u;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--gib") == 0 && i + 1 < argc)
@@ -154,6 +173,8 @@ int main(int argc, char **argv)
 			status_path = argv[++i];
 		else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
 			seed = (uint32_t)strtoul(argv[++i], NULL, 0);
+		else if (strcmp(argv[i], "--devices") == 0 && i + 1 < argc)
+			devices_arg = argv[++i];
 		else
 			usage();
 	}
@@ -171,39 +192,76 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_usr2;
 	sigaction(SIGUSR2, &sa, NULL);
 
+	std::vector<device> devs;
+	if (!devices_arg) {
+		devs.push_back(device());
+		check(cudaGetDevice(&devs[0].ordinal), "cudaGetDevice");
+	} else if (strcmp(devices_arg, "all") == 0) {
+		int n = 0;
+		check(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
+		for (int i = 0; i < n; i++) {
+			devs.push_back(device());
+			devs.back().ordinal = i;
+		}
+	} else {
+		for (const char *p = devices_arg; *p;) {
+			devs.push_back(device());
+			devs.back().ordinal = (int)strtol(p, &end, 10);
+			if (end == p || (*end && *end != ','))
+				usage();
+			p = *end ? end + 1 : end;
+		}
+	}
+
+	if (devs.empty())
+		usage();
+
 	/* 1 GiB allocations: a failure names the size that did not fit */
 	const size_t chunk_elems = (size_t)1 << 28;
 	size_t total = (size_t)(gib * (double)(1ull << 30)) / sizeof(uint32_t);
-	std::vector<chunk> chunks;
-	for (size_t base = 0; base < total; base += chunk_elems) {
-		chunk c;
-		c.n = total - base < chunk_elems ? total - base : chunk_elems;
-		c.base = base;
-		check(cudaMalloc(&c.p, c.n * sizeof(uint32_t)), "cudaMalloc");
-		fill<<<grid_for(c.n), 256>>>(c.p, c.n, c.base, seed);
-		check(cudaGetLastError(), "fill");
-		chunks.push_back(c);
+	size_t weights = devs.size() * (devs.size() + 1) / 2, done_weight = 0;
+	size_t next = 0; /* pattern index where the next device's slice starts */
+	for (device &d : devs) {
+		check(cudaSetDevice(d.ordinal), "cudaSetDevice");
+		done_weight += (size_t)(&d - &devs[0]) + 1;
+		size_t end_idx = (size_t)((double)total * (double)done_weight / (double)weights);
+		for (size_t base = next; base < end_idx; base += chunk_elems) {
+			chunk c;
+			c.n = end_idx - base < chunk_elems ? end_idx - base : chunk_elems;
+			c.base = base;
+			check(cudaMalloc(&c.p, c.n * sizeof(uint32_t)), "cudaMalloc");
+			fill<<<grid_for(c.n), 256>>>(c.p, c.n, c.base, seed);
+			check(cudaGetLastError(), "fill");
+			d.chunks.push_back(c);
+		}
+		next = end_idx;
+		check(cudaMalloc(&d.d_counter, sizeof(*d.d_counter)), "cudaMalloc");
+		check(cudaMalloc(&d.d_mismatches, sizeof(*d.d_mismatches)), "cudaMalloc");
+		check(cudaMemset(d.d_counter, 0, sizeof(*d.d_counter)), "cudaMemset");
+		check(cudaDeviceSynchronize(), "fill");
 	}
-	unsigned long long *d_counter, *d_mismatches;
-	check(cudaMalloc(&d_counter, sizeof(*d_counter)), "cudaMalloc");
-	check(cudaMalloc(&d_mismatches, sizeof(*d_mismatches)), "cudaMalloc");
-	check(cudaMemset(d_counter, 0, sizeof(*d_counter)), "cudaMemset");
-	check(cudaDeviceSynchronize(), "fill");
-	report(chunks, seed, d_counter, d_mismatches, gib_arg);
+	report(devs, seed, gib_arg);
 
 	for (;;) {
-		advance<<<1, 1>>>(d_counter);
-		check(cudaGetLastError(), "advance");
-		check(cudaDeviceSynchronize(), "advance");
-		if (want_corrupt && !chunks.empty()) {
+		for (device &d : devs) {
+			check(cudaSetDevice(d.ordinal), "cudaSetDevice");
+			advance<<<1, 1>>>(d.d_counter);
+			check(cudaGetLastError(), "advance");
+		}
+		for (device &d : devs) {
+			check(cudaSetDevice(d.ordinal), "cudaSetDevice");
+			check(cudaDeviceSynchronize(), "advance");
+		}
+		if (want_corrupt && !devs[0].chunks.empty()) {
 			want_corrupt = 0;
-			uint32_t bad = ~pattern(chunks[0].n / 2, seed);
-			check(cudaMemcpy(chunks[0].p + chunks[0].n / 2, &bad, sizeof(bad), cudaMemcpyHostToDevice),
-			      "cudaMemcpy");
+			const chunk &c = devs[0].chunks[0];
+			uint32_t bad = ~pattern(c.base + c.n / 2, seed);
+			check(cudaSetDevice(devs[0].ordinal), "cudaSetDevice");
+			check(cudaMemcpy(c.p + c.n / 2, &bad, sizeof(bad), cudaMemcpyHostToDevice), "cudaMemcpy");
 		}
 		if (want_report) {
 			want_report = 0;
-			report(chunks, seed, d_counter, d_mismatches, gib_arg);
+			report(devs, seed, gib_arg);
 		}
 		struct timespec ts = {0, 10 * 1000 * 1000};
 		nanosleep(&ts, NULL);
