@@ -95,7 +95,13 @@ verify() { # $1 = counters before
 }
 
 drop_caches() { [ $COLD = 1 ] || return 0; sync; echo 3 >/proc/sys/vm/drop_caches || echo "gpu_bench: drop_caches refused" >&2; }
-wait_free() { for p in $ROOT_PID $PIDS; do while [ -e /proc/$p ]; do sleep 0.01; done; done; }
+wait_free() { # bounded: 120 s per pid
+	for p in $ROOT_PID $PIDS; do
+		for _ in $(seq 12000); do [ -e "/proc/$p" ] || break; sleep 0.01; done
+		[ -e "/proc/$p" ] && { echo "gpu_bench: pid $p still taken after 120 s" >&2; exit 1; }
+	done
+	return 0
+}
 
 echo "== gpu_bench $TAG: $PROCS process(es), $GIB GiB VRAM in all, THP $(sed -n 's/.*\[\(.*\)\].*/\1/p' $THP_FILE)${KC_THP:+ (kcheckpoint: --thp $KC_THP)}"
 
@@ -112,20 +118,20 @@ rm -rf "$IMG"
 # wall time of each command, as for the manual flow's commands
 k0=$(now)
 if [ $ARCHIVE = 1 ]; then
-	"$KC" dump "${KC_OPTS[@]}" --json -o "$IMG.tar.zst" --work-dir "$WORK" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
+	"$KC" dump ${KC_OPTS[@]+"${KC_OPTS[@]}"} --json -o "$IMG.tar.zst" --work-dir "$WORK" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
 else
-	"$KC" dump "${KC_OPTS[@]}" --json -D "$IMG" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
+	"$KC" dump ${KC_OPTS[@]+"${KC_OPTS[@]}"} --json -D "$IMG" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
 fi
 k1=$(now)
 wait_free
 drop_caches
 k2=$(now)
 if [ $ARCHIVE = 1 ]; then
-	"$KC" restore "${KC_OPTS[@]}" --json --work-dir "$WORK" "$IMG.tar.zst" >"$OUT/kc-restore-$TAG.json"
+	"$KC" restore ${KC_OPTS[@]+"${KC_OPTS[@]}"} --json --work-dir "$WORK" "$IMG.tar.zst" >"$OUT/kc-restore-$TAG.json"
 	ls -l "$IMG.tar.zst" >"$OUT/kc-archive-$TAG.txt"
 	rm -f "$IMG.tar.zst"
 else
-	"$KC" restore "${KC_OPTS[@]}" --json "$IMG" >"$OUT/kc-restore-$TAG.json"
+	"$KC" restore ${KC_OPTS[@]+"${KC_OPTS[@]}"} --json "$IMG" >"$OUT/kc-restore-$TAG.json"
 fi
 k3=$(now)
 python3 -c "import json,sys; t=[float(x) for x in sys.argv[1:5]]; print(json.dumps({'dump': t[1]-t[0], 'restore': t[3]-t[2]}))" \

@@ -19,6 +19,7 @@ KC=$B/bin/kcheckpoint
 W=/var/tmp/kc-mg
 G0=$(nvidia-smi --query-gpu=uuid --format=csv,noheader | sed -n 1p)
 G1=$(nvidia-smi --query-gpu=uuid --format=csv,noheader | sed -n 2p)
+[ -n "$G1" ] || { echo "multigpu: needs two GPUs, nvidia-smi lists one" >&2; exit 1; }
 echo "gpu0 $G0 gpu1 $G1"
 field() { tr ' ' '\n' <"$W/st" | sed -n "s/^$1=//p"; }
 probe() {

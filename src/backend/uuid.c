@@ -66,6 +66,10 @@ void kc_uuid_format(const struct kc_uuid *u, char buf[41])
  * The kernel module lists its GPUs in /proc/driver/nvidia/gpus/<bus>/
  * information ("GPU UUID: \t GPU-..."): readable at once, with no driver
  * start-up, so restore can check a --gpu-map before it unpacks anything.
+ * A GPU whose UUID the module could not read ("GPU-????...", or no line)
+ * makes the list unusable: a short list would refuse a good map, so the
+ * caller falls back to asking the driver.  No kc_error: there is nothing
+ * to report, only a fallback to take.
  */
 int kc_procfs_gpus(struct kc_uuid **out, size_t *n)
 {
@@ -77,7 +81,7 @@ int kc_procfs_gpus(struct kc_uuid **out, size_t *n)
 	_cleanup_closedir_ DIR *d = opendir(root);
 	if (!d)
 		return -1;
-	struct kc_uuid *v = NULL;
+	_cleanup_free_ struct kc_uuid *v = NULL;
 	size_t k = 0;
 	struct dirent *e;
 	while ((e = readdir(d))) {
@@ -86,7 +90,8 @@ int kc_procfs_gpus(struct kc_uuid **out, size_t *n)
 		_cleanup_free_ char *path = kc_xasprintf("%s/%s/information", root, e->d_name);
 		_cleanup_fclose_ FILE *f = fopen(path, "re");
 		char line[256];
-		while (f && fgets(line, sizeof(line), f)) {
+		bool found = false;
+		while (f && !found && fgets(line, sizeof(line), f)) {
 			if (strncmp(line, "GPU UUID:", 9) != 0)
 				continue;
 			char *u = strstr(line, "GPU-");
@@ -94,18 +99,18 @@ int kc_procfs_gpus(struct kc_uuid **out, size_t *n)
 				break;
 			u[strcspn(u, " \t\r\n")] = '\0';
 			struct kc_uuid parsed;
-			if (kc_uuid_parse(u, &parsed) == 0) {
-				v = kc_xrealloc(v, (k + 1) * sizeof(*v));
-				v[k++] = parsed;
-			}
-			break;
+			if (kc_uuid_parse(u, &parsed) < 0)
+				break;
+			v = kc_xrealloc(v, (k + 1) * sizeof(*v));
+			v[k++] = parsed;
+			found = true;
 		}
+		if (!found)
+			return -1;
 	}
-	if (k == 0) {
-		free(v);
+	if (k == 0)
 		return -1;
-	}
-	*out = v;
+	*out = steal_ptr(v);
 	*n = k;
 	return 0;
 }

@@ -30,12 +30,14 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	size_t n_pairs = 0;
 	if (a.gpu_map && kc_cli_parse_gpu_map(a.gpu_map, &pairs, &n_pairs, err) < 0)
 		return -1;
-	/* checked now, before anything is unpacked, where the kernel module
-	 * lists its GPUs; else kc_restore waits for the driver to check it */
+	/* Checked now, before anything is unpacked, where the kernel module
+	 * lists its GPUs; else kc_restore waits for the driver to check it.
+	 * CUDA_VISIBLE_DEVICES hides GPUs from the driver, not from the
+	 * module: then only the driver's view counts. */
 	bool map_checked = false;
 	_cleanup_free_ struct kc_uuid *node = NULL;
 	size_t n_node = 0;
-	if (n_pairs && kc_procfs_gpus(&node, &n_node) == 0) {
+	if (n_pairs && !getenv("CUDA_VISIBLE_DEVICES") && kc_procfs_gpus(&node, &n_node) == 0) {
 		if (kc_gpu_map_check(pairs, n_pairs, node, n_node, err) < 0)
 			return -1;
 		map_checked = true;

@@ -16,8 +16,9 @@
 #include "orchestrator_int.h"
 
 /*
- * After a dump the old pids can stay taken for a while (a zombie whose
- * parent has not reaped it yet); CRIU needs them free, so wait, bounded.
+ * After a dump the old pids can stay taken for a while (the kernel still
+ * freeing a large address space, then a zombie whose parent has not
+ * reaped it yet); CRIU needs them free, so wait, bounded.
  */
 static int wait_pids_free(const struct kc_manifest *m, unsigned wait_ms, double *waited,
 			  struct kc_error **err)

@@ -146,6 +146,8 @@ def kc_env(tmp_path):
     env["KCHECKPOINT_CRIU"] = CRIU
     env.pop("KCHECKPOINT_LIBCUDA", None)
     env["TMPDIR"] = str(tmp_path)
+    # a node's real GPU list must not judge the fake driver's GPUs
+    env["KCHECKPOINT_NVIDIA_PROCFS"] = str(tmp_path / "no-nvidia-procfs")
     return env
 
 
