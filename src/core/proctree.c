@@ -97,9 +97,8 @@ int kc_proctree_kill(const pid_t *pids, size_t n, enum kc_kill_wait wait, unsign
 		size_t left = 0;
 		pid_t last = 0;
 		for (size_t i = 0; i < n; i++) {
-			char st = wait == KC_KILL_EXITED ? 0 : kc_pid_state(pids[i]);
-			bool waiting = wait == KC_KILL_EXITED ? kc_pid_alive(pids[i]) : (st == 'T' || st == 't');
-			if (waiting) {
+			char st = wait == KC_KILL_DYING ? kc_pid_state(pids[i]) : 0;
+			if (wait == KC_KILL_EXITED ? kc_pid_alive(pids[i]) : st == 'T' || st == 't') {
 				left++;
 				last = pids[i];
 			}

@@ -74,7 +74,8 @@ static uint64_t pages_bytes(const struct kc_report *r, const char *dir)
 
 /* Waits for the driver (if it is still loading), then maps the image's GPUs onto this node's. */
 static int plan_gpus(const struct kc_restore_opts *o, const struct kc_backends *b, const struct kc_manifest *m,
-		     size_t n_cuda, struct kc_gpu_pair **pairs, size_t *n_pairs, struct kc_report *r, struct kc_error **err)
+		     size_t n_cuda, struct kc_gpu_pair **pairs, size_t *n_pairs, struct kc_report *r,
+		     struct kc_error **err)
 {
 	if (o->gpu_ready) {
 		double t0 = kc_now();
@@ -86,7 +87,8 @@ static int plan_gpus(const struct kc_restore_opts *o, const struct kc_backends *
 			kc_report_add(r, "gpu-init-wait", waited, 0);
 	}
 	if (!b->cuda)
-		return kc_error_set(err, KC_EXIT_GPU, 0, "the image holds %zu CUDA process(es) but no CUDA driver is loaded", n_cuda);
+		return kc_error_set(err, KC_EXIT_GPU, 0,
+				    "the image holds %zu CUDA process(es) but no CUDA driver is loaded", n_cuda);
 	_cleanup_free_ struct kc_uuid *local = NULL;
 	size_t n_local = 0;
 	if (b->cuda->ops->list_gpus)
@@ -118,20 +120,16 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		if (p->cuda_state == KC_CUDA_RUNNING)
 			to_unlock->pids[to_unlock->n++] = p->pid;
 	}
-	/* known now unless the driver is still loading (gpu_ready): fail before CRIU */
-	if (to_restore->n && !o->gpu_ready && !b->cuda) {
-		kc_error_set(err, KC_EXIT_GPU, 0, "the image holds %zu CUDA process(es) but no CUDA driver is loaded",
-			     to_restore->n);
-		goto out;
-	}
 	/*
-	 * A map the user gave is checked against this node's GPUs before CRIU
-	 * restores anything: a typo must not cost a restore and a rollback.
-	 * Unless the caller could check it without the driver, that waits for
-	 * the driver here instead of behind CRIU, so only then.
+	 * Planned before CRIU restores anything where that costs no overlap
+	 * (the driver is loaded already), and where a map the user gave must
+	 * be checked first: a typo must not cost a restore and a rollback.
+	 * Unless the caller checked it without the driver, that waits for the
+	 * driver here; otherwise planning follows CRIU, which driver start-up
+	 * overlaps.
 	 */
 	bool planned = false;
-	if (to_restore->n && o->n_pairs && !o->map_checked) {
+	if (to_restore->n && (!o->gpu_ready || (o->n_pairs && !o->map_checked))) {
 		if (plan_gpus(o, b, m, to_restore->n, &pairs, &n_pairs, r, err) < 0)
 			goto out;
 		planned = true;

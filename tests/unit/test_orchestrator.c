@@ -1072,6 +1072,19 @@ static void test_restore_checks_gpu_map_before_criu(void **state)
 	assert_int_equal(kc_mock_last_pairs(NULL), 2);
 }
 
+/* No driver and none loading: refused before CRIU restores anything. */
+static void test_restore_without_driver(void **state)
+{
+	struct fx *f = *state;
+	pid_t p[1], root = 0;
+	fake_image(f, (enum kc_cuda_state[]){KC_CUDA_RUNNING}, 1, p);
+	kc_mock_backends(&f->b, false, false);
+	expect_error(f, restore(f, NULL, 0, &root), KC_EXIT_GPU);
+	expect_msg(f, "the image holds 1 CUDA process(es) but no CUDA driver is loaded");
+	assert_int_equal(kc_mock_calls(KC_MOCK_CRIU_RESTORE), 0);
+	expect_state(p[0], KC_CUDA_CHECKPOINTED);
+}
+
 static void test_restore_gpu_fails(void **state)
 {
 	struct fx *f = *state;
@@ -1345,6 +1358,7 @@ int main(void)
 		T(test_parallel_reports_first_in_pid_order),
 		T(test_restore_order),
 		T(test_restore_checks_gpu_map_before_criu),
+		T(test_restore_without_driver),
 		T(test_restore_gpu_fails),
 		T(test_restore_unlock_fails),
 		T(test_restore_criu_fails),
