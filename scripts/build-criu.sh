@@ -8,23 +8,29 @@
 #
 # Idempotent.  The last line printed on success is the path of the criu
 # binary to use (pass it to kcheckpoint --criu or $KCHECKPOINT_CRIU).
+# A build also installs CRIU's plugin header (PREFIX/include/criu-plugin.h),
+# which kcheckpoint's CRIU plugin is compiled against, and carries the
+# fixes in patches/criu/*.patch, if any (none are needed for 4.2.1).
 #
 # Why not apt-get install criu: bookworm ships 3.17, which fails on recent
 # kernels, and trixie's binary package wants trixie's libc.  Its source
 # builds cleanly against bookworm's libraries.
 set -eu
 
-CRIU_VERSION=4.1.1
+CRIU_VERSION=4.2.1
 CRIU_TARBALL=criu_${CRIU_VERSION}.orig.tar.xz
-CRIU_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
-MIN_VERSION=4.1
+CRIU_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
+# 4.1.x cannot dump any inet socket on kernels >= 6.16 (SO_PASSCRED is
+# refused there; checkpoint-restore/criu #2705, fixed in 4.2).
+MIN_VERSION=4.2
 
 # What `make criu` needs (criu/Makefile.packages links -lprotobuf-c -lnl-3
 # -lnet -luuid, libcap for the headers, descriptor.proto comes from
-# libprotobuf-dev).  protobuf-compiler, python3-protobuf (crit only),
-# libaio-dev (CRIU's own tests) and libdrm-dev (amdgpu plugin) are not.
-BUILD_DEPS="gcc make pkg-config libc6-dev libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler
-	libnl-3-dev libnet1-dev libcap-dev uuid-dev xz-utils ca-certificates"
+# libprotobuf-dev; 4.2 runs protoc with protoc-gen-c), patch for
+# patches/criu/.  python3-protobuf (crit only), libaio-dev (CRIU's own
+# tests) and libdrm-dev (amdgpu plugin) are not needed.
+BUILD_DEPS="gcc make pkg-config libc6-dev libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+	libnl-3-dev libnet1-dev libcap-dev uuid-dev xz-utils ca-certificates patch"
 # Not required, but CRIU silently loses features without them:
 # setproctitle (libbsd), TLS page server (gnutls), nftables network locking,
 # and `ip`, which CRIU runs to dump network namespaces.
@@ -70,20 +76,33 @@ usable() {
 	return 0
 }
 
-if usable "$prefix/bin/criu"; then
+# What a build of ours is: the version and the patches carried with it.
+stamp() {
+	echo "$CRIU_VERSION"
+	for p in "$repo"/patches/criu/*.patch; do
+		[ -f "$p" ] && sha256sum "$p" | cut -d' ' -f1
+	done
+}
+
+if [ -f "$prefix/include/criu-plugin.h" ] && [ "$(cat "$prefix/build-stamp" 2>/dev/null)" = "$(stamp)" ] &&
+	usable "$prefix/bin/criu"; then
 	echo "$prefix/bin/criu"
 	exit 0
 fi
 
-tried=" "
-for c in $(command -v criu 2>/dev/null || true) /usr/sbin/criu /usr/local/sbin/criu; do
-	case $tried in *" $c "*) continue ;; esac
-	tried="$tried$c "
-	if [ -x "$c" ] && usable "$c"; then
-		echo "$c"
-		exit 0
-	fi
-done
+# A system CRIU is taken only when asked (KC_SYSTEM_CRIU=1): ours carries
+# fixes and the header kcheckpoint's plugin is built against.
+if [ "${KC_SYSTEM_CRIU:-0}" = 1 ]; then
+	tried=" "
+	for c in $(command -v criu 2>/dev/null || true) /usr/sbin/criu /usr/local/sbin/criu; do
+		case $tried in *" $c "*) continue ;; esac
+		tried="$tried$c "
+		if [ -x "$c" ] && usable "$c"; then
+			echo "$c"
+			exit 0
+		fi
+	done
+fi
 
 missing=""
 for p in $BUILD_DEPS $FEATURE_DEPS; do
@@ -147,6 +166,12 @@ tar -xJf "$tarball" -C "$build"
 topdir=$(find "$build" -mindepth 1 -maxdepth 1 -type d | head -n 1)
 [ -n "$topdir" ] || die "'$tarball' holds no source tree"
 
+for p in "$repo"/patches/criu/*.patch; do
+	[ -f "$p" ] || continue
+	log "applying $(basename "$p")"
+	patch -d "$topdir" -p1 --quiet --forward <"$p" >&2 || die "'$p' does not apply to CRIU $CRIU_VERSION"
+done
+
 log "building CRIU $CRIU_VERSION in $topdir"
 if ! make -C "$topdir" -j"$(nproc)" criu >"$build/make.log" 2>&1; then
 	tail -n 30 "$build/make.log" >&2
@@ -156,6 +181,9 @@ fi
 install -d "$prefix/bin"
 install -m 0755 "$topdir/criu/criu" "$prefix/bin/criu.new"
 mv "$prefix/bin/criu.new" "$prefix/bin/criu"
+install -d "$prefix/include"
+install -m 0644 "$topdir/criu/include/criu-plugin.h" "$prefix/include/criu-plugin.h"
+stamp >"$prefix/build-stamp"
 
 usable "$prefix/bin/criu" || die "the CRIU just built in '$prefix' is not usable here"
 echo "$prefix/bin/criu"

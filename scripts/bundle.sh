@@ -6,6 +6,7 @@
 #   kcheckpoint-<version>-x86_64/
 #     bin/kcheckpoint   bin/criu   (rpath $ORIGIN/../lib)
 #     lib/              every non-glibc shared library they need
+#     lib/kcheckpoint/criu/kcheckpoint_gpu_fork.so   the CRIU plugin
 #     share/man/man1/kcheckpoint.1, share/completions/, kcheckpoint.env
 #
 #   scripts/bundle.sh [OUT_DIR]        (default: build/bundle)
@@ -26,6 +27,9 @@ rm -rf "$DEST"
 mkdir -p "$DEST/bin" "$DEST/lib" "$DEST/share/man/man1" "$DEST/share/completions"
 cp "$BUILD/kcheckpoint" "$KCHECKPOINT_CRIU" "$DEST/bin/"
 [ -x "$BUILD/workload/cpu_workload" ] && cp "$BUILD/workload/cpu_workload" "$DEST/bin/"
+[ -f "$BUILD/criu-plugins/kcheckpoint_gpu_fork.so" ] || { echo "bundle.sh: no CRIU plugin was built" >&2; exit 1; }
+mkdir -p "$DEST/lib/kcheckpoint/criu"
+cp "$BUILD/criu-plugins/kcheckpoint_gpu_fork.so" "$DEST/lib/kcheckpoint/criu/"
 cp "$ROOT/man/kcheckpoint.1" "$DEST/share/man/man1/"
 cp "$ROOT/completions/"* "$DEST/share/completions/"
 
@@ -44,7 +48,7 @@ for bin in "$DEST"/bin/*; do
 	patchelf --set-rpath '$ORIGIN/../lib' "$bin"
 done
 for lib in "$DEST"/lib/*; do
-	patchelf --set-rpath '$ORIGIN' "$lib"
+	[ -f "$lib" ] && patchelf --set-rpath '$ORIGIN' "$lib"
 done
 cat >"$DEST/kcheckpoint.env" <<ENV
 # source this: puts the bundle's kcheckpoint and CRIU first

@@ -9,12 +9,24 @@
 
 #include "kc/error.h"
 
+/* kcheckpoint's CRIU plugin (src/criu-plugin/) */
+#define KC_CRIU_PLUGIN_NAME "kcheckpoint_gpu_fork.so"
+
 struct kc_criu_opts {
 	const char *criu_path; /* NULL: $KCHECKPOINT_CRIU, else "criu" in PATH */
 	bool tcp_established;
+	bool tcp_close; /* established connections come back closed */
 	bool shell_job;
 	bool file_locks;
+	/* A deleted file that still has another name (Python's semaphores)
+	 * is kept reachable by a hard link next to it (criu --link-remap). */
+	bool link_remap;
 	bool verbose;
+	/* CRIU's --libdir: kcheckpoint's plugin (kc_criu_plugin_dir), NULL
+	 * for none. */
+	const char *libdir;
+	/* More CRIU options, passed as they are; NULL-terminated or NULL. */
+	char *const *extra;
 	/* Set by the caller, never by the user: dump leaves the tree
 	 * SIGSTOPped so kcheckpoint can roll back until it decides to kill. */
 	bool leave_stopped;
@@ -36,6 +48,10 @@ struct kc_criu_ops {
 	int (*version)(void *h, const struct kc_criu_opts *o, char **version, struct kc_error **err);
 	/* Runs `criu check`; output gets what it printed. */
 	int (*check)(void *h, const struct kc_criu_opts *o, char **output, struct kc_error **err);
+	/* Optional.  Dumps (and leaves running) a throwaway child holding a
+	 * listening TCP socket: CRIUs before 4.2 fail that on kernels >= 6.16,
+	 * and every server has one. */
+	int (*probe_inet)(void *h, const struct kc_criu_opts *o, struct kc_error **err);
 	/* Logs to <dir>/criu-dump.log; on failure the message carries CRIU's
 	 * last error lines. */
 	int (*dump)(void *h, const struct kc_criu_opts *o, pid_t pid, const char *images_dir,
@@ -56,6 +72,11 @@ struct kc_criu_ops {
 	int (*finish)(void *h, const pid_t *pids, size_t n, struct kc_error **err);
 	int (*resume)(void *h, const pid_t *pids, size_t n, struct kc_error **err);
 	int (*discard)(void *h, pid_t root_pid, struct kc_error **err);
+	/* Optional: before a tree dumped with tcp_established and left
+	 * stopped runs on (rollback, --leave-running), what CRIU itself does
+	 * only for -R: its connections out of repair mode, their DROP rules
+	 * gone. */
+	int (*unlock_network)(void *h, const pid_t *pids, size_t n, struct kc_error **err);
 	/* Optional; NULL: processes come back under the pids they were dumped
 	 * with.  Otherwise (a container's own pid namespace) the host pid now
 	 * of the process dumped as `dumped`, -1 if unknown, and restore does
@@ -71,11 +92,29 @@ struct kc_criu {
 /* The real backend: runs the criu binary. */
 void kc_criu_init(struct kc_criu *out);
 
+/* See kc_criu_ops.unlock_network (criu_netlock.c). */
+int kc_criu_unlock_network(const pid_t *pids, size_t n, struct kc_error **err);
+
+/* The dir holding kcheckpoint's CRIU plugin: $KCHECKPOINT_CRIU_LIBDIR
+ * (empty: none), else beside the binary (installed, bundle, build tree).
+ * NULL when there is none.  Static storage. */
+const char *kc_criu_plugin_dir(void);
+
+/* The hard links CRIU made for --link-remap, as absolute paths in the
+ * dumped tree's root (NULL-terminated, possibly empty). */
+int kc_criu_link_remaps(const char *images_dir, char ***paths, struct kc_error **err);
+
 /* Reads whichever of stats-dump / stats-restore exist in dir. */
 int kc_criu_read_stats(const char *images_dir, struct kc_criu_stats *st, struct kc_error **err);
 
 /* Last `max_lines` lines of a CRIU log that carry "Error" (or the last
  * lines if none do), joined by "; ".  Caller frees; NULL if unreadable. */
 char *kc_criu_log_tail(const char *log_path, int max_lines);
+
+/* What a failed CRIU run's log says, for a person: the first error that
+ * CRIU's known failures explain, as "<cause>" plus, where one helps, the
+ * option that fixes it ("use --tcp-established").  NULL if none matched.
+ * Lines known to be harmless are never the answer. */
+char *kc_criu_explain(const char *log_text, char **hint);
 
 #endif

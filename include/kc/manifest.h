@@ -18,6 +18,10 @@ struct kc_manifest_proc {
 	pid_t ppid;
 	char comm[64];
 	bool cuda;                     /* a CUDA process when dumped */
+	/* no CUDA context, but GPU device maps or files inherited from a CUDA
+	 * parent (a worker forked after CUDA init): kcheckpoint's CRIU plugin
+	 * brings them back as stand-ins */
+	bool forked_after_cuda;
 	enum kc_cuda_state cuda_state; /* state found before the dump */
 	char **gpus;                   /* NULL-terminated GPU UUIDs (NVML) */
 	uint64_t vram_bytes;
@@ -45,7 +49,11 @@ struct kc_manifest {
 	size_t n_procs;
 	uint64_t vram_bytes; /* sum over procs */
 	char **node_gpus;    /* NULL-terminated UUIDs of every GPU the node had */
-	bool tcp_established, shell_job, file_locks;
+	bool tcp_established, tcp_close, shell_job, file_locks, link_remap;
+	char **criu_extra; /* NULL-terminated --criu-opt of the dump, or NULL */
+	/* Hard links CRIU left on the dumping node for deleted files that had
+	 * another name (--link-remap); a restore needs them, and removes them. */
+	char **link_remaps;
 	struct kc_stage stages[KC_REPORT_MAX_STAGES];
 	size_t n_stages;
 	struct kc_manifest_member *members;

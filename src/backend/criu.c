@@ -15,7 +15,9 @@
  *    crash there cannot take down the tool that has to roll back.
  */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -23,11 +25,13 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "kc/criu.h"
 #include "kc/util.h"
+#include "kc/version.h"
 
 /* Enough for `criu check` chatter; CRIU's real logs go to files. */
 #define OUTPUT_MAX (1024 * 1024)
@@ -65,14 +69,53 @@ static const char *criu_path(const struct kc_criu_opts *o)
 	return "criu";
 }
 
+const char *kc_criu_plugin_dir(void)
+{
+	static char dir[PATH_MAX];
+	const char *env = getenv("KCHECKPOINT_CRIU_LIBDIR");
+	if (env)
+		return *env ? env : NULL;
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return NULL;
+	exe[n] = '\0';
+	char *slash = strrchr(exe, '/');
+	if (!slash)
+		return NULL;
+	*slash = '\0';
+	/* installed or bundled, then a build tree */
+	const char *rel[] = {KC_CRIU_LIBDIR_REL, "criu-plugins"};
+	for (size_t i = 0; i < KC_ARRAY_SIZE(rel); i++) {
+		char probe[PATH_MAX];
+		if (snprintf(probe, sizeof(probe), "%s/%s/" KC_CRIU_PLUGIN_NAME, exe, rel[i]) >= (int)sizeof(probe))
+			continue;
+		if (access(probe, R_OK) == 0 && realpath(probe, dir)) {
+			*strrchr(dir, '/') = '\0';
+			return dir;
+		}
+	}
+	return NULL;
+}
+
 static void add_common_flags(struct argv_builder *a, const struct kc_criu_opts *o)
 {
 	if (o->tcp_established)
 		argv_add(a, "--tcp-established");
+	if (o->tcp_close)
+		argv_add(a, "--tcp-close");
 	if (o->shell_job)
 		argv_add(a, "--shell-job");
 	if (o->file_locks)
 		argv_add(a, "--file-locks");
+	if (o->link_remap)
+		argv_add(a, "--link-remap");
+	if (o->libdir) {
+		argv_add(a, "--libdir");
+		argv_add(a, "%s", o->libdir);
+	}
+	for (char *const *x = o->extra; x && *x; x++)
+		argv_add(a, "%s", *x);
 }
 
 static char *trim(char *s)
@@ -98,11 +141,13 @@ static char *strip_timestamp(char *s)
 	return trim(p + 1);
 }
 
-/* "Dumping FAILED." repeats what our own message already says. */
+/* "Dumping FAILED." repeats what our own message already says; CRIU
+ * logs its failure to raise RLIMIT_NOFILE in every run, also the good
+ * ones (it carries on with the limit it has). */
 static bool is_boilerplate(const char *line)
 {
 	size_t n = strlen(line);
-	return n >= 7 && !strcmp(line + n - 7, "FAILED.");
+	return (n >= 7 && !strcmp(line + n - 7, "FAILED.")) || strstr(line, "rlimit: Can't setup RLIMIT_NOFILE");
 }
 
 static char *text_tail(char *text, int max_lines)
@@ -274,16 +319,34 @@ static int run_criu(char **argv, bool keep_stdin, char **output, int *wstatus, s
 	return 0;
 }
 
-/* Turns a failed wait status into "criu <what> failed (exit 1): <why>". */
+static int criu_failed_status(struct kc_error **err, const char *what, int status, const char *why);
+
+/*
+ * Turns a failed wait status into "criu <what> failed (exit 1): <why>",
+ * where why is what kc_criu_explain makes of the log, else its last error
+ * lines; the log's path and the fixing option go into the hint.
+ */
 static int criu_failed(struct kc_error **err, const char *what, int status, const char *log_path,
 		       char *output)
 {
-	_cleanup_free_ char *why = log_path ? kc_criu_log_tail(log_path, 3) : NULL;
+	_cleanup_free_ char *why = NULL, *fix = NULL, *text = NULL;
+	_cleanup_error_ struct kc_error *rerr = NULL;
+	if (log_path && kc_read_file(log_path, &text, NULL, &rerr) == 0)
+		why = kc_criu_explain(text, &fix);
+	if (!why && log_path)
+		why = kc_criu_log_tail(log_path, 3);
 	if (!why && output)
 		why = text_tail(output, 3);
-	if (!why && log_path)
-		why = kc_xasprintf("see '%s'", log_path);
+	int rc = criu_failed_status(err, what, status, why);
+	if (fix)
+		kc_error_set_hint(err, "%s", fix);
+	if (log_path && access(log_path, F_OK) == 0)
+		kc_error_set_hint(err, "CRIU's log: '%s'", log_path);
+	return rc;
+}
 
+static int criu_failed_status(struct kc_error **err, const char *what, int status, const char *why)
+{
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);
 		const char *name = sigabbrev_np(sig);
@@ -444,9 +507,96 @@ static int criu_restore(void *h, const struct kc_criu_opts *o, const char *image
 	return read_pidfile(pidfile, root_pid, err);
 }
 
+/* The child of probe_inet: its own session (CRIU wants the session and
+ * group inside the tree), no terminal, one listening socket. */
+static _Noreturn void inet_child(int ready)
+{
+	setsid();
+	int null = open("/dev/null", O_RDWR);
+	for (int fd = 0; fd < 3; fd++)
+		dup2(null, fd);
+	if (null > 2)
+		close(null);
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (s < 0 || bind(s, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(s, 1) < 0)
+		_exit(1);
+	(void)!write(ready, "x", 1);
+	close(ready);
+	for (;;)
+		pause();
+}
+
+static int criu_probe_inet(void *h, const struct kc_criu_opts *o, struct kc_error **err)
+{
+	char tmpl[] = "/tmp/kcheckpoint-probe-XXXXXX";
+	if (!mkdtemp(tmpl))
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create a probe dir");
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		rmdir(tmpl);
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create pipe");
+	}
+	pid_t child = fork();
+	if (child == 0) {
+		close(p[0]);
+		/* nothing of ours may go along into the dump */
+		if (p[1] != 10 && dup2(p[1], 10) < 0)
+			_exit(1);
+		for (int fd = 3; fd < 10; fd++)
+			close(fd);
+		closefrom(11);
+		inet_child(10);
+	}
+	close(p[1]);
+	char c;
+	bool ok = child > 0 && read(p[0], &c, 1) == 1;
+	close(p[0]);
+	int rc = 0;
+	if (!ok) {
+		rc = kc_error_set(err, KC_EXIT_FAILURE, 0, "cannot start a process with a TCP socket to dump");
+	} else {
+		struct kc_criu_opts po = {.criu_path = o ? o->criu_path : NULL};
+		struct argv_builder a = {0};
+		_cleanup_strv_ char **argv = NULL;
+		argv_add(&a, "%s", criu_path(&po));
+		argv_add(&a, "dump");
+		argv_add(&a, "-t");
+		argv_add(&a, "%d", (int)child);
+		argv_add(&a, "-D");
+		argv_add(&a, "%s", tmpl);
+		argv_add(&a, "-o");
+		argv_add(&a, "probe.log");
+		argv_add(&a, "-v4");
+		argv_add(&a, "--leave-running");
+		argv = a.v;
+		int status;
+		_cleanup_free_ char *out = NULL;
+		_cleanup_free_ char *log = kc_xasprintf("%s/probe.log", tmpl);
+		if (run_criu(argv, false, &out, &status, err) < 0)
+			rc = -1;
+		else if (!succeeded(status))
+			rc = criu_failed(err, "dump of a listening TCP socket", status, log, out);
+	}
+	if (child > 0) {
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	}
+	if (rc == 0) /* else the message names its log */
+		kc_rm_rf(tmpl, NULL);
+	return rc;
+}
+
+static int criu_unlock_network(void *h, const pid_t *pids, size_t n, struct kc_error **err)
+{
+	return kc_criu_unlock_network(pids, n, err);
+}
+
 static const struct kc_criu_ops criu_ops = {
 	.version = criu_version,
+	.unlock_network = criu_unlock_network,
 	.check = criu_check,
+	.probe_inet = criu_probe_inet,
 	.dump = criu_dump,
 	.restore = criu_restore,
 };

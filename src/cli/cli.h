@@ -35,6 +35,8 @@ enum kc_opt_id {
 	OPT_LEAVE_RUNNING,
 	OPT_LOCK_TIMEOUT,
 	OPT_TCP_ESTABLISHED,
+	OPT_TCP_CLOSE,
+	OPT_CRIU_OPT,
 	OPT_SHELL_JOB,
 	OPT_FILE_LOCKS,
 	OPT_CRIU,
@@ -74,8 +76,10 @@ extern const size_t kc_n_commands;
 
 /* Everything any command can be given; each command reads its part. */
 struct kc_args {
-	bool json, verbose, quiet, keep_images, leave_running, tcp_established, shell_job, file_locks,
-		verify, rw_layer;
+	bool json, verbose, quiet, keep_images, leave_running, tcp_established, tcp_close, shell_job,
+		file_locks, verify, rw_layer;
+	char *criu_opts[33]; /* --criu-opt, NULL-terminated */
+	size_t n_criu_opts;
 	const char *images_dir, *output, *work_dir, *compress, *criu, *libcuda, *gpu_map, *containerd,
 		*ns, *address, *thp;
 	long threads;

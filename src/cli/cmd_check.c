@@ -66,6 +66,21 @@ static void check_criu(struct checks *c, const struct kc_args *a)
 		item(c, "ok", "criu check", "looks good"); /* past any warnings it printed first */
 	else
 		item(c, "ok", "criu check", "%s", strtok(out, "\n"));
+	kc_error_freep(&e);
+	/* `criu check` passes where 4.1 still cannot dump any server */
+	if (geteuid() != 0)
+		item(c, "warn", "criu inet", "not root: cannot try a dump of a TCP socket");
+	else if (criu.ops->probe_inet(criu.h, &o, &e) < 0)
+		item(c, "fail", "criu inet", "%s", e->msg);
+	else
+		item(c, "ok", "criu inet", "dumps a listening TCP socket on this kernel");
+	const char *plugin = kc_criu_plugin_dir();
+	if (plugin)
+		item(c, "ok", "criu plugin", "'%s/%s' (workers forked after CUDA init)", plugin, KC_CRIU_PLUGIN_NAME);
+	else
+		item(c, "warn", "criu plugin",
+		     "%s not found (KCHECKPOINT_CRIU_LIBDIR): trees with workers forked after CUDA init are refused",
+		     KC_CRIU_PLUGIN_NAME);
 }
 
 static void check_gpu(struct checks *c, const struct kc_args *a)

@@ -79,10 +79,15 @@ static void *dump_json(const struct kc_report *r, const struct kc_manifest *m, c
 		json_object_object_add(po, "pid", json_object_new_int(p->pid));
 		json_object_object_add(po, "comm", json_object_new_string(p->comm));
 		json_object_object_add(po, "cuda", json_object_new_boolean(p->cuda));
+		json_object_object_add(po, "forked_after_cuda", json_object_new_boolean(p->forked_after_cuda));
 		json_object_object_add(po, "vram_bytes", json_object_new_uint64(p->vram_bytes));
 		json_object_array_add(procs, po);
 	}
 	json_object_object_add(o, "processes", procs);
+	json_object *lr = json_object_new_array();
+	for (char **l = m->link_remaps; l && *l; l++)
+		json_object_array_add(lr, json_object_new_string(*l));
+	json_object_object_add(o, "link_remaps", lr);
 	return o;
 }
 
@@ -102,6 +107,9 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 		return kc_error_set(err, KC_EXIT_USAGE, 0,
 				    "'--images-dir' writes a plain images dir: it does not go with '--output', "
 				    "'--compress', '--work-dir' or '--keep-images'");
+	if (a.tcp_established && a.tcp_close)
+		return kc_error_set(err, KC_EXIT_USAGE, 0,
+				    "'--tcp-established' keeps connections, '--tcp-close' closes them: choose one");
 	int level;
 	if (a.compress && kc_archive_parse_compression(a.compress, &level, err) < 0)
 		return kc_error_prefix(err, "option '--compress'");
@@ -171,7 +179,7 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	rc = 0;
 out:
 	kc_thp_put_back(thp_old);
-	kc_workdir_finish(&wd, a.quiet);
+	kc_workdir_finish(&wd, a.quiet, rc != 0);
 	kc_manifest_free(&m);
 	kc_cli_close_backends(&cb);
 	return rc;

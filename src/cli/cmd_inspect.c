@@ -22,14 +22,24 @@ static void print_human(const struct kc_manifest *m, const char *image, uint64_t
 	       m->cuda_driver_version / 1000, (m->cuda_driver_version % 1000) / 10);
 	kc_format_bytes(m->vram_bytes, b, sizeof(b));
 	printf("root pid:    %d, %zu process%s, VRAM %s\n", (int)m->root_pid, m->n_procs, m->n_procs == 1 ? "" : "es", b);
-	printf("criu:        tcp-established %s, shell-job %s, file-locks %s\n", m->tcp_established ? "yes" : "no",
-	       m->shell_job ? "yes" : "no", m->file_locks ? "yes" : "no");
+	printf("criu:        tcp-established %s, tcp-close %s, shell-job %s, file-locks %s, link-remap %s\n",
+	       m->tcp_established ? "yes" : "no", m->tcp_close ? "yes" : "no", m->shell_job ? "yes" : "no",
+	       m->file_locks ? "yes" : "no", m->link_remap ? "yes" : "no");
+	if (m->criu_extra && *m->criu_extra) {
+		printf("criu opts:  ");
+		for (char **x = m->criu_extra; *x; x++)
+			printf(" %s", *x);
+		printf("\n");
+	}
+	for (char **l = m->link_remaps; l && *l; l++)
+		printf("needs:       %s (on '%s', until restored)\n", *l, m->host ? m->host : "?");
 	printf("\n%-8s %-8s %-16s %-13s %12s  %s\n", "PID", "PPID", "COMM", "CUDA", "VRAM", "GPUS");
 	for (size_t i = 0; i < m->n_procs; i++) {
 		const struct kc_manifest_proc *p = &m->procs[i];
 		kc_format_bytes(p->vram_bytes, b, sizeof(b));
 		printf("%-8d %-8d %-16s %-13s %12s  ", (int)p->pid, (int)p->ppid, p->comm,
-		       p->cuda ? kc_cuda_state_name(p->cuda_state) : "-", p->vram_bytes ? b : "-");
+		       p->cuda ? kc_cuda_state_name(p->cuda_state) : p->forked_after_cuda ? "forked-after" : "-",
+		       p->vram_bytes ? b : "-");
 		for (char **g = p->gpus; g && *g; g++)
 			printf("%s%s", g == p->gpus ? "" : ",", *g);
 		printf("\n");

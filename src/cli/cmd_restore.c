@@ -111,7 +111,7 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	rc = 0;
 out:
 	kc_thp_put_back(thp_old);
-	kc_workdir_finish(&wd, a.quiet);
+	kc_workdir_finish(&wd, a.quiet, rc != 0);
 	kc_manifest_free(&m);
 	kc_cli_close_backends(&cb);
 	return rc;

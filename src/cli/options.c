@@ -34,6 +34,10 @@ const struct kc_option kc_options[] = {
 	{"lock-timeout", 0, "MS", D, OPT_LOCK_TIMEOUT, NULL,
 	 "wait at most MS for the GPU lock (default 10000, 0 waits forever)"},
 	{"tcp-established", 0, NULL, D, OPT_TCP_ESTABLISHED, NULL, "dump established TCP connections"},
+	{"tcp-close", 0, NULL, D, OPT_TCP_CLOSE, NULL,
+	 "restore established TCP connections closed (servers whose clients reconnect)"},
+	{"criu-opt", 0, "OPT", D | R, OPT_CRIU_OPT, NULL,
+	 "pass OPT to CRIU as it is (repeatable; dump's are kept for restore)"},
 	{"shell-job", 0, NULL, D, OPT_SHELL_JOB, NULL, "the process was started from a shell (has a tty)"},
 	{"file-locks", 0, NULL, D, OPT_FILE_LOCKS, NULL, "dump file locks"},
 	{"criu", 0, "PATH", D | R | CMD_CHECK, OPT_CRIU, "file", "criu binary (default $KCHECKPOINT_CRIU, else criu in PATH)"},
@@ -166,6 +170,16 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 			a->lock_timeout_ms = (unsigned)v;
 			break;
 		case OPT_TCP_ESTABLISHED: a->tcp_established = true; break;
+		case OPT_TCP_CLOSE: a->tcp_close = true; break;
+		case OPT_CRIU_OPT:
+			if (optarg[0] != '-')
+				return kc_error_set(err, KC_EXIT_USAGE, 0,
+						    "'--criu-opt' takes a CRIU option such as '--ext-unix-sk', not '%s'", optarg);
+			if (a->n_criu_opts + 1 >= KC_ARRAY_SIZE(a->criu_opts))
+				return kc_error_set(err, KC_EXIT_USAGE, 0, "too many '--criu-opt' (at most %zu)",
+						    KC_ARRAY_SIZE(a->criu_opts) - 1);
+			a->criu_opts[a->n_criu_opts++] = optarg;
+			break;
 		case OPT_SHELL_JOB: a->shell_job = true; break;
 		case OPT_FILE_LOCKS: a->file_locks = true; break;
 		case OPT_CRIU: a->criu = optarg; break;

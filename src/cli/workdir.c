@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "kc/util.h"
 #include "workdir.h"
@@ -23,13 +26,44 @@ int kc_workdir_create(struct kc_workdir *wd, const char *parent, bool keep, stru
 	return 0;
 }
 
-void kc_workdir_finish(struct kc_workdir *wd, bool quiet)
+/* Removes everything in dir but CRIU's logs (criu-*.log); true if one
+ * is left. */
+static bool keep_only_logs(const char *dir)
+{
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	if (!d)
+		return false;
+	bool kept = false;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		size_t n = strlen(de->d_name);
+		if (!strncmp(de->d_name, "criu-", 5) && n > 4 && !strcmp(de->d_name + n - 4, ".log") &&
+		    de->d_type == DT_REG) {
+			kept = true;
+			continue;
+		}
+		_cleanup_free_ char *path = kc_xasprintf("%s/%s", dir, de->d_name);
+		if (de->d_type == DT_DIR)
+			kc_rm_rf(path, NULL);
+		else
+			unlink(path);
+	}
+	return kept;
+}
+
+void kc_workdir_finish(struct kc_workdir *wd, bool quiet, bool failed)
 {
 	if (!wd->path)
 		return;
 	if (wd->keep) {
 		if (!quiet)
 			fprintf(stderr, "kept the images in '%s'\n", wd->path);
+	} else if (failed && keep_only_logs(wd->path)) {
+		/* the error names the log: it must outlive the images */
+		if (!quiet)
+			fprintf(stderr, "kept CRIU's log in '%s'\n", wd->path);
 	} else {
 		kc_rm_rf(wd->path, NULL);
 	}

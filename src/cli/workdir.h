@@ -16,6 +16,7 @@ struct kc_workdir {
 /* parent: --work-dir, else $TMPDIR, else /var/tmp (disk, not tmpfs: images
  * are as large as the process' memory). */
 int kc_workdir_create(struct kc_workdir *wd, const char *parent, bool keep, struct kc_error **err);
-void kc_workdir_finish(struct kc_workdir *wd, bool quiet);
+/* failed: keep CRIU's logs (only), which the error message names. */
+void kc_workdir_finish(struct kc_workdir *wd, bool quiet, bool failed);
 
 #endif

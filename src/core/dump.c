@@ -159,14 +159,37 @@ struct resume_arg {
 	const struct kc_criu *criu;
 	pid_t *const *pids;
 	const size_t *n;
+	bool tcp_locked; /* CRIU left connections locked (--tcp-established) */
 };
 
 static int undo_resume(void *arg, struct kc_error **err)
 {
 	struct resume_arg *a = arg;
+	/* while the tree is still stopped; a failure here must not keep it
+	 * from running on, so it is reported after the resume */
+	int rc = 0;
+	if (a->tcp_locked && a->criu->ops->unlock_network &&
+	    a->criu->ops->unlock_network(a->criu->h, *a->pids, *a->n, err) < 0)
+		rc = -1;
 	if (a->criu->ops->resume)
-		return a->criu->ops->resume(a->criu->h, *a->pids, *a->n, err);
+		return a->criu->ops->resume(a->criu->h, *a->pids, *a->n, err) < 0 ? -1 : rc;
 	kc_proctree_cont(*a->pids, *a->n);
+	return rc;
+}
+
+/* CRIU's --link-remap hard links; a dump that is rolled back must not
+ * leave them behind (the next dump's would collide with them). */
+struct link_remap_arg {
+	char **paths; /* the manifest's */
+	bool keep;
+};
+
+static int undo_link_remaps(void *arg, struct kc_error **err)
+{
+	struct link_remap_arg *a = arg;
+	for (char **p = a->paths; !a->keep && p && *p; p++)
+		if (unlink(*p) < 0 && errno != ENOENT)
+			return kc_error_errno(err, KC_EXIT_ROLLBACK, errno, "cannot remove '%s'", *p);
 	return 0;
 }
 
@@ -225,6 +248,13 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	m->tcp_established = o->criu.tcp_established;
 	m->shell_job = o->criu.shell_job;
 	m->file_locks = o->criu.file_locks;
+	m->tcp_close = o->criu.tcp_close;
+	m->link_remap = o->criu.link_remap;
+	if (o->criu.extra) {
+		m->criu_extra = kc_xcalloc(kc_strv_len(o->criu.extra) + 1, sizeof(char *));
+		for (size_t i = 0; o->criu.extra[i]; i++)
+			m->criu_extra[i] = kc_xstrdup(o->criu.extra[i]);
+	}
 	if (b->criu->ops->version(b->criu->h, &o->criu, &m->criu_version, err) < 0)
 		return -1;
 
@@ -265,7 +295,9 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 			to_ckpt->pids[to_ckpt->n++] = pids[i];
 	}
 	fill_gpu_usage(m, b);
-	if (kc_check_interrupted(err) < 0)
+	/* workers forked after CUDA init: fine with the plugin, anything else
+	 * holding the GPU without CUDA is refused while nothing is frozen */
+	if (kc_gpu_dev_preflight(m, o->criu.libdir != NULL, err) < 0 || kc_check_interrupted(err) < 0)
 		goto out;
 
 	/* GPU stage: lock all, then checkpoint all */
@@ -300,6 +332,8 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 			kc_error_prefix(err, "GPU checkpoint");
 			goto rollback;
 		}
+		if (kc_gpu_dev_after_checkpoint(m, err) < 0)
+			goto rollback;
 	}
 
 	/* CPU stage; the tree stays stopped so we can still roll back */
@@ -307,7 +341,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	copts.leave_stopped = true;
 	/* pushed first: a CRIU that dies by a signal cannot thaw what it stopped */
 	struct resume_arg *ra = kc_xcalloc(1, sizeof(*ra));
-	*ra = (struct resume_arg){.criu = b->criu, .pids = &pids, .n = &n};
+	*ra = (struct resume_arg){.criu = b->criu, .pids = &pids, .n = &n, .tcp_locked = o->criu.tcp_established};
 	kc_undo_push(&undo, "resume", undo_resume, ra);
 	struct kc_progress *pg = kc_progress_start("criu-dump", dir_bytes, (void *)o->images_dir);
 	double t0 = kc_now();
@@ -318,6 +352,14 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 		goto rollback;
 	if (!o->pids)
 		relist_stopped_tree(o->pid, m, &pids, &n);
+	struct link_remap_arg *lra = NULL;
+	if (o->criu.link_remap) {
+		if (kc_criu_link_remaps(o->images_dir, &m->link_remaps, err) < 0)
+			goto rollback;
+		lra = kc_xcalloc(1, sizeof(*lra));
+		lra->paths = m->link_remaps;
+		kc_undo_push(&undo, "remove link remaps", undo_link_remaps, lra);
+	}
 
 	kc_criu_read_stats(o->images_dir, &r->criu, NULL);
 	uint64_t written = r->criu.have_dump ? r->criu.pages_written * (uint64_t)sysconf(_SC_PAGESIZE)
@@ -339,6 +381,9 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 
 	t0 = kc_now();
 	if (o->leave_running) {
+		/* the images stay restorable: they need the links */
+		if (lra)
+			lra->keep = true;
 		if (kc_undo_run(&undo, err) < 0) {
 			/* the images are complete, but the process may be left
 			 * stopped or locked: say how to get it going */

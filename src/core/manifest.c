@@ -30,6 +30,8 @@ void kc_manifest_free(struct kc_manifest *m)
 	free(m->members);
 	free(m->compression);
 	kc_strv_free(m->node_gpus);
+	kc_strv_free(m->criu_extra);
+	kc_strv_free(m->link_remaps);
 	if (m->containerd)
 		json_object_put(m->containerd);
 	kc_manifest_init(m);
@@ -56,6 +58,15 @@ void kc_manifest_add_member(struct kc_manifest *m, const char *path, uint64_t si
 static void add_str(json_object *o, const char *k, const char *v)
 {
 	json_object_object_add(o, k, v ? json_object_new_string(v) : json_object_new_null());
+}
+
+/* An array of strings; empty for NULL. */
+static void add_strv(json_object *o, const char *key, char *const *v)
+{
+	json_object *arr = json_object_new_array();
+	for (char *const *x = v; x && *x; x++)
+		json_object_array_add(arr, json_object_new_string(*x));
+	json_object_object_add(o, key, arr);
 }
 
 char *kc_manifest_to_string(const struct kc_manifest *m)
@@ -89,6 +100,8 @@ char *kc_manifest_to_string(const struct kc_manifest *m)
 		json_object_object_add(po, "ppid", json_object_new_int(p->ppid));
 		add_str(po, "comm", p->comm);
 		json_object_object_add(po, "cuda", json_object_new_boolean(p->cuda));
+		if (p->forked_after_cuda)
+			json_object_object_add(po, "forked_after_cuda", json_object_new_boolean(true));
 		add_str(po, "cuda_state", p->cuda ? kc_cuda_state_name(p->cuda_state) : NULL);
 		json_object *gpus = json_object_new_array();
 		for (char **g = p->gpus; g && *g; g++)
@@ -105,7 +118,11 @@ char *kc_manifest_to_string(const struct kc_manifest *m)
 	json_object_object_add(co, "tcp_established", json_object_new_boolean(m->tcp_established));
 	json_object_object_add(co, "shell_job", json_object_new_boolean(m->shell_job));
 	json_object_object_add(co, "file_locks", json_object_new_boolean(m->file_locks));
+	json_object_object_add(co, "tcp_close", json_object_new_boolean(m->tcp_close));
+	json_object_object_add(co, "link_remap", json_object_new_boolean(m->link_remap));
+	add_strv(co, "extra", m->criu_extra);
 	json_object_object_add(root, "criu_options", co);
+	add_strv(root, "link_remaps", m->link_remaps);
 
 	json_object *stages = json_object_new_array();
 	for (size_t i = 0; i < m->n_stages; i++) {
@@ -255,7 +272,8 @@ static int parse_proc(json_object *po, struct kc_manifest *m, struct kc_error **
 	if (get_field(po, "comm", json_type_string, true, &c, err) < 0)
 		return -1;
 	snprintf(p->comm, sizeof(p->comm), "%s", c ? json_object_get_string(c) : "?");
-	if (get_bool(po, "cuda", false, &p->cuda, err) < 0)
+	if (get_bool(po, "cuda", false, &p->cuda, err) < 0 ||
+	    get_bool(po, "forked_after_cuda", true, &p->forked_after_cuda, err) < 0)
 		return -1;
 	json_object *st;
 	if (get_field(po, "cuda_state", json_type_string, true, &st, err) < 0)
@@ -328,8 +346,17 @@ static int parse_root(json_object *root, struct kc_manifest *m, struct kc_error 
 		return -1;
 	if (co && (get_bool(co, "tcp_established", true, &m->tcp_established, err) < 0 ||
 		   get_bool(co, "shell_job", true, &m->shell_job, err) < 0 ||
-		   get_bool(co, "file_locks", true, &m->file_locks, err) < 0))
+		   get_bool(co, "file_locks", true, &m->file_locks, err) < 0 ||
+		   get_bool(co, "tcp_close", true, &m->tcp_close, err) < 0 ||
+		   get_bool(co, "link_remap", true, &m->link_remap, err) < 0 ||
+		   get_strv(co, "extra", &m->criu_extra, err) < 0))
 		return -1;
+	if (get_strv(root, "link_remaps", &m->link_remaps, err) < 0)
+		return -1;
+	for (char **l = m->link_remaps; l && *l; l++)
+		if ((*l)[0] != '/' || strstr(*l, "/../") || strstr(*l, "/./"))
+			return kc_error_set(err, KC_EXIT_IMAGE, 0, "field 'link_remaps' holds '%s', not a plain absolute path",
+					    *l);
 
 	json_object *stages;
 	if (get_field(root, "stages", json_type_array, true, &stages, err) < 0)

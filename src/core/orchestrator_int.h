@@ -13,4 +13,17 @@ int kc_rollback(struct kc_undo *u, struct kc_error **err);
 void kc_fill_host_info(struct kc_manifest *m, const struct kc_backends *b);
 int kc_prepare_images_dir(const char *dir, struct kc_error **err);
 
+/* GPU devices a process still has open or mapped (gpu_devices.c). */
+struct kc_gpu_dev_use {
+	unsigned maps, fds;
+	char example[256]; /* the first such file */
+};
+void kc_gpu_dev_scan(pid_t pid, struct kc_gpu_dev_use *u);
+/* Before the GPU stage: every non-CUDA process holding GPU devices must be
+ * a child forked after CUDA init (marked forked_after_cuda), and the CRIU
+ * plugin that handles those must be there. */
+int kc_gpu_dev_preflight(struct kc_manifest *m, bool have_plugin, struct kc_error **err);
+/* After the GPU checkpoint: no CUDA process may still hold one. */
+int kc_gpu_dev_after_checkpoint(const struct kc_manifest *m, struct kc_error **err);
+
 #endif

@@ -96,6 +96,22 @@ static int plan_gpus(const struct kc_restore_opts *o, const struct kc_backends *
 	return kc_gpu_map_plan(m, o->pairs, o->n_pairs, local, n_local, pairs, n_pairs, err);
 }
 
+/* A deleted-but-linked file of the dump lives on in a hard link on the
+ * node that dumped it (criu --link-remap); elsewhere, or after a restore
+ * that used it up, CRIU would fail on it after unpacking everything. */
+static int check_link_remaps(const struct kc_manifest *m, struct kc_error **err)
+{
+	for (char **l = m->link_remaps; l && *l; l++)
+		if (access(*l, F_OK) < 0) {
+			kc_error_set(err, KC_EXIT_IMAGE, ENOENT,
+				     "the image needs '%s', a link CRIU made on '%s' for a deleted file that still "
+				     "had another name, and it is not here",
+				     *l, m->host ? m->host : "the dumping node");
+			return kc_error_set_hint(err, "restore it on that node, once (a restore uses the link up)");
+		}
+	return 0;
+}
+
 int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,
 	       struct kc_report *r, pid_t *root_pid, struct kc_error **err)
 {
@@ -104,6 +120,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	struct kc_gpu_set *to_restore = NULL, *to_unlock = NULL;
 	struct kc_gpu_pair *pairs = NULL;
 	size_t n_pairs = 0;
+	_cleanup_strv_ char **extra = NULL; /* CRIU options */
 
 	if (m->n_procs == 0 && kc_manifest_read(o->images_dir, m, err) < 0)
 		return -1;
@@ -140,11 +157,24 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (waited >= 0.001)
 		kc_report_add(r, "pid-wait", waited, 0);
 
+	if (!b->criu->ops->restored_pid && check_link_remaps(m, err) < 0)
+		goto out;
+
 	struct kc_criu_opts copts = o->criu;
 	copts.tcp_established = m->tcp_established;
+	copts.tcp_close = m->tcp_close;
 	copts.shell_job = m->shell_job;
 	copts.file_locks = m->file_locks;
+	copts.link_remap = m->link_remap;
 	copts.leave_stopped = false;
+	/* the dump's own CRIU options, then this restore's */
+	extra = kc_xcalloc(kc_strv_len(m->criu_extra) + kc_strv_len(o->criu.extra) + 1, sizeof(char *));
+	size_t n_extra = 0;
+	for (char **x = m->criu_extra; x && *x; x++)
+		extra[n_extra++] = kc_xstrdup(*x);
+	for (char *const *x = o->criu.extra; x && *x; x++)
+		extra[n_extra++] = kc_xstrdup(*x);
+	copts.extra = n_extra ? extra : NULL;
 	pid_t root = 0;
 	struct kc_progress *pg = kc_progress_start("criu-restore", NULL, NULL);
 	struct kc_prefetch *pf = o->prefetch ? kc_prefetch_start(o->images_dir, 8) : NULL;

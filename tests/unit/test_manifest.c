@@ -55,6 +55,13 @@ static void fill(struct kc_manifest *m)
 	p->ppid = 4711;
 	snprintf(p->comm, sizeof(p->comm), "tokenizer");
 	p->cuda = false;
+	p->forked_after_cuda = true;
+	m->tcp_close = true;
+	m->link_remap = true;
+	m->criu_extra = kc_xcalloc(2, sizeof(char *));
+	m->criu_extra[0] = kc_xstrdup("--ghost-limit=64M");
+	m->link_remaps = kc_xcalloc(2, sizeof(char *));
+	m->link_remaps[0] = kc_xstrdup("/dev/shm/link_remap.30");
 
 	const char *names[] = {"gpu-lock", "gpu-checkpoint", "criu-dump"};
 	for (size_t i = 0; i < 3; i++) {
@@ -87,6 +94,14 @@ static void expect_same(const struct kc_manifest *a, const struct kc_manifest *b
 	assert_int_equal(a->tcp_established, b->tcp_established);
 	assert_int_equal(a->shell_job, b->shell_job);
 	assert_int_equal(a->file_locks, b->file_locks);
+	assert_int_equal(a->tcp_close, b->tcp_close);
+	assert_int_equal(a->link_remap, b->link_remap);
+	assert_int_equal(kc_strv_len(a->criu_extra), kc_strv_len(b->criu_extra));
+	for (size_t i = 0; a->criu_extra && a->criu_extra[i]; i++)
+		assert_string_equal(a->criu_extra[i], b->criu_extra[i]);
+	assert_int_equal(kc_strv_len(a->link_remaps), kc_strv_len(b->link_remaps));
+	for (size_t i = 0; a->link_remaps && a->link_remaps[i]; i++)
+		assert_string_equal(a->link_remaps[i], b->link_remaps[i]);
 	assert_int_equal(a->n_procs, b->n_procs);
 	for (size_t i = 0; i < a->n_procs; i++) {
 		const struct kc_manifest_proc *p = &a->procs[i], *q = &b->procs[i];
@@ -94,6 +109,7 @@ static void expect_same(const struct kc_manifest *a, const struct kc_manifest *b
 		assert_int_equal(p->ppid, q->ppid);
 		assert_string_equal(p->comm, q->comm);
 		assert_int_equal(p->cuda, q->cuda);
+		assert_int_equal(p->forked_after_cuda, q->forked_after_cuda);
 		assert_int_equal(p->cuda_state, q->cuda_state);
 		assert_int_equal(kc_strv_len(p->gpus), kc_strv_len(q->gpus));
 		for (size_t g = 0; p->gpus && p->gpus[g]; g++)
