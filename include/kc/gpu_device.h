@@ -40,6 +40,32 @@ static inline bool kc_gpu_device_listed(const struct stat *st)
 	return false;
 }
 
+/* KCHECKPOINT_GPU_DEVICES is unset, or every entry is [b|c]MAJ:MIN; else
+ * *bad points at the first entry that is not. */
+static inline bool kc_gpu_devices_env_ok(const char **bad)
+{
+	const char *p = getenv("KCHECKPOINT_GPU_DEVICES");
+	if (!p)
+		return true;
+	for (;;) {
+		const char *tok = p;
+		if (*p == 'b' || *p == 'c')
+			p++;
+		size_t maj = strspn(p, "0123456789");
+		bool ok = maj > 0 && maj < 8 && p[maj] == ':';
+		size_t min = ok ? strspn(p + maj + 1, "0123456789") : 0;
+		ok = ok && min > 0 && min < 8;
+		p += ok ? maj + 1 + min : 0;
+		if (!ok || (*p != ',' && *p != '\0')) {
+			*bad = tok;
+			return false;
+		}
+		if (*p == '\0')
+			return true;
+		p++;
+	}
+}
+
 /* The "Character devices:" section of /proc/devices. */
 static inline bool kc_gpu_device_major(unsigned maj)
 {

@@ -60,6 +60,11 @@ struct kc_restore_opts {
 	bool map_checked;
 };
 
+/* The link remaps the image needs (criu --link-remap) are on this node;
+ * KC_EXIT_IMAGE naming the first one missing.  kc_restore checks too; a
+ * caller with an archive checks before unpacking it. */
+int kc_restore_check_links(const struct kc_manifest *m, struct kc_error **err);
+
 int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,
 	       struct kc_report *r, pid_t *root_pid, struct kc_error **err);
 

@@ -61,6 +61,10 @@ bool kc_pid_alive(pid_t pid); /* exists and is not a zombie */
 bool kc_pid_exists(pid_t pid); /* /proc/<pid> exists, zombies included */
 /* /proc/<pid>/comm without the newline; "?" when unreadable. */
 void kc_pid_comm(pid_t pid, char *buf, size_t len);
+/* Calls fn for every open descriptor of pid: its number, its /proc link
+ * (stat() it to reach the file) and what the link says ("socket:[42]",
+ * "/dev/nvidia0").  Nothing for a pid that is gone. */
+void kc_pid_each_fd(pid_t pid, void (*fn)(int fd, const char *link, const char *target, void *arg), void *arg);
 /* State letter and parent from /proc/<pid>/stat (either may be NULL);
  * -1 if the process is gone. */
 int kc_pid_stat(pid_t pid, char *state, pid_t *ppid);

@@ -73,8 +73,15 @@ const char *kc_criu_plugin_dir(void)
 {
 	static char dir[PATH_MAX];
 	const char *env = getenv("KCHECKPOINT_CRIU_LIBDIR");
-	if (env)
-		return *env ? env : NULL;
+	if (env) {
+		/* a dir without our plugin is no plugin dir: trees that need it
+		 * are then refused before anything is frozen */
+		char probe[PATH_MAX];
+		if (!*env || snprintf(probe, sizeof(probe), "%s/" KC_CRIU_PLUGIN_NAME, env) >= (int)sizeof(probe) ||
+		    access(probe, R_OK) < 0 || !realpath(env, dir))
+			return NULL;
+		return dir;
+	}
 	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	if (n <= 0)
@@ -333,6 +340,18 @@ static int criu_failed(struct kc_error **err, const char *what, int status, cons
 	_cleanup_error_ struct kc_error *rerr = NULL;
 	if (log_path && kc_read_file(log_path, &text, NULL, &rerr) == 0)
 		why = kc_criu_explain(text, &fix);
+	/* CRIU refused its command line (before any log): getopt's line, not
+	 * the usage text after it */
+	const char *bad = output ? strstr(output, ": unrecognized option '") : NULL;
+	if (!bad && output)
+		bad = strstr(output, "' requires an argument");
+	if (!why && bad) {
+		const char *start = bad;
+		while (start > output && start[-1] != '\n')
+			start--;
+		why = kc_xasprintf("%.*s", (int)strcspn(start, "\n"), start);
+		fix = kc_xstrdup("CRIU did not take its command line: check --criu-opt");
+	}
 	if (!why && log_path)
 		why = kc_criu_log_tail(log_path, 3);
 	if (!why && output)

@@ -14,7 +14,6 @@
  * back, and the peer retransmits.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -112,38 +111,42 @@ static int unlock_socket(int fd, struct kc_error **err)
 	return 0;
 }
 
+struct unlock_arg {
+	int pidfd;
+	pid_t pid;
+	struct kc_error *err;
+};
+
+static void unlock_fd(int fd, const char *link, const char *target, void *arg)
+{
+	struct unlock_arg *a = arg;
+	if (strncmp(target, "socket:", 7))
+		return;
+	int copy = (int)syscall(SYS_pidfd_getfd, a->pidfd, fd, 0);
+	if (copy < 0)
+		return;
+	struct kc_error *e = NULL;
+	if (unlock_socket(copy, &e) < 0) {
+		kc_error_prefix(&e, "pid %d fd %d", (int)a->pid, fd);
+		kc_error_propagate(&a->err, e);
+	}
+	close(copy);
+}
+
 int kc_criu_unlock_network(const pid_t *pids, size_t n, struct kc_error **err)
 {
-	int rc = 0;
+	struct unlock_arg a = {.err = NULL};
 	for (size_t i = 0; i < n; i++) {
-		int pidfd = (int)syscall(SYS_pidfd_open, pids[i], 0);
-		if (pidfd < 0)
+		a.pid = pids[i];
+		a.pidfd = (int)syscall(SYS_pidfd_open, pids[i], 0);
+		if (a.pidfd < 0)
 			continue; /* gone: nothing of it to unlock */
-		char dir[64];
-		snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pids[i]);
-		_cleanup_closedir_ DIR *d = opendir(dir);
-		struct dirent *de;
-		while (d && (de = readdir(d))) {
-			char link[PATH_MAX], target[64];
-			snprintf(link, sizeof(link), "%s/%s", dir, de->d_name);
-			ssize_t len = readlink(link, target, sizeof(target) - 1);
-			if (len <= 0)
-				continue;
-			target[len] = '\0';
-			if (strncmp(target, "socket:", 7))
-				continue;
-			int fd = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(de->d_name), 0);
-			if (fd < 0)
-				continue;
-			struct kc_error *e = NULL;
-			if (unlock_socket(fd, &e) < 0) {
-				kc_error_prefix(&e, "pid %d fd %s", (int)pids[i], de->d_name);
-				kc_error_propagate(err, e);
-				rc = -1;
-			}
-			close(fd);
-		}
-		close(pidfd);
+		kc_pid_each_fd(pids[i], unlock_fd, &a);
+		close(a.pidfd);
 	}
-	return rc;
+	if (a.err) {
+		kc_error_propagate(err, a.err);
+		return -1;
+	}
+	return 0;
 }

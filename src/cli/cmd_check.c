@@ -77,6 +77,9 @@ static void check_criu(struct checks *c, const struct kc_args *a)
 	const char *plugin = kc_criu_plugin_dir();
 	if (plugin)
 		item(c, "ok", "criu plugin", "'%s/%s' (workers forked after CUDA init)", plugin, KC_CRIU_PLUGIN_NAME);
+	else if (getenv("KCHECKPOINT_CRIU_LIBDIR") && *getenv("KCHECKPOINT_CRIU_LIBDIR"))
+		item(c, "fail", "criu plugin", "KCHECKPOINT_CRIU_LIBDIR='%s' holds no readable %s",
+		     getenv("KCHECKPOINT_CRIU_LIBDIR"), KC_CRIU_PLUGIN_NAME);
 	else
 		item(c, "warn", "criu plugin",
 		     "%s not found (KCHECKPOINT_CRIU_LIBDIR): trees with workers forked after CUDA init are refused",

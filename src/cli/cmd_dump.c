@@ -179,7 +179,8 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	rc = 0;
 out:
 	kc_thp_put_back(thp_old);
-	kc_workdir_finish(&wd, a.quiet, rc != 0);
+	/* the log is kept where the error names it: a failure of CRIU */
+	kc_workdir_finish(&wd, a.quiet, rc != 0 && err && *err && (*err)->exit_code == KC_EXIT_CRIU ? "criu-dump.log" : NULL);
 	kc_manifest_free(&m);
 	kc_cli_close_backends(&cb);
 	return rc;

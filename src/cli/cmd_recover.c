@@ -21,8 +21,9 @@ int kc_cmd_recover(int argc, char **argv, struct kc_error **err)
 		return kc_error_set(err, KC_EXIT_USAGE, 0, "'%s' is not a pid", a.pos[0]);
 	if (kc_require_root(err) < 0)
 		return -1;
-	struct kc_cli_backends cb = {0};
-	if (kc_cli_open_gpu(&a, &cb, err) < 0)
+	struct kc_cli_backends cb;
+	/* without a driver there is still a stopped tree or a TCP lock to undo */
+	if (kc_cli_open_backends(&a, &cb, true, err) < 0)
 		return -1;
 	_cleanup_free_ struct kc_proc_state *s = NULL;
 	size_t n;

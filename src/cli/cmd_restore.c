@@ -71,6 +71,16 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	if (a.thp && kc_thp_set(a.thp, thp_old, sizeof(thp_old), err) < 0)
 		goto out;
 	if (S_ISREG(st.st_mode)) {
+		/* a missing link remap is known from the manifest alone: refuse
+		 * before gigabytes are unpacked */
+		struct kc_manifest pre;
+		kc_manifest_init(&pre);
+		int pr = a.containerd ? 0 : kc_archive_read_manifest(image, &pre, err);
+		if (pr == 0 && !a.containerd)
+			pr = kc_restore_check_links(&pre, err);
+		kc_manifest_free(&pre);
+		if (pr < 0)
+			goto out;
 		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, err) < 0)
 			goto out;
 		struct kc_archive_stats as = {0};
@@ -111,7 +121,8 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	rc = 0;
 out:
 	kc_thp_put_back(thp_old);
-	kc_workdir_finish(&wd, a.quiet, rc != 0);
+	/* the log is kept where the error names it: a failure of CRIU */
+	kc_workdir_finish(&wd, a.quiet, rc != 0 && err && *err && (*err)->exit_code == KC_EXIT_CRIU ? "criu-restore.log" : NULL);
 	kc_manifest_free(&m);
 	kc_cli_close_backends(&cb);
 	return rc;

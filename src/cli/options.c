@@ -97,6 +97,39 @@ void kc_cli_usage(const struct kc_command *cmd, FILE *f)
 	}
 }
 
+/* CRIU options that kcheckpoint sets from its own options or its steps
+ * (where the images go, who is dumped, the log, what happens to the tree,
+ * the plugin): through --criu-opt they would take the tool's bearings. */
+static const struct {
+	const char *name; /* long form; a short form is matched by its letter */
+	char short_name;
+	const char *ours; /* kcheckpoint's own option for it, if any */
+} reserved_criu_opts[] = {
+	{"--images-dir", 'D', "--images-dir"},	{"--work-dir", 'W', "--work-dir"},
+	{"--tree", 't', NULL},			{"--log-file", 'o', NULL},
+	{"--verbosity", 'v', NULL},		{"--leave-running", 'R', "--leave-running"},
+	{"--leave-stopped", 's', NULL},		{"--restore-detached", 'd', NULL},
+	{"--pidfile", 0, NULL},			{"--libdir", 'L', "KCHECKPOINT_CRIU_LIBDIR"},
+	{"--tcp-established", 0, "--tcp-established"}, {"--tcp-close", 0, "--tcp-close"},
+	{"--shell-job", 'j', "--shell-job"},	{"--file-locks", 'l', "--file-locks"},
+	{"--link-remap", 0, NULL},		{"--restore-sibling", 'S', NULL},
+};
+
+static bool criu_opt_reserved(const char *opt, unsigned long *which)
+{
+	for (size_t i = 0; i < KC_ARRAY_SIZE(reserved_criu_opts); i++) {
+		size_t n = strlen(reserved_criu_opts[i].name);
+		bool hit = !strncmp(opt, reserved_criu_opts[i].name, n) && (opt[n] == '\0' || opt[n] == '=');
+		if (!hit && opt[1] != '-' && reserved_criu_opts[i].short_name)
+			hit = opt[1] == reserved_criu_opts[i].short_name;
+		if (hit) {
+			*which = i;
+			return true;
+		}
+	}
+	return false;
+}
+
 static int parse_uint(const char *opt, const char *s, unsigned long max, unsigned long *out, struct kc_error **err)
 {
 	char *end;
@@ -175,6 +208,11 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 			if (optarg[0] != '-')
 				return kc_error_set(err, KC_EXIT_USAGE, 0,
 						    "'--criu-opt' takes a CRIU option such as '--ext-unix-sk', not '%s'", optarg);
+			if (criu_opt_reserved(optarg, &v))
+				return kc_error_set(err, KC_EXIT_USAGE, 0,
+						    "'--criu-opt %s': kcheckpoint sets that CRIU option itself%s%s", optarg,
+						    reserved_criu_opts[v].ours ? "; use " : "",
+						    reserved_criu_opts[v].ours ? reserved_criu_opts[v].ours : "");
 			if (a->n_criu_opts + 1 >= KC_ARRAY_SIZE(a->criu_opts))
 				return kc_error_set(err, KC_EXIT_USAGE, 0, "too many '--criu-opt' (at most %zu)",
 						    KC_ARRAY_SIZE(a->criu_opts) - 1);

@@ -26,9 +26,9 @@ int kc_workdir_create(struct kc_workdir *wd, const char *parent, bool keep, stru
 	return 0;
 }
 
-/* Removes everything in dir but CRIU's logs (criu-*.log); true if one
- * is left. */
-static bool keep_only_logs(const char *dir)
+/* Removes everything in dir but the file named keep; true if that is
+ * there. */
+static bool keep_only(const char *dir, const char *keep)
 {
 	_cleanup_closedir_ DIR *d = opendir(dir);
 	if (!d)
@@ -38,9 +38,7 @@ static bool keep_only_logs(const char *dir)
 	while ((de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		size_t n = strlen(de->d_name);
-		if (!strncmp(de->d_name, "criu-", 5) && n > 4 && !strcmp(de->d_name + n - 4, ".log") &&
-		    de->d_type == DT_REG) {
+		if (!strcmp(de->d_name, keep) && de->d_type == DT_REG) {
 			kept = true;
 			continue;
 		}
@@ -53,14 +51,14 @@ static bool keep_only_logs(const char *dir)
 	return kept;
 }
 
-void kc_workdir_finish(struct kc_workdir *wd, bool quiet, bool failed)
+void kc_workdir_finish(struct kc_workdir *wd, bool quiet, const char *keep_log)
 {
 	if (!wd->path)
 		return;
 	if (wd->keep) {
 		if (!quiet)
 			fprintf(stderr, "kept the images in '%s'\n", wd->path);
-	} else if (failed && keep_only_logs(wd->path)) {
+	} else if (keep_log && keep_only(wd->path, keep_log)) {
 		/* the error names the log: it must outlive the images */
 		if (!quiet)
 			fprintf(stderr, "kept CRIU's log in '%s'\n", wd->path);

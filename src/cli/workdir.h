@@ -16,7 +16,8 @@ struct kc_workdir {
 /* parent: --work-dir, else $TMPDIR, else /var/tmp (disk, not tmpfs: images
  * are as large as the process' memory). */
 int kc_workdir_create(struct kc_workdir *wd, const char *parent, bool keep, struct kc_error **err);
-/* failed: keep CRIU's logs (only), which the error message names. */
-void kc_workdir_finish(struct kc_workdir *wd, bool quiet, bool failed);
+/* keep_log: after a failure, the CRIU log of this command (the error names
+ * it): if it is there, it alone is kept; NULL: all goes. */
+void kc_workdir_finish(struct kc_workdir *wd, bool quiet, const char *keep_log);
 
 #endif

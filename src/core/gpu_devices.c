@@ -14,7 +14,6 @@
  *  - after the GPU checkpoint, before CRIU: no CUDA process may still hold
  *    one (NVML or a graphics API would otherwise come back as stand-ins).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -71,28 +70,13 @@ static void scan_maps(pid_t pid, struct kc_gpu_dev_use *u)
 	fclose(f);
 }
 
-static void scan_fds(pid_t pid, struct kc_gpu_dev_use *u)
+static void note_fd(int fd, const char *link, const char *target, void *arg)
 {
-	char dir[64];
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-	_cleanup_closedir_ DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		char link[PATH_MAX], target[PATH_MAX];
-		snprintf(link, sizeof(link), "%s/%s", dir, de->d_name);
-		ssize_t n = readlink(link, target, sizeof(target) - 1);
-		if (n <= 0)
-			continue;
-		target[n] = '\0';
-		struct stat st;
-		if (maybe_device(target) && stat(link, &st) == 0 && kc_is_gpu_device(&st)) {
-			u->fds++;
-			note(u, target);
-		}
+	struct kc_gpu_dev_use *u = arg;
+	struct stat st;
+	if (maybe_device(target) && stat(link, &st) == 0 && kc_is_gpu_device(&st)) {
+		u->fds++;
+		note(u, target);
 	}
 }
 
@@ -100,7 +84,7 @@ void kc_gpu_dev_scan(pid_t pid, struct kc_gpu_dev_use *u)
 {
 	memset(u, 0, sizeof(*u));
 	scan_maps(pid, u);
-	scan_fds(pid, u);
+	kc_pid_each_fd(pid, note_fd, u);
 }
 
 /* The nearest ancestor in the manifest that is a CUDA process. */
@@ -122,6 +106,10 @@ static bool cuda_ancestor(const struct kc_manifest *m, size_t i)
 
 int kc_gpu_dev_preflight(struct kc_manifest *m, bool have_plugin, struct kc_error **err)
 {
+	const char *bad;
+	if (!kc_gpu_devices_env_ok(&bad))
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "KCHECKPOINT_GPU_DEVICES: '%s' is not a list of [b|c]MAJ:MIN",
+				    bad);
 	for (size_t i = 0; i < m->n_procs; i++) {
 		struct kc_manifest_proc *p = &m->procs[i];
 		if (p->cuda)

@@ -99,7 +99,7 @@ static int plan_gpus(const struct kc_restore_opts *o, const struct kc_backends *
 /* A deleted-but-linked file of the dump lives on in a hard link on the
  * node that dumped it (criu --link-remap); elsewhere, or after a restore
  * that used it up, CRIU would fail on it after unpacking everything. */
-static int check_link_remaps(const struct kc_manifest *m, struct kc_error **err)
+int kc_restore_check_links(const struct kc_manifest *m, struct kc_error **err)
 {
 	for (char **l = m->link_remaps; l && *l; l++)
 		if (access(*l, F_OK) < 0) {
@@ -124,6 +124,9 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 
 	if (m->n_procs == 0 && kc_manifest_read(o->images_dir, m, err) < 0)
 		return -1;
+
+	if (!b->criu->ops->restored_pid && kc_restore_check_links(m, err) < 0)
+		goto out;
 
 	to_restore = kc_gpu_set_new(b, m->n_procs);
 	to_unlock = kc_gpu_set_new(b, m->n_procs);
@@ -156,9 +159,6 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		goto out;
 	if (waited >= 0.001)
 		kc_report_add(r, "pid-wait", waited, 0);
-
-	if (!b->criu->ops->restored_pid && check_link_remaps(m, err) < 0)
-		goto out;
 
 	struct kc_criu_opts copts = o->criu;
 	copts.tcp_established = m->tcp_established;

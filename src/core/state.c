@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,11 +43,38 @@ int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state *
 	return 0;
 }
 
+/* The tracer of pid (0 if none): a CRIU still dumping the tree. */
+static pid_t tracer_of(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	_cleanup_free_ char *text = NULL;
+	if (kc_read_file(path, &text, NULL, NULL) < 0)
+		return 0;
+	const char *t = strstr(text, "\nTracerPid:");
+	return t ? (pid_t)atoi(t + 11) : 0;
+}
+
 int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
 	       struct kc_error **err)
 {
-	if (!b->cuda)
-		return kc_error_set(err, KC_EXIT_GPU, 0, "no CUDA driver loaded: nothing can be recovered");
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t np;
+	if (kc_proctree(pid, &pids, &np, err) < 0)
+		return -1;
+	/* a dump killed while CRIU ran leaves CRIU running on: whatever we
+	 * resume now, it stops again when CRIU finishes */
+	for (size_t i = 0; i < np; i++) {
+		pid_t t = tracer_of(pids[i]);
+		if (t > 0) {
+			char comm[64];
+			kc_pid_comm(t, comm, sizeof(comm));
+			return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
+					    "pid %d is being traced by pid %d ('%s'), a CRIU still at work: run "
+					    "'kcheckpoint recover' again once it has exited",
+					    (int)pids[i], (int)t, comm);
+		}
+	}
 	_cleanup_free_ struct kc_proc_state *st = NULL;
 	size_t ns;
 	if (kc_tree_state(pid, b, &st, &ns, err) < 0)
@@ -58,14 +87,22 @@ int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **ou
 		if (st[i].state == KC_CUDA_CHECKPOINTED || st[i].state == KC_CUDA_LOCKED)
 			locked->pids[locked->n++] = st[i].pid;
 	}
+	/* connections a --tcp-established dump left locked (repair mode, DROP
+	 * rules): only sockets in repair mode are touched */
+	if (b->criu && b->criu->ops->unlock_network && b->criu->ops->unlock_network(b->criu->h, pids, np, err) < 0)
+		return kc_error_prefix(err, "unlock TCP connections");
 	/* a stopped process cannot serve the driver's restore thread, and a
 	 * dump killed after CRIU may have left the others stopped too */
-	for (size_t i = 0; i < ns; i++)
-		if (kc_pid_state(st[i].pid) == 'T')
-			kc_proctree_cont(&st[i].pid, 1);
-	if (kc_gpu_restore(ckpt, NULL, 0, NULL, NULL, err) < 0)
-		return kc_error_prefix(err, "GPU restore");
-	if (kc_gpu_unlock(locked, NULL, NULL, err) < 0)
-		return kc_error_prefix(err, "GPU unlock");
+	for (size_t i = 0; i < np; i++)
+		if (kc_pid_state(pids[i]) == 'T')
+			kc_proctree_cont(&pids[i], 1);
+	if (ckpt->n || locked->n) {
+		if (!b->cuda) /* cannot happen: their state came from the driver */
+			return kc_error_set(err, KC_EXIT_GPU, 0, "no CUDA driver loaded");
+		if (kc_gpu_restore(ckpt, NULL, 0, NULL, NULL, err) < 0)
+			return kc_error_prefix(err, "GPU restore");
+		if (kc_gpu_unlock(locked, NULL, NULL, err) < 0)
+			return kc_error_prefix(err, "GPU unlock");
+	}
 	return kc_tree_state(pid, b, out, n, err);
 }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <libgen.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -304,6 +305,25 @@ bool kc_pid_alive(pid_t pid)
 {
 	char s = kc_pid_state(pid);
 	return s != 0 && s != 'Z' && s != 'X';
+}
+
+void kc_pid_each_fd(pid_t pid, void (*fn)(int fd, const char *link, const char *target, void *arg), void *arg)
+{
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char link[96], target[PATH_MAX];
+		snprintf(link, sizeof(link), "%s/%.16s", dir, de->d_name);
+		ssize_t n = readlink(link, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		fn(atoi(de->d_name), link, target, arg);
+	}
 }
 
 void kc_pid_comm(pid_t pid, char *buf, size_t len)

@@ -141,3 +141,22 @@ def test_inspect_dir(kc_env, dumped):
     assert "root pid:" in p.stdout
     doc = json.loads(run_kc(kc_env, "inspect", "--json", dumped, check=0).stdout)
     assert doc["tool"] == "kcheckpoint"
+
+
+@pytest.mark.parametrize("opt, says", [
+    ("-D/tmp", "use --images-dir"),
+    ("--leave-running", "use --leave-running"),
+    ("--tcp-close", "use --tcp-close"),
+    ("-v4", "kcheckpoint sets that CRIU option itself"),
+    ("ext-unix-sk", "takes a CRIU option"),
+])
+def test_criu_opt_that_kcheckpoint_owns_is_refused(kc_env, opt, says):
+    p = run_kc(kc_env, "dump", "-D", "/nonexistent/img", f"--criu-opt={opt}", "4242", check=2)
+    assert says in p.stderr, p.stderr
+
+
+def test_criu_opt_criu_rejects_is_named(tmp_path, kc_env, workloads):
+    w = workloads(mb=8)
+    p = run_kc(kc_env, "dump", "-D", tmp_path / "img", "--criu-opt=--bogus", w.pid, check=7)
+    assert "unrecognized option '--bogus'" in p.stderr and "check --criu-opt" in p.stderr, p.stderr
+    assert w.probe()  # rolled back: still running and answering

@@ -187,3 +187,19 @@ def test_cuda_process_still_holding_the_device_is_rolled_back(tmp_path, cuda_env
         assert alive(job.pid) and job.advancing()
     finally:
         job.kill()
+
+
+def test_forked_worker_dumped_alone_is_refused_before_anything_is_frozen(tmp_path, cuda_env, gpu_standin):
+    """The target is a worker itself: its CUDA parent is outside the dumped
+    tree, so it holds the device without a CUDA ancestor there."""
+    job = Job(tmp_path, cuda_env, gpu_standin)
+    try:
+        w = job.worker_pids[0]
+        p = run_kc(cuda_env, "dump", "-D", tmp_path / "img", w, check=6)
+        assert f"pid {w} " in p.stderr and "without a CUDA context" in p.stderr, p.stderr
+        assert not [c for c in calls(cuda_env) if c.split()[0] != "get_state"], calls(cuda_env)
+        assert not (tmp_path / "img").exists() or not any((tmp_path / "img").iterdir())
+        assert cuda_state(cuda_env, job.pid) == 0
+        assert job.advancing()
+    finally:
+        job.kill()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, alive, child_pids, kill_pid, proc_state, run_kc, wait_gone
+from conftest import KC, SRC, alive, child_pids, kill_pid, proc_state, run_kc, wait_gone
 
 PY = sys.executable
 REAL_ECHO = SRC / "tests" / "workload" / "real_echo.py"
@@ -357,8 +357,9 @@ def test_tcp_established_dump_failing_after_criu_unlocks_connection(tmp_path, kc
     client_port = c.sock.getsockname()[1]
     try:
         assert c.ask("a") == "1 a"
-        p = run_kc(kc_env, "dump", "--tcp-established", "--compress", "none", "-o", full / "echo.tar",
-                   srv.pid)
+        # --keep-images: the work dir stays, to read CRIU's log of a dump that failed later
+        p = run_kc(kc_env, "dump", "--tcp-established", "--compress", "none", "--keep-images", "-o",
+                   full / "echo.tar", srv.pid)
         assert p.returncode not in (0, 7), p.stderr
         assert "no space left on device" in p.stderr, p.stderr
         logs = list(tmp_path.glob("kcheckpoint-*/criu-dump.log"))
@@ -451,6 +452,14 @@ def test_multiprocessing_pool_roundtrip(tmp_path, kc_env, spawn, method):
 
     assert not any(Path(n).exists() for n in needs), "the restore used the link remaps up"
     assert link_remaps() <= remaps_before, f"link_remap files left: {link_remaps() - remaps_before}"
+
+    # a second restore of the same archive is refused at once (the links
+    # are used up), from the manifest, before unpacking or waiting for pids
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    p = run_kc(kc_env, "restore", "--work-dir", wd, archive, check=5)
+    assert needs[0] in p.stderr and "restore it on that node, once" in p.stderr, p.stderr
+    assert not list(wd.iterdir()), "nothing unpacked, nothing left"
     stop_pool(pool)
 
 
@@ -465,7 +474,7 @@ def test_pool_dump_failing_after_criu_rolls_back_link_remaps(tmp_path, kc_env, s
         pool = start_pool(tmp_path, spawn, "spawn")
         tree = pool.tree()
         before = len(rounds(pool.progress))
-        p = run_kc(kc_env, "dump", "-o", full / "pool.tar.zst", pool.pid)
+        p = run_kc(kc_env, "dump", "--keep-images", "-o", full / "pool.tar.zst", pool.pid)
         assert p.returncode not in (0, 7), p.stderr
         assert "no space left on device" in p.stderr, p.stderr
         # it failed after CRIU: CRIU's log says the dump itself went through
@@ -481,3 +490,62 @@ def test_pool_dump_failing_after_criu_rolls_back_link_remaps(tmp_path, kc_env, s
         stop_pool(pool)
     finally:
         subprocess.run(["umount", "-l", str(full)], capture_output=True)
+
+
+def test_recover_after_sigkill_unlocks_tcp_connection(tmp_path, kc_env, spawn, clients):
+    """kcheckpoint SIGKILLed after CRIU dumped with --tcp-established: the
+    server is left stopped, its socket in repair mode, CRIU's DROP rules in.
+    `recover` (no driver here) must continue it and undo the lock, and
+    refuse while a CRIU still traces the tree.
+
+    The criu given to kcheckpoint is a script that runs the real one and
+    then lingers, so that the kill lands after CRIU's work at a known time.
+    """
+    srv, port = start_echo(tmp_path, spawn)
+    c = Line(clients(port))
+    client_port = c.sock.getsockname()[1]
+    slow = tmp_path / "criu-then-wait"
+    slow.write_text(f'#!/bin/sh\n"{kc_env["KCHECKPOINT_CRIU"]}" "$@"; rc=$?\n'
+                    f'[ "$1" = dump ] && touch "{tmp_path}/criu-done" && sleep 30\nexit $rc\n')
+    slow.chmod(0o755)
+    env = dict(kc_env, KCHECKPOINT_CRIU=str(slow))
+    try:
+        assert c.ask("a") == "1 a"
+        p = subprocess.Popen([str(KC), "dump", "--tcp-established", "-o", str(tmp_path / "e.tar.zst"), str(srv.pid)],
+                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: (tmp_path / "criu-done").exists(), 30, "CRIU to finish")
+        p.kill()
+        p.communicate(timeout=10)
+        assert proc_state(srv.pid) == "T"
+        assert lock_rules(client_port), "CRIU locked the connection"
+
+        run_kc(kc_env, "recover", srv.pid, check=0)
+        assert proc_state(srv.pid) in ("S", "R")
+        assert not lock_rules(client_port), "recover takes CRIU's DROP rules out"
+        assert c.ask("b", timeout=5) == "2 b", "the same connection works again"
+        assert not (tmp_path / "e.tar.zst").exists()
+    finally:
+        subprocess.run(["pkill", "-f", str(slow)], check=False)
+        remove_lock_rules(client_port)
+
+
+def test_recover_refuses_while_criu_still_traces_the_tree(tmp_path, kc_env, spawn):
+    """A CRIU that outlives a killed kcheckpoint stops the tree again when it
+    finishes: recover must not report success meanwhile."""
+    srv, port = start_echo(tmp_path, spawn)
+    tracer = subprocess.Popen(["python3", "-c", f"""
+import ctypes, os, signal, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_SEIZE = 0x4206
+if libc.ptrace(PTRACE_SEIZE, {srv.pid}, 0, 0) != 0:
+    sys.exit(ctypes.get_errno())
+open("{tmp_path}/seized", "w").close()
+time.sleep(30)
+"""], stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (tmp_path / "seized").exists(), 10, "the tracer to seize the server")
+        p = run_kc(kc_env, "recover", srv.pid, check=9)
+        assert f"pid {srv.pid} is being traced by pid {tracer.pid}" in p.stderr, p.stderr
+    finally:
+        tracer.kill()
+        tracer.wait()

@@ -1302,11 +1302,16 @@ static void test_recover_errors(void **state)
 	kc_mock_backends(&none, false, false);
 	_cleanup_free_ struct kc_proc_state *st = NULL;
 	size_t n = 0;
+	/* without a driver (a CPU-only tree a killed dump left stopped) there
+	 * is still the stop to undo */
+	kill(f->pids[0], SIGSTOP);
+	for (int i = 0; i < 500 && kc_pid_state(f->pids[0]) != 'T'; i++)
+		usleep(2000);
+	assert_int_equal(kc_pid_state(f->pids[0]), 'T');
 	int rc = kc_recover(f->pids[0], &none, &st, &n, &f->err);
-	expect_error(f, rc, KC_EXIT_GPU);
-	expect_msg(f, "no CUDA driver");
-	kc_error_free(f->err);
-	f->err = NULL;
+	expect_ok(f, rc);
+	assert_int_not_equal(kc_pid_state(f->pids[0]), 'T');
+	free(steal_ptr(st));
 
 	kc_mock_fail(KC_MOCK_RESTORE, 1, 0, KC_CUDA_ERROR_UNKNOWN);
 	rc = kc_recover(f->pids[0], &f->b, &st, &n, &f->err);
