@@ -80,7 +80,9 @@ usable() {
 stamp() {
 	echo "$CRIU_VERSION"
 	for p in "$repo"/patches/criu/*.patch; do
-		[ -f "$p" ] && sha256sum "$p" | cut -d' ' -f1
+		if [ -f "$p" ]; then
+			sha256sum "$p" | cut -d' ' -f1
+		fi
 	done
 }
 
