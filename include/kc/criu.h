@@ -30,6 +30,9 @@ struct kc_criu_opts {
 	/* Set by the caller, never by the user: dump leaves the tree
 	 * SIGSTOPped so kcheckpoint can roll back until it decides to kill. */
 	bool leave_stopped;
+	/* Restore leaves the tree SIGSTOPped (its large memory is filled by
+	 * kcheckpoint before anything runs). */
+	bool restore_stopped;
 };
 
 /* From CRIU's stats-dump / stats-restore images (images/stats.proto). */
@@ -103,6 +106,20 @@ const char *kc_criu_plugin_dir(void);
 /* The hard links CRIU made for --link-remap, as absolute paths in the
  * dumped tree's root (NULL-terminated, possibly empty). */
 int kc_criu_link_remaps(const char *images_dir, char ***paths, struct kc_error **err);
+
+/* Large runs of private memory kept out of CRIU's page images (see
+ * criu_bulk.c): each of pid's bytes at vaddr are at offset in file. */
+#define KC_BULK_INDEX "kcheckpoint-bulk.txt"
+struct kc_bulk_region {
+	pid_t pid;
+	uint64_t vaddr, bytes, offset;
+	char file[64]; /* in the images dir */
+};
+/* After a dump: moves the runs of at least min_bytes out; *moved their
+ * total (0: the images are CRIU's own, no index written). */
+int kc_criu_split_bulk(const char *images_dir, uint64_t min_bytes, uint64_t *moved, struct kc_error **err);
+/* The index; none (n 0) for images without one. */
+int kc_criu_read_bulk(const char *images_dir, struct kc_bulk_region **v, size_t *n, struct kc_error **err);
 
 /* Reads whichever of stats-dump / stats-restore exist in dir. */
 int kc_criu_read_stats(const char *images_dir, struct kc_criu_stats *st, struct kc_error **err);

@@ -11,7 +11,12 @@
 #include "kc/report.h"
 
 #define KC_MANIFEST_NAME "kcheckpoint.json"
-#define KC_MANIFEST_FORMAT 1
+/* The newest format this kcheckpoint reads.  Format 2: the image keeps
+ * memory outside CRIU's page images (kcheckpoint-bulk.txt), which an older
+ * kcheckpoint would restore as zeros, so it must refuse the image. */
+#define KC_MANIFEST_FORMAT 2
+#define KC_MANIFEST_FORMAT_PLAIN 1
+#define KC_MANIFEST_FORMAT_BULK 2
 
 struct kc_manifest_proc {
 	pid_t pid;

@@ -20,6 +20,10 @@ struct kc_backends {
 	struct kc_criu *criu; /* the CPU stage: CRIU itself or containerd */
 };
 
+/* Smallest run of pages kept out of CRIU's images: below that, CRIU's own
+ * one-thread restore costs less than a chunk of ours is worth. */
+#define KC_BULK_MIN (4u << 20)
+
 struct kc_dump_opts {
 	pid_t pid;
 	/* The processes to dump, pid first; NULL: pid and its descendants.
@@ -30,6 +34,9 @@ struct kc_dump_opts {
 	const char *images_dir;
 	unsigned lock_timeout_ms;
 	bool leave_running;
+	/* Take runs of private memory of at least KC_BULK_MIN out of CRIU's
+	 * images, for restore to fill with many threads (criu_bulk.c). */
+	bool split_bulk;
 	struct kc_criu_opts criu;
 	/* Runs after CRIU wrote the images and the manifest, while the tree
 	 * is still stopped and can be rolled back (archiving goes here). */
@@ -49,6 +56,8 @@ struct kc_restore_opts {
 	struct kc_criu_opts criu; /* criu_path/verbose; flags come from the manifest */
 	/* Read the page images into the cache in parallel while CRIU restores. */
 	bool prefetch;
+	/* Threads that fill the memory kept out of CRIU's images. */
+	unsigned fill_threads;
 	/* Optional: called after CRIU restored, before the GPU stage.  The CLI
 	 * loads the driver (cuInit) in a thread meanwhile and joins it here, so
 	 * driver start-up overlaps unpack and CRIU restore. */

@@ -513,6 +513,8 @@ static int criu_restore(void *h, const struct kc_criu_opts *o, const char *image
 	argv_add(&a, "-d");
 	argv_add(&a, "--pidfile");
 	argv_add(&a, "%s", pidfile);
+	if (o->restore_stopped)
+		argv_add(&a, "--leave-stopped");
 	add_common_flags(&a, o);
 	argv = a.v;
 

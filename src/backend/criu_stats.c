@@ -21,81 +21,10 @@
 
 #include "kc/criu.h"
 #include "kc/util.h"
+#include "criu_pb.h"
 
 #define IMG_SERVICE_MAGIC 0x55105940u
 #define STATS_MAGIC 0x57093306u
-
-enum { WIRE_VARINT = 0, WIRE_I64 = 1, WIRE_LEN = 2, WIRE_I32 = 5 };
-
-struct pb {
-	const unsigned char *p, *end;
-};
-
-struct pb_field {
-	uint32_t num;
-	int wire;
-	uint64_t value;  /* WIRE_VARINT, WIRE_I64, WIRE_I32 */
-	struct pb sub;   /* WIRE_LEN */
-};
-
-static int pb_varint(struct pb *b, uint64_t *out)
-{
-	uint64_t v = 0;
-	for (int shift = 0; shift < 64; shift += 7) {
-		if (b->p == b->end)
-			return -1;
-		unsigned char c = *b->p++;
-		v |= (uint64_t)(c & 0x7f) << shift;
-		if (!(c & 0x80)) {
-			*out = v;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-static int pb_fixed(struct pb *b, size_t n, uint64_t *out)
-{
-	if ((size_t)(b->end - b->p) < n)
-		return -1;
-	uint64_t v = 0;
-	for (size_t i = 0; i < n; i++)
-		v |= (uint64_t)b->p[i] << (8 * i);
-	b->p += n;
-	*out = v;
-	return 0;
-}
-
-/* 1: got a field, 0: end of message, -1: malformed. */
-static int pb_next(struct pb *b, struct pb_field *f)
-{
-	if (b->p == b->end)
-		return 0;
-	uint64_t key;
-	if (pb_varint(b, &key) < 0 || (key >> 3) == 0 || (key >> 3) > UINT32_MAX)
-		return -1;
-	f->num = (uint32_t)(key >> 3);
-	f->wire = (int)(key & 7);
-	switch (f->wire) {
-	case WIRE_VARINT:
-		return pb_varint(b, &f->value) < 0 ? -1 : 1;
-	case WIRE_I64:
-		return pb_fixed(b, 8, &f->value) < 0 ? -1 : 1;
-	case WIRE_I32:
-		return pb_fixed(b, 4, &f->value) < 0 ? -1 : 1;
-	case WIRE_LEN: {
-		uint64_t len;
-		if (pb_varint(b, &len) < 0 || len > (uint64_t)(b->end - b->p))
-			return -1;
-		f->sub.p = b->p;
-		f->sub.end = b->p + len;
-		b->p += len;
-		return 1;
-	}
-	default: /* groups (3, 4) are not in any CRIU image */
-		return -1;
-	}
-}
 
 static double us_to_s(uint64_t us)
 {
@@ -150,10 +79,6 @@ static int decode_restore(struct pb b, struct kc_criu_stats *st)
 	return 0;
 }
 
-static uint32_t le32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static int decode_image(const char *path, const unsigned char *buf, size_t len, struct kc_criu_stats *st,
 			struct kc_error **err)
@@ -236,7 +161,6 @@ int kc_criu_read_stats(const char *images_dir, struct kc_criu_stats *st, struct 
  * link CRIU made in the dumped tree's root.  Both images are IMG_COMMON
  * magic, image magic, then (u32 size, entry) until the end.
  */
-#define IMG_COMMON_MAGIC 0x54564319u
 #define REMAP_FPATH_MAGIC 0x59133954u
 #define FILES_MAGIC 0x56303138u
 

@@ -32,6 +32,7 @@ enum kc_opt_id {
 	OPT_KEEP_IMAGES,
 	OPT_COMPRESS,
 	OPT_THREADS,
+	OPT_FILL_THREADS,
 	OPT_LEAVE_RUNNING,
 	OPT_LOCK_TIMEOUT,
 	OPT_TCP_ESTABLISHED,
@@ -83,6 +84,7 @@ struct kc_args {
 	const char *images_dir, *output, *work_dir, *compress, *criu, *libcuda, *gpu_map, *containerd,
 		*ns, *address, *thp;
 	long threads;
+	long fill_threads; /* -1: all online CPUs */
 	unsigned lock_timeout_ms, pid_wait_ms;
 	char **pos; /* positional arguments */
 	int n_pos;

@@ -132,7 +132,9 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	struct kc_workdir wd = {0};
 	char thp_old[16] = "";
 	_cleanup_free_ pid_t *task_pids = NULL;
-	struct kc_dump_opts o = {.lock_timeout_ms = a.lock_timeout_ms, .leave_running = a.leave_running};
+	/* containerd's CRIU writes its own images: they stay as they are */
+	struct kc_dump_opts o = {.lock_timeout_ms = a.lock_timeout_ms, .leave_running = a.leave_running,
+				 .split_bulk = a.fill_threads != 0 && !a.containerd};
 	kc_cli_criu_opts(&a, &o.criu);
 
 	if (a.containerd) {

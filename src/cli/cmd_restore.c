@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "backends.h"
 #include "cli.h"
@@ -65,7 +66,9 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	const char *pf = getenv("KCHECKPOINT_PREFETCH");
 	struct kc_restore_opts o = {.pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = a.pid_wait_ms,
 				    .prefetch = pf && strcmp(pf, "1") == 0,
-				    .gpu_ready = kc_cli_gpu_ready, .gpu_ready_arg = &cb, .map_checked = map_checked};
+				    .gpu_ready = kc_cli_gpu_ready, .gpu_ready_arg = &cb, .map_checked = map_checked,
+				    .fill_threads = a.fill_threads > 0 ? (unsigned)a.fill_threads
+								       : (unsigned)sysconf(_SC_NPROCESSORS_ONLN)};
 	kc_cli_criu_opts(&a, &o.criu);
 
 	if (a.thp && kc_thp_set(a.thp, thp_old, sizeof(thp_old), err) < 0)

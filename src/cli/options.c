@@ -29,6 +29,8 @@ const struct kc_option kc_options[] = {
 	{"compress", 0, "SPEC", D, OPT_COMPRESS, "zstd zstd:1 zstd:3 zstd:9 none",
 	 "archive compression: zstd[:LEVEL] (default) or none"},
 	{"threads", 0, "N", D, OPT_THREADS, NULL, "compression threads (default: all CPUs)"},
+	{"fill-threads", 0, "N", D | R, OPT_FILL_THREADS, NULL,
+	 "threads that restore large memory (default: all CPUs; dump: 0 leaves it all to CRIU)"},
 	{"leave-running", 0, NULL, D, OPT_LEAVE_RUNNING, NULL,
 	 "let the process run on after the dump (GPU restored and unlocked)"},
 	{"lock-timeout", 0, "MS", D, OPT_LOCK_TIMEOUT, NULL,
@@ -165,6 +167,7 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 	memset(a, 0, sizeof(*a));
 	a->lock_timeout_ms = 10000;
 	a->pid_wait_ms = 10000;
+	a->fill_threads = -1; /* all CPUs */
 	*done = false;
 	optind = 1;
 	opterr = 0;
@@ -195,6 +198,11 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 			if (parse_uint("threads", optarg, 1024, &v, err) < 0)
 				return -1;
 			a->threads = (long)v;
+			break;
+		case OPT_FILL_THREADS:
+			if (parse_uint("fill-threads", optarg, 1024, &v, err) < 0)
+				return -1;
+			a->fill_threads = (long)v;
 			break;
 		case OPT_LEAVE_RUNNING: a->leave_running = true; break;
 		case OPT_LOCK_TIMEOUT:

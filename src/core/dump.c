@@ -367,6 +367,18 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	kc_report_add(r, "criu-dump", dump_s, written);
 	if (kc_check_interrupted(err) < 0)
 		goto rollback;
+	/* CRIU restores a shell job's tree detached and stopped only without
+	 * its terminal: such a tree keeps CRIU's own images */
+	if (o->split_bulk && !o->criu.shell_job) {
+		uint64_t moved = 0;
+		t0 = kc_now();
+		if (kc_criu_split_bulk(o->images_dir, KC_BULK_MIN, &moved, err) < 0)
+			goto rollback;
+		if (moved) {
+			m->format = KC_MANIFEST_FORMAT_BULK;
+			kc_report_add(r, "bulk-split", kc_now() - t0, 0);
+		}
+	}
 
 	memcpy(m->stages, r->stages, r->n_stages * sizeof(r->stages[0]));
 	m->n_stages = r->n_stages;

@@ -11,7 +11,7 @@
 void kc_manifest_init(struct kc_manifest *m)
 {
 	memset(m, 0, sizeof(*m));
-	m->format = KC_MANIFEST_FORMAT;
+	m->format = KC_MANIFEST_FORMAT_PLAIN;
 }
 
 void kc_manifest_free(struct kc_manifest *m)

@@ -13,6 +13,11 @@ int kc_rollback(struct kc_undo *u, struct kc_error **err);
 void kc_fill_host_info(struct kc_manifest *m, const struct kc_backends *b);
 int kc_prepare_images_dir(const char *dir, struct kc_error **err);
 
+/* Writes the regions into the (stopped) restored processes with that many
+ * threads (bulk_fill.c); *bytes written. */
+int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t n, unsigned threads,
+		 uint64_t *bytes, struct kc_error **err);
+
 /* GPU devices a process still has open or mapped (gpu_devices.c). */
 struct kc_gpu_dev_use {
 	unsigned maps, fds;

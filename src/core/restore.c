@@ -121,12 +121,20 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	struct kc_gpu_pair *pairs = NULL;
 	size_t n_pairs = 0;
 	_cleanup_strv_ char **extra = NULL; /* CRIU options */
+	_cleanup_free_ struct kc_bulk_region *bulk = NULL; /* memory CRIU leaves to us */
+	size_t n_bulk = 0;
 
 	if (m->n_procs == 0 && kc_manifest_read(o->images_dir, m, err) < 0)
 		return -1;
 
 	if (!b->criu->ops->restored_pid && kc_restore_check_links(m, err) < 0)
 		goto out;
+	if (kc_criu_read_bulk(o->images_dir, &bulk, &n_bulk, err) < 0)
+		goto out;
+	if (n_bulk && b->criu->ops->restored_pid) {
+		kc_error_set(err, KC_EXIT_IMAGE, 0, "a containerd image with memory outside CRIU's images");
+		goto out;
+	}
 
 	to_restore = kc_gpu_set_new(b, m->n_procs);
 	to_unlock = kc_gpu_set_new(b, m->n_procs);
@@ -167,6 +175,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	copts.file_locks = m->file_locks;
 	copts.link_remap = m->link_remap;
 	copts.leave_stopped = false;
+	/* nothing of the tree may run before its large memory is back */
+	copts.restore_stopped = n_bulk > 0;
 	/* the dump's own CRIU options, then this restore's */
 	extra = kc_xcalloc(kc_strv_len(m->criu_extra) + kc_strv_len(o->criu.extra) + 1, sizeof(char *));
 	size_t n_extra = 0;
@@ -194,6 +204,20 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	kc_report_add(r, "criu-restore", restore_s, pages_bytes(r, o->images_dir));
 	if (kc_check_interrupted(err) < 0)
 		goto rollback;
+	if (n_bulk) {
+		uint64_t filled = 0;
+		t0 = kc_now();
+		if (kc_bulk_fill(o->images_dir, bulk, n_bulk, o->fill_threads, &filled, err) < 0)
+			goto rollback;
+		kc_report_add(r, "memory-fill", kc_now() - t0, filled);
+		_cleanup_free_ pid_t *tree = NULL;
+		size_t n_tree = 0;
+		if (kc_proctree(root, &tree, &n_tree, err) < 0)
+			goto rollback;
+		kc_proctree_cont(tree, n_tree);
+		if (kc_check_interrupted(err) < 0)
+			goto rollback;
+	}
 
 	/* a CPU-only image needs no driver, whether or not it loaded */
 	if (to_restore->n && !planned && plan_gpus(o, b, m, to_restore->n, &pairs, &n_pairs, r, err) < 0)

@@ -150,7 +150,7 @@ static void test_round_trip(void **state)
 	json_object *root = json_tokener_parse(s);
 	assert_non_null(root);
 	assert_string_equal(json_object_get_string(json_object_object_get(root, "tool")), "kcheckpoint");
-	assert_int_equal(json_object_get_int(json_object_object_get(root, "format")), KC_MANIFEST_FORMAT);
+	assert_int_equal(json_object_get_int(json_object_object_get(root, "format")), KC_MANIFEST_FORMAT_PLAIN);
 	json_object_put(root);
 	kc_manifest_free(&back);
 	kc_manifest_free(&m);

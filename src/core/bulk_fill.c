@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Fills the large memory runs that the dump kept out of CRIU's images
+ * (src/backend/criu_bulk.c) into the restored, still stopped tree, with
+ * many threads: each writes chunks through /proc/<pid>/mem straight from
+ * the page cache (the images mapped read-only), one copy per byte.
+ * /proc/<pid>/mem, not process_vm_writev: it writes read-only private
+ * mappings too, as CRIU does when it restores them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kc/util.h"
+#include "orchestrator_int.h"
+
+#define CHUNK (16u << 20)
+
+struct src {
+	char file[64];
+	const unsigned char *map;
+	size_t len;
+};
+
+struct dst {
+	pid_t pid;
+	int fd; /* /proc/<pid>/mem */
+};
+
+struct chunk {
+	const unsigned char *from;
+	int to_fd;
+	uint64_t vaddr, len;
+};
+
+struct fill {
+	struct chunk *chunks;
+	size_t n;
+	atomic_size_t next;
+	atomic_uint_fast64_t done;
+	atomic_int failed; /* errno of the first failure */
+	pid_t failed_pid;
+};
+
+static void *worker(void *arg)
+{
+	struct fill *f = arg;
+	for (;;) {
+		if (atomic_load(&f->failed))
+			return NULL;
+		size_t i = atomic_fetch_add(&f->next, 1);
+		if (i >= f->n)
+			return NULL;
+		struct chunk *c = &f->chunks[i];
+		uint64_t off = 0;
+		while (off < c->len) {
+			ssize_t w = pwrite(c->to_fd, c->from + off, c->len - off, (off_t)(c->vaddr + off));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				int zero = 0;
+				atomic_compare_exchange_strong(&f->failed, &zero, w < 0 ? errno : EIO);
+				return NULL;
+			}
+			off += (uint64_t)w;
+		}
+		atomic_fetch_add(&f->done, c->len);
+	}
+}
+
+static uint64_t filled(void *arg)
+{
+	return atomic_load(&((struct fill *)arg)->done);
+}
+
+/* Stopped by CRIU (--leave-stopped) before running one instruction of its
+ * own: wait until the kernel shows it, bounded. */
+static int wait_stopped(pid_t pid, struct kc_error **err)
+{
+	for (int i = 0; i < 1000; i++) {
+		char st = kc_pid_state(pid);
+		if (st == 'T' || st == 't')
+			return 0;
+		if (!st || st == 'Z' || st == 'X')
+			return kc_error_set(err, KC_EXIT_CRIU, ESRCH, "restored pid %d is gone before its memory was filled",
+					    (int)pid);
+		struct timespec ts = {0, 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	return kc_error_set(err, KC_EXIT_CRIU, 0, "restored pid %d is not stopped: its memory cannot be filled safely",
+			    (int)pid);
+}
+
+int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t n, unsigned threads,
+		 uint64_t *bytes, struct kc_error **err)
+{
+	struct src *srcs = kc_xcalloc(n, sizeof(*srcs));
+	struct dst *dsts = kc_xcalloc(n, sizeof(*dsts));
+	size_t n_src = 0, n_dst = 0, n_chunks = 0;
+	struct fill f = {0};
+	int rc = -1;
+	*bytes = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		n_chunks += (v[i].bytes + CHUNK - 1) / CHUNK;
+		size_t s = 0;
+		while (s < n_src && strcmp(srcs[s].file, v[i].file))
+			s++;
+		if (s == n_src) {
+			snprintf(srcs[s].file, sizeof(srcs[s].file), "%s", v[i].file);
+			_cleanup_free_ char *path = kc_xasprintf("%s/%s", images_dir, v[i].file);
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			struct stat st;
+			if (fd < 0 || fstat(fd, &st) < 0) {
+				kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot open '%s'", path);
+				if (fd >= 0)
+					close(fd);
+				goto out;
+			}
+			srcs[s].len = (size_t)st.st_size;
+			void *m = srcs[s].len ? mmap(NULL, srcs[s].len, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+			close(fd);
+			if (m == MAP_FAILED) {
+				kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot map '%s'", path);
+				goto out;
+			}
+			srcs[s].map = m;
+			n_src++;
+		}
+		if (v[i].offset > srcs[s].len || v[i].bytes > srcs[s].len - v[i].offset) {
+			kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is shorter than its index says", v[i].file);
+			goto out;
+		}
+		size_t d = 0;
+		while (d < n_dst && dsts[d].pid != v[i].pid)
+			d++;
+		if (d == n_dst) {
+			if (wait_stopped(v[i].pid, err) < 0)
+				goto out;
+			char path[64];
+			snprintf(path, sizeof(path), "/proc/%d/mem", (int)v[i].pid);
+			dsts[d].pid = v[i].pid;
+			dsts[d].fd = open(path, O_RDWR | O_CLOEXEC);
+			if (dsts[d].fd < 0) {
+				kc_error_errno(err, KC_EXIT_CRIU, errno, "cannot open '%s'", path);
+				goto out;
+			}
+			n_dst++;
+		}
+	}
+
+	f.chunks = kc_xcalloc(n_chunks ? n_chunks : 1, sizeof(*f.chunks));
+	for (size_t i = 0; i < n; i++) {
+		size_t s = 0, d = 0;
+		while (strcmp(srcs[s].file, v[i].file))
+			s++;
+		while (dsts[d].pid != v[i].pid)
+			d++;
+		for (uint64_t off = 0; off < v[i].bytes; off += CHUNK)
+			f.chunks[f.n++] = (struct chunk){.from = srcs[s].map + v[i].offset + off, .to_fd = dsts[d].fd,
+							 .vaddr = v[i].vaddr + off,
+							 .len = v[i].bytes - off < CHUNK ? v[i].bytes - off : CHUNK};
+	}
+	if (threads < 1)
+		threads = 1;
+	if (threads > f.n)
+		threads = f.n ? (unsigned)f.n : 1;
+
+	struct kc_progress *pg = kc_progress_start("memory-fill", filled, &f);
+	pthread_t *tids = kc_xcalloc(threads, sizeof(*tids));
+	unsigned started = 0;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals stay with the main thread */
+	for (; started < threads; started++)
+		if (pthread_create(&tids[started], NULL, worker, &f) != 0)
+			break;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (started == 0)
+		worker(&f);
+	for (unsigned t = 0; t < started; t++)
+		pthread_join(tids[t], NULL);
+	free(tids);
+	kc_progress_stop(pg);
+
+	int e = atomic_load(&f.failed);
+	if (e) {
+		kc_error_errno(err, KC_EXIT_CRIU, e, "cannot fill the memory of the restored tree");
+		goto out;
+	}
+	*bytes = atomic_load(&f.done);
+	rc = 0;
+out:
+	for (size_t s = 0; s < n_src; s++)
+		munmap((void *)srcs[s].map, srcs[s].len);
+	for (size_t d = 0; d < n_dst; d++)
+		close(dsts[d].fd);
+	free(srcs);
+	free(dsts);
+	free(f.chunks);
+	return rc;
+}

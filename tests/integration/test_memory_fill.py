@@ -1,0 +1,165 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Memory kept out of CRIU's images and filled by kcheckpoint with many threads.
+
+dump moves runs of at least 4 MiB of private memory out of CRIU's page
+images (src/backend/criu_bulk.c); restore has CRIU leave the tree stopped,
+writes those runs back through /proc/<pid>/mem (src/core/bulk_fill.c), then
+lets it run.  Real CRIU, real processes; contents checked by the process
+itself, hashing its own memory.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, alive, run_kc, wait_gone
+
+LAYOUTS = SRC / "tests" / "workload" / "memory_layouts.py"
+
+
+class Layouts:
+    def __init__(self, tmp):
+        self.dir = tmp / "mem"
+        self.dir.mkdir()
+        with open(tmp / "mem.log", "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, str(LAYOUTS), str(self.dir)], stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log, start_new_session=True)
+        self.pid = self.proc.pid
+        deadline = time.time() + 30
+        while not (self.dir / "ready").exists():
+            assert time.time() < deadline and self.proc.poll() is None, (tmp / "mem.log").read_text()
+            time.sleep(0.05)
+        self.regions = [l.split() for l in (self.dir / "ready").read_text().splitlines()]
+
+    def sums(self):
+        """Asks the process to hash its regions now."""
+        (self.dir / "sums").unlink(missing_ok=True)
+        os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.time() + 20
+        while not (self.dir / "sums").exists():
+            assert time.time() < deadline, "no answer to SIGUSR1"
+            time.sleep(0.02)
+        return dict(l.split() for l in (self.dir / "sums").read_text().splitlines())
+
+    def perms(self):
+        maps = Path(f"/proc/{self.pid}/maps").read_text().splitlines()
+        out = {}
+        for name, addr, length, _ in self.regions:
+            start = int(addr, 16)
+            for l in maps:
+                lo, hi = (int(x, 16) for x in l.split()[0].split("-"))
+                if lo <= start < hi:
+                    out[name] = l.split()[1]
+        return out
+
+    def kill(self):
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@pytest.fixture
+def layouts(tmp_path):
+    started = []
+
+    def start():
+        w = Layouts(tmp_path)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.kill()
+
+
+def bulk_index(img):
+    return [l.split() for l in (img / "kcheckpoint-bulk.txt").read_text().splitlines()]
+
+
+def test_every_memory_shape_comes_back(tmp_path, kc_env, layouts):
+    w = layouts()
+    before, perms = w.sums(), w.perms()
+    assert perms == {n: p for n, _, _, p in w.regions}, perms
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    w.proc.wait(timeout=10)
+    assert wait_gone(w.pid)
+
+    # the large private runs left CRIU's images; shared memory did not
+    idx = bulk_index(img)
+    moved = sum(int(b) for _, _, b, _, _ in idx)
+    assert moved >= 40 << 20, idx
+    assert json.loads((img / "kcheckpoint.json").read_text())["format"] == 2
+    pages = sum(p.stat().st_size for p in img.glob("pages-*.img"))
+    assert pages < moved, (pages, moved)
+
+    p = run_kc(kc_env, "restore", "--fill-threads", "3", img, check=0)
+    assert "memory-fill" in p.stderr
+    assert w.sums() == before, "every region reads as it did before the dump"
+    assert w.perms() == perms, "and keeps its protection"
+
+
+def test_dump_without_fill_threads_keeps_criu_images(tmp_path, kc_env, layouts):
+    w = layouts()
+    before = w.sums()
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "--fill-threads", "0", "-D", img, w.pid, check=0)
+    w.proc.wait(timeout=10)
+    assert not (img / "kcheckpoint-bulk.txt").exists()
+    assert not list(img.glob("kcheckpoint-bulk-*"))
+    assert json.loads((img / "kcheckpoint.json").read_text())["format"] == 1
+    p = run_kc(kc_env, "restore", img, check=0)
+    assert "memory-fill" not in p.stderr
+    assert w.sums() == before
+
+
+def test_archive_roundtrip_fills_memory(tmp_path, kc_env, layouts):
+    w = layouts()
+    before = w.sums()
+    archive = tmp_path / "mem.tar.zst"
+    run_kc(kc_env, "dump", "-o", archive, w.pid, check=0)
+    w.proc.wait(timeout=10)
+    info = run_kc(kc_env, "inspect", "--verify", archive, check=0).stdout
+    assert "kcheckpoint-bulk-" in info, "the moved memory is a checksummed member"
+    run_kc(kc_env, "restore", archive, check=0)
+    assert w.sums() == before
+
+
+def test_short_bulk_file_kills_the_restored_tree_and_keeps_the_image(tmp_path, kc_env, layouts):
+    w = layouts()
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    w.proc.wait(timeout=10)
+    bulk = next(img.glob("kcheckpoint-bulk-*.img"))
+    size = bulk.stat().st_size
+    os.truncate(bulk, size // 2)
+    p = run_kc(kc_env, "restore", img, check=5)
+    assert "shorter than its index says" in p.stderr, p.stderr
+    assert not alive(w.pid), "no process runs with half its memory"
+    assert (img / "kcheckpoint.json").exists() and (img / "kcheckpoint-bulk.txt").exists()
+
+
+def test_older_manifest_format_is_refused_by_format_check(tmp_path, kc_env, layouts):
+    """An image with memory outside CRIU's is format 2; one that claims
+    format 3 is refused before CRIU runs (what an older kcheckpoint does
+    with format 2)."""
+    w = layouts()
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    w.proc.wait(timeout=10)
+    m = json.loads((img / "kcheckpoint.json").read_text())
+    m["format"] = 3
+    (img / "kcheckpoint.json").write_text(json.dumps(m))
+    p = run_kc(kc_env, "restore", img, check=5)
+    assert "format 3 is newer" in p.stderr, p.stderr
+    assert not alive(w.pid)
