@@ -209,3 +209,49 @@ out:
 	free(f.chunks);
 	return rc;
 }
+
+/*
+ * Marks of a fill in progress.  Between CRIU's restore and the end of the
+ * fill the tree is stopped with part of its memory still empty; if
+ * kcheckpoint dies there (SIGKILL), `recover` must not let it run.  The
+ * mark lives in /run/kcheckpoint (a tmpfs: gone with a reboot, as the
+ * tree is), one file per pid.  A mark only counts while its pid is
+ * stopped: a running pid means the fill finished or the pid was reused.
+ */
+static char *mark_path(pid_t pid)
+{
+	const char *dir = getenv("KCHECKPOINT_RUN_DIR");
+	return kc_xasprintf("%s/filling-%d", dir && *dir ? dir : "/run/kcheckpoint", (int)pid);
+}
+
+int kc_fillmark_set(pid_t pid, struct kc_error **err)
+{
+	_cleanup_free_ char *path = mark_path(pid);
+	_cleanup_free_ char *dir = kc_xstrdup(path);
+	*strrchr(dir, '/') = '\0';
+	if (kc_mkdir_p(dir, 0700, err) < 0)
+		return kc_error_prefix(err, "fill mark");
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create '%s'", path);
+	close(fd);
+	return 0;
+}
+
+void kc_fillmark_clear(pid_t pid)
+{
+	_cleanup_free_ char *path = mark_path(pid);
+	unlink(path);
+}
+
+bool kc_fillmark_blocks(pid_t pid)
+{
+	_cleanup_free_ char *path = mark_path(pid);
+	if (access(path, F_OK) < 0)
+		return false;
+	char st = kc_pid_state(pid);
+	if (st == 'T' || st == 't')
+		return true;
+	unlink(path); /* stale */
+	return false;
+}

@@ -18,6 +18,12 @@ int kc_prepare_images_dir(const char *dir, struct kc_error **err);
 int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t n, unsigned threads,
 		 uint64_t *bytes, struct kc_error **err);
 
+/* A fill in progress for pid (bulk_fill.c): recover refuses to continue a
+ * stopped pid with a mark. */
+int kc_fillmark_set(pid_t pid, struct kc_error **err);
+void kc_fillmark_clear(pid_t pid);
+bool kc_fillmark_blocks(pid_t pid);
+
 /* GPU devices a process still has open or mapped (gpu_devices.c). */
 struct kc_gpu_dev_use {
 	unsigned maps, fds;

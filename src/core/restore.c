@@ -177,6 +177,11 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	copts.leave_stopped = false;
 	/* nothing of the tree may run before its large memory is back */
 	copts.restore_stopped = n_bulk > 0;
+	/* before CRIU: a kcheckpoint killed from here on leaves stopped
+	 * processes whose memory is not all there, which recover must not run */
+	for (size_t i = 0; i < n_bulk; i++)
+		if (kc_fillmark_set(bulk[i].pid, err) < 0)
+			goto out;
 	/* the dump's own CRIU options, then this restore's */
 	extra = kc_xcalloc(kc_strv_len(m->criu_extra) + kc_strv_len(o->criu.extra) + 1, sizeof(char *));
 	size_t n_extra = 0;
@@ -261,6 +266,13 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 rollback:
 	kc_rollback(&undo, err);
 out:
+	/* a pid still stopped here was neither filled and continued nor
+	 * killed: its mark stays */
+	for (size_t i = 0; i < n_bulk; i++) {
+		char st = kc_pid_state(bulk[i].pid);
+		if (st != 'T' && st != 't')
+			kc_fillmark_clear(bulk[i].pid);
+	}
 	kc_undo_free(&undo);
 	free(to_restore);
 	free(to_unlock);

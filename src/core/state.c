@@ -8,6 +8,7 @@
 #include "kc/orchestrator.h"
 #include "kc/proctree.h"
 #include "kc/util.h"
+#include "orchestrator_int.h"
 
 int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
 		  struct kc_error **err)
@@ -75,6 +76,14 @@ int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **ou
 					    (int)pids[i], (int)t, comm);
 		}
 	}
+	for (size_t i = 0; i < np; i++)
+		if (kc_fillmark_blocks(pids[i])) {
+			kc_error_set(err, KC_EXIT_CRIU, 0,
+				     "pid %d was restored by a kcheckpoint that stopped before the process' memory was "
+				     "all back: it must not run",
+				     (int)pids[i]);
+			return kc_error_set_hint(err, "kill the tree and restore the image again (it is intact)");
+		}
 	_cleanup_free_ struct kc_proc_state *st = NULL;
 	size_t ns;
 	if (kc_tree_state(pid, b, &st, &ns, err) < 0)

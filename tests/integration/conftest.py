@@ -146,6 +146,7 @@ def kc_env(tmp_path):
     env["KCHECKPOINT_CRIU"] = CRIU
     env.pop("KCHECKPOINT_LIBCUDA", None)
     env["TMPDIR"] = str(tmp_path)
+    env["KCHECKPOINT_RUN_DIR"] = str(tmp_path / "run")
     # a node's real GPU list must not judge the fake driver's GPUs
     env["KCHECKPOINT_NVIDIA_PROCFS"] = str(tmp_path / "no-nvidia-procfs")
     return env

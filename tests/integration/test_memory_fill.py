@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, alive, run_kc, wait_gone
+from conftest import KC, SRC, alive, run_kc, wait_gone
 
 LAYOUTS = SRC / "tests" / "workload" / "memory_layouts.py"
 
@@ -163,3 +163,39 @@ def test_older_manifest_format_is_refused_by_format_check(tmp_path, kc_env, layo
     p = run_kc(kc_env, "restore", img, check=5)
     assert "format 3 is newer" in p.stderr, p.stderr
     assert not alive(w.pid)
+
+
+def test_sigkill_during_fill_leaves_a_tree_recover_will_not_run(tmp_path, kc_env, workloads):
+    """kcheckpoint killed while it fills: the tree stays stopped with part of
+    its memory missing; recover refuses to continue it; the image restores
+    again once the tree is gone."""
+    from conftest import proc_state
+    w = workloads(mb=1536)
+    before = w.probe()
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    kc = subprocess.Popen([str(KC), "restore", "--fill-threads", "1", str(img)], env=kc_env,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # CRIU is done once the restored pid shows up stopped: the fill runs
+    deadline = time.time() + 60
+    while proc_state(w.pid) != "T":
+        assert time.time() < deadline and kc.poll() is None, "no stopped tree to kill the fill in"
+        time.sleep(0.002)
+    kc.kill()
+    kc.wait()
+    assert proc_state(w.pid) == "T", "the tree stays stopped"
+    marks = list((tmp_path / "run").glob("filling-*"))
+    assert marks, "the fill's mark outlives kcheckpoint"
+
+    p = run_kc(kc_env, "recover", w.pid, check=7)
+    assert "must not run" in p.stderr and "restore the image again" in p.stderr, p.stderr
+    assert proc_state(w.pid) == "T"
+
+    os.kill(w.pid, signal.SIGKILL)
+    assert wait_gone(w.pid)
+    run_kc(kc_env, "restore", img, check=0)
+    after = w.probe()
+    assert after["checksum"] == before["checksum"] and after["ok"] == "1", (before, after)
+    assert not list((tmp_path / "run").glob("filling-*")), "a finished restore leaves no mark"
