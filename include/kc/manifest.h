@@ -27,6 +27,8 @@ struct kc_manifest_proc {
 	 * parent (a worker forked after CUDA init): kcheckpoint's CRIU plugin
 	 * brings them back as stand-ins */
 	bool forked_after_cuda;
+	/* stopped (SIGSTOP, ^Z) when dumped: a restore leaves it stopped */
+	bool stopped;
 	enum kc_cuda_state cuda_state; /* state found before the dump */
 	char **gpus;                   /* NULL-terminated GPU UUIDs (NVML) */
 	uint64_t vram_bytes;

@@ -199,6 +199,7 @@ static struct kc_manifest_proc *add_proc(struct kc_manifest *m, pid_t pid, pid_t
 	p->pid = pid;
 	p->ppid = ppid < 0 ? 0 : ppid;
 	kc_pid_comm(pid, p->comm, sizeof(p->comm));
+	p->stopped = kc_pid_state(pid) == 'T';
 	return p;
 }
 
@@ -214,8 +215,8 @@ static void relist_stopped_tree(pid_t root, struct kc_manifest *m, pid_t **pids,
 		bool known = false;
 		for (size_t j = 0; j < m->n_procs && !known; j++)
 			known = m->procs[j].pid == now[i];
-		if (!known)
-			add_proc(m, now[i], kc_proc_ppid(now[i]));
+		if (!known) /* stopped by CRIU, not by anyone before */
+			add_proc(m, now[i], kc_proc_ppid(now[i]))->stopped = false;
 	}
 	free(*pids);
 	*pids = now;

@@ -102,6 +102,8 @@ char *kc_manifest_to_string(const struct kc_manifest *m)
 		json_object_object_add(po, "cuda", json_object_new_boolean(p->cuda));
 		if (p->forked_after_cuda)
 			json_object_object_add(po, "forked_after_cuda", json_object_new_boolean(true));
+		if (p->stopped)
+			json_object_object_add(po, "stopped", json_object_new_boolean(true));
 		add_str(po, "cuda_state", p->cuda ? kc_cuda_state_name(p->cuda_state) : NULL);
 		json_object *gpus = json_object_new_array();
 		for (char **g = p->gpus; g && *g; g++)
@@ -273,7 +275,8 @@ static int parse_proc(json_object *po, struct kc_manifest *m, struct kc_error **
 		return -1;
 	snprintf(p->comm, sizeof(p->comm), "%s", c ? json_object_get_string(c) : "?");
 	if (get_bool(po, "cuda", false, &p->cuda, err) < 0 ||
-	    get_bool(po, "forked_after_cuda", true, &p->forked_after_cuda, err) < 0)
+	    get_bool(po, "forked_after_cuda", true, &p->forked_after_cuda, err) < 0 ||
+	    get_bool(po, "stopped", true, &p->stopped, err) < 0)
 		return -1;
 	json_object *st;
 	if (get_field(po, "cuda_state", json_type_string, true, &st, err) < 0)

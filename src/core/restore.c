@@ -219,7 +219,14 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		size_t n_tree = 0;
 		if (kc_proctree(root, &tree, &n_tree, err) < 0)
 			goto rollback;
-		kc_proctree_cont(tree, n_tree);
+		/* CRIU stopped them all; the ones stopped when dumped stay so */
+		for (size_t i = 0; i < n_tree; i++) {
+			bool was_stopped = false;
+			for (size_t j = 0; j < m->n_procs && !was_stopped; j++)
+				was_stopped = m->procs[j].pid == tree[i] && m->procs[j].stopped;
+			if (!was_stopped)
+				kc_proctree_cont(&tree[i], 1);
+		}
 		if (kc_check_interrupted(err) < 0)
 			goto rollback;
 	}

@@ -199,3 +199,26 @@ def test_sigkill_during_fill_leaves_a_tree_recover_will_not_run(tmp_path, kc_env
     after = w.probe()
     assert after["checksum"] == before["checksum"] and after["ok"] == "1", (before, after)
     assert not list((tmp_path / "run").glob("filling-*")), "a finished restore leaves no mark"
+
+
+def test_a_process_stopped_when_dumped_stays_stopped(tmp_path, kc_env, workloads):
+    """CRIU restores everything stopped for the fill; only what ran before
+    the dump runs after it."""
+    from conftest import proc_state
+    w = workloads(mb=64, children=1)
+    child = [int(x) for x in Path(f"/proc/{w.pid}/task/{w.pid}/children").read_text().split()][0]
+    os.kill(child, signal.SIGSTOP)
+    deadline = time.time() + 5
+    while proc_state(child) != "T":
+        assert time.time() < deadline
+        time.sleep(0.01)
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid) and wait_gone(child)
+    assert (img / "kcheckpoint-bulk.txt").exists()
+    run_kc(kc_env, "restore", img, check=0)
+    assert proc_state(child) == "T", "stopped before, stopped after"
+    assert w.probe()["ok"] == "1", "the parent runs, its memory intact"
+    os.kill(child, signal.SIGCONT)
+    assert w.probe(pid=child, status=f"{w.status}.0")["ok"] == "1"
