@@ -89,19 +89,27 @@ class Workload:
         raise AssertionError(f"pid {pid} did not answer SIGUSR1")
 
     def reap(self):
-        # after a dump the original is killed; collect it so its pid is free
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        reap(self.proc)
 
     def kill(self):
-        for p in [self.pid] + child_pids(self.pid):
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(self.pid, *child_pids(self.pid))
         self.reap()
+
+
+def reap(proc, timeout=5):
+    """Collects a child that was killed (a dump ends it), so its pid is free."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def kill_all(*pids):
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def child_pids(pid):

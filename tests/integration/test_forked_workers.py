@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, SRC, alive, calls, cuda_state, run_kc, wait_gone
+from conftest import BUILD, SRC, alive, calls, cuda_state, kill_all, reap, run_kc, wait_gone
 
 WORKLOAD = SRC / "tests" / "workload" / "fork_after_cuda.py"
 PLUGIN = BUILD / "criu-plugins" / "kcheckpoint_gpu_fork.so"
@@ -72,15 +72,8 @@ class Job:
         return False
 
     def kill(self):
-        for p in [self.pid, *self.worker_pids]:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_all(self.pid, *self.worker_pids)
+        reap(self.proc)
 
 
 def device_maps(pid, dev):

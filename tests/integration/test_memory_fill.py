@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KC, SRC, alive, run_kc, wait_gone
+from conftest import KC, SRC, alive, kill_all, reap, run_kc, wait_gone
 
 LAYOUTS = SRC / "tests" / "workload" / "memory_layouts.py"
 
@@ -58,14 +58,8 @@ class Layouts:
         return out
 
     def kill(self):
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_all(self.pid)
+        reap(self.proc)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KC, SRC, alive, child_pids, kill_pid, proc_state, run_kc, wait_gone
+from conftest import KC, SRC, alive, child_pids, kill_pid, proc_state, reap, run_kc, wait_gone
 
 PY = sys.executable
 REAL_ECHO = SRC / "tests" / "workload" / "real_echo.py"
@@ -55,10 +55,7 @@ class Spawned:
 
     def reap(self):
         """The dumped original is killed: collect it so its pid is free."""
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        reap(self.proc)
 
     def kill(self):
         # a pool asked to stop unlinks its semaphores; SIGKILL would leak them
