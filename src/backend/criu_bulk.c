@@ -272,21 +272,24 @@ int kc_criu_read_bulk(const char *images_dir, struct kc_bulk_region **out, size_
 		kc_error_propagate(err, steal_ptr(rerr));
 		return -1;
 	}
-	size_t cap = 16;
+	size_t cap = 16, k = 0;
 	_cleanup_free_ struct kc_bulk_region *v = kc_xmalloc(cap * sizeof(*v));
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
 	char *save = NULL;
 	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
 		struct kc_bulk_region r = {0};
 		int pid, used = 0;
 		if (sscanf(l, "%d %" SCNx64 " %" SCNu64 " %63s %" SCNu64 "%n", &pid, &r.vaddr, &r.bytes, r.file,
 			   &r.offset, &used) != 5 ||
-		    l[used] || pid <= 0 || strncmp(r.file, "kcheckpoint-bulk-", 17) || strchr(r.file, '/') || !r.bytes)
+		    l[used] || pid <= 0 || strncmp(r.file, "kcheckpoint-bulk-", 17) || strchr(r.file, '/') || !r.bytes ||
+		    r.vaddr % page || r.bytes % page || r.vaddr + r.bytes < r.vaddr)
 			return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s': bad line '%s'", path, l);
 		r.pid = (pid_t)pid;
-		if (*n == cap)
+		if (k == cap)
 			v = kc_xrealloc(v, (cap *= 2) * sizeof(*v));
-		v[(*n)++] = r;
+		v[k++] = r;
 	}
 	*out = steal_ptr(v);
+	*n = k;
 	return 0;
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kc/signals.h"
 #include "kc/util.h"
 #include "orchestrator_int.h"
 
@@ -55,6 +56,11 @@ static void *worker(void *arg)
 {
 	struct fill *f = arg;
 	for (;;) {
+		/* ^C: the restore is rolled back, the rest need not be written */
+		if (kc_signals_pending()) {
+			int zero = 0;
+			atomic_compare_exchange_strong(&f->failed, &zero, EINTR);
+		}
 		if (atomic_load(&f->failed))
 			return NULL;
 		size_t i = atomic_fetch_add(&f->next, 1);
@@ -193,6 +199,8 @@ int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t 
 	kc_progress_stop(pg);
 
 	int e = atomic_load(&f.failed);
+	if (e == EINTR && kc_check_interrupted(err) < 0)
+		goto out;
 	if (e) {
 		kc_error_errno(err, KC_EXIT_CRIU, e, "cannot fill the memory of the restored tree");
 		goto out;

@@ -123,6 +123,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	_cleanup_strv_ char **extra = NULL; /* CRIU options */
 	_cleanup_free_ struct kc_bulk_region *bulk = NULL; /* memory CRIU leaves to us */
 	size_t n_bulk = 0;
+	bool fill_done = false; /* every process' memory is back */
 
 	if (m->n_procs == 0 && kc_manifest_read(o->images_dir, m, err) < 0)
 		return -1;
@@ -131,6 +132,26 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		goto out;
 	if (kc_criu_read_bulk(o->images_dir, &bulk, &n_bulk, err) < 0)
 		goto out;
+	/* format 2 promises memory outside CRIU's images: without its index
+	 * it would come back as zeros */
+	for (size_t i = 0; i < n_bulk; i++) {
+		bool dumped = false;
+		for (size_t j = 0; j < m->n_procs && !dumped; j++)
+			dumped = m->procs[j].pid == bulk[i].pid;
+		if (!dumped) {
+			kc_error_set(err, KC_EXIT_IMAGE, 0,
+				     "'" KC_BULK_INDEX "' names pid %d, which is not a process of the restored tree",
+				     (int)bulk[i].pid);
+			free(steal_ptr(bulk));
+			n_bulk = 0; /* no marks were set for these */
+			goto out;
+		}
+	}
+	if (m->format >= KC_MANIFEST_FORMAT_BULK && !n_bulk) {
+		kc_error_set(err, KC_EXIT_IMAGE, 0, "the image keeps memory outside CRIU's images, but '" KC_BULK_INDEX
+						    "' is missing or empty");
+		goto out;
+	}
 	if (n_bulk && b->criu->ops->restored_pid) {
 		kc_error_set(err, KC_EXIT_IMAGE, 0, "a containerd image with memory outside CRIU's images");
 		goto out;
@@ -210,14 +231,29 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (kc_check_interrupted(err) < 0)
 		goto rollback;
 	if (n_bulk) {
+		_cleanup_free_ pid_t *tree = NULL;
+		size_t n_tree = 0;
+		if (kc_proctree(root, &tree, &n_tree, err) < 0)
+			goto rollback;
+		/* the index may only name processes CRIU just restored */
+		for (size_t i = 0; i < n_bulk; i++) {
+			bool ours = false;
+			for (size_t j = 0; j < n_tree && !ours; j++)
+				ours = tree[j] == bulk[i].pid;
+			if (!ours) {
+				kc_error_set(err, KC_EXIT_IMAGE, 0,
+					     "'" KC_BULK_INDEX "' names pid %d, which is not a process of the restored tree",
+					     (int)bulk[i].pid);
+				goto rollback;
+			}
+		}
 		uint64_t filled = 0;
 		t0 = kc_now();
 		if (kc_bulk_fill(o->images_dir, bulk, n_bulk, o->fill_threads, &filled, err) < 0)
 			goto rollback;
 		kc_report_add(r, "memory-fill", kc_now() - t0, filled);
-		_cleanup_free_ pid_t *tree = NULL;
-		size_t n_tree = 0;
-		if (kc_proctree(root, &tree, &n_tree, err) < 0)
+		fill_done = true;
+		if (kc_check_interrupted(err) < 0)
 			goto rollback;
 		/* CRIU stopped them all; the ones stopped when dumped stay so */
 		for (size_t i = 0; i < n_tree; i++) {
@@ -273,11 +309,11 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 rollback:
 	kc_rollback(&undo, err);
 out:
-	/* a pid still stopped here was neither filled and continued nor
-	 * killed: its mark stays */
+	/* a pid whose fill did not finish and that is still stopped here (the
+	 * rollback could not kill it) keeps its mark */
 	for (size_t i = 0; i < n_bulk; i++) {
 		char st = kc_pid_state(bulk[i].pid);
-		if (st != 'T' && st != 't')
+		if (fill_done || (st != 'T' && st != 't'))
 			kc_fillmark_clear(bulk[i].pid);
 	}
 	kc_undo_free(&undo);

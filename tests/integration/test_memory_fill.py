@@ -214,5 +214,56 @@ def test_a_process_stopped_when_dumped_stays_stopped(tmp_path, kc_env, workloads
     run_kc(kc_env, "restore", img, check=0)
     assert proc_state(child) == "T", "stopped before, stopped after"
     assert w.probe()["ok"] == "1", "the parent runs, its memory intact"
+    # its mark went with the finished fill: recover has nothing against it
+    assert not list((tmp_path / "run").glob("filling-*"))
+    run_kc(kc_env, "recover", child, check=0)
     os.kill(child, signal.SIGCONT)
     assert w.probe(pid=child, status=f"{w.status}.0")["ok"] == "1"
+
+
+def dumped(tmp_path, kc_env, w, name="img"):
+    img = tmp_path / name
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    return img
+
+
+def test_bad_index_line_after_a_good_one_is_refused(tmp_path, kc_env, workloads):
+    w = workloads(mb=64)
+    img = dumped(tmp_path, kc_env, w)
+    idx = img / "kcheckpoint-bulk.txt"
+    idx.write_text(idx.read_text().splitlines()[0] + "\ngarbage\n")
+    p = run_kc(kc_env, "restore", img, check=5)
+    assert "bad line 'garbage'" in p.stderr, p.stderr
+    assert not alive(w.pid)
+
+
+def test_index_naming_a_process_outside_the_tree_is_refused(tmp_path, kc_env, workloads):
+    """A stopped bystander must never be written to, whatever the image says."""
+    from conftest import proc_state
+    victim = workloads(mb=8, seed=3, name="victim")
+    os.kill(victim.pid, signal.SIGSTOP)
+    maps = Path(f"/proc/{victim.pid}/maps").read_text().splitlines()
+    addr = next(l.split("-")[0] for l in maps if l.split()[1] == "rw-p")
+    w = workloads(mb=64)
+    img = dumped(tmp_path, kc_env, w)
+    idx = img / "kcheckpoint-bulk.txt"
+    first = idx.read_text().splitlines()[0].split()
+    idx.write_text(idx.read_text() + f"{victim.pid} {addr} 4096 {first[3]} 0\n")
+    p = run_kc(kc_env, "restore", img, check=5)
+    assert f"names pid {victim.pid}, which is not a process of the restored tree" in p.stderr, p.stderr
+    assert not alive(w.pid), "the restored tree is killed"
+    assert proc_state(victim.pid) == "T"
+    os.kill(victim.pid, signal.SIGCONT)
+    assert victim.probe()["ok"] == "1", "the bystander's memory is untouched"
+    assert not list((tmp_path / "run").glob("filling-*"))
+
+
+def test_format_2_image_without_its_index_is_refused(tmp_path, kc_env, workloads):
+    w = workloads(mb=64)
+    img = dumped(tmp_path, kc_env, w)
+    (img / "kcheckpoint-bulk.txt").unlink()
+    p = run_kc(kc_env, "restore", img, check=5)
+    assert "kcheckpoint-bulk.txt' is missing or empty" in p.stderr, p.stderr
+    assert not alive(w.pid)
