@@ -33,6 +33,10 @@ struct kc_criu_opts {
 	/* Restore leaves the tree SIGSTOPped (its large memory is filled by
 	 * kcheckpoint before anything runs). */
 	bool restore_stopped;
+	/* Dump: private anonymous VMAs of at least this many bytes are left to
+	 * kcheckpoint (listed in KC_BULK_SKIPPED) by a CRIU that knows how
+	 * (patches/criu/); 0: CRIU dumps all. */
+	uint64_t bulk_min;
 };
 
 /* From CRIU's stats-dump / stats-restore images (images/stats.proto). */
@@ -110,6 +114,7 @@ int kc_criu_link_remaps(const char *images_dir, char ***paths, struct kc_error *
 /* Large runs of private memory kept out of CRIU's page images (see
  * criu_bulk.c): each of pid's bytes at vaddr are at offset in file. */
 #define KC_BULK_INDEX "kcheckpoint-bulk.txt"
+#define KC_BULK_SKIPPED "kcheckpoint-skipped.txt"
 struct kc_bulk_region {
 	pid_t pid;
 	uint64_t vaddr, bytes, offset;

@@ -37,6 +37,7 @@ struct kc_dump_opts {
 	/* Take runs of private memory of at least KC_BULK_MIN out of CRIU's
 	 * images, for restore to fill with many threads (criu_bulk.c). */
 	bool split_bulk;
+	unsigned fill_threads; /* threads that read it, with a CRIU that leaves it to us */
 	struct kc_criu_opts criu;
 	/* Runs after CRIU wrote the images and the manifest, while the tree
 	 * is still stopped and can be rolled back (archiving goes here). */

@@ -230,7 +230,7 @@ static int spawn_error(struct kc_error **err, int e, const char *path)
  * group the terminal's foreground group, which only works from our own,
  * foreground, group.
  */
-static int run_criu(char **argv, bool keep_stdin, char **output, int *wstatus, struct kc_error **err)
+static int run_criu(char **argv, char **envp, bool keep_stdin, char **output, int *wstatus, struct kc_error **err)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -266,7 +266,7 @@ static int run_criu(char **argv, bool keep_stdin, char **output, int *wstatus, s
 	posix_spawnattr_setsigdefault(&attr, &all);
 
 	pid_t pid;
-	int r = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
+	int r = posix_spawnp(&pid, argv[0], &fa, &attr, argv, envp ? envp : environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	if (r != 0)
@@ -392,7 +392,7 @@ static int criu_version(void *h, const struct kc_criu_opts *o, char **version, s
 
 	_cleanup_free_ char *out = NULL;
 	int status;
-	if (run_criu(argv, false, &out, &status, err) < 0)
+	if (run_criu(argv, NULL, false, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "--version", status, NULL, out);
@@ -423,7 +423,7 @@ static int criu_check(void *h, const struct kc_criu_opts *o, char **output, stru
 
 	_cleanup_free_ char *out = NULL;
 	int status;
-	if (run_criu(argv, false, &out, &status, err) < 0)
+	if (run_criu(argv, NULL, false, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status)) {
 		_cleanup_free_ char *copy = kc_xstrdup(out);
@@ -460,10 +460,20 @@ static int criu_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const cha
 		argv_add(&a, "--leave-stopped");
 	argv = a.v;
 
+	/* our CRIU (patches/criu/0001-*) leaves large anonymous memory to us;
+	 * any other CRIU ignores the variable and dumps it all */
+	_cleanup_strv_ char **envp = NULL;
+	if (o->bulk_min) {
+		size_t n = kc_strv_len(environ);
+		envp = kc_xcalloc(n + 2, sizeof(char *));
+		for (size_t i = 0; i < n; i++)
+			envp[i] = kc_xstrdup(environ[i]);
+		envp[n] = kc_xasprintf("KCHECKPOINT_BULK_MIN=%llu", (unsigned long long)o->bulk_min);
+	}
 	_cleanup_free_ char *out = NULL;
 	_cleanup_free_ char *log = kc_xasprintf("%s/criu-dump.log", dir);
 	int status;
-	if (run_criu(argv, false, &out, &status, err) < 0)
+	if (run_criu(argv, envp, false, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "dump", status, log, out);
@@ -521,7 +531,7 @@ static int criu_restore(void *h, const struct kc_criu_opts *o, const char *image
 	_cleanup_free_ char *out = NULL;
 	_cleanup_free_ char *log = kc_xasprintf("%s/criu-restore.log", dir);
 	int status;
-	if (run_criu(argv, o->shell_job, &out, &status, err) < 0)
+	if (run_criu(argv, NULL, o->shell_job, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "restore", status, log, out);
@@ -594,7 +604,7 @@ static int criu_probe_inet(void *h, const struct kc_criu_opts *o, struct kc_erro
 		int status;
 		_cleanup_free_ char *out = NULL;
 		_cleanup_free_ char *log = kc_xasprintf("%s/probe.log", tmpl);
-		if (run_criu(argv, false, &out, &status, err) < 0)
+		if (run_criu(argv, NULL, false, &out, &status, err) < 0)
 			rc = -1;
 		else if (!succeeded(status))
 			rc = criu_failed(err, "dump of a listening TCP socket", status, log, out);

@@ -239,7 +239,8 @@ int kc_criu_split_bulk(const char *images_dir, uint64_t min_bytes, uint64_t *mov
 	if (!d)
 		return kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot open images dir '%s'", images_dir);
 	_cleanup_free_ char *index_path = kc_xasprintf("%s/" KC_BULK_INDEX, images_dir);
-	FILE *index = fopen(index_path, "wxe");
+	/* after the reader's lines, if any (src/core/bulk_read.c) */
+	FILE *index = fopen(index_path, "ae");
 	if (!index)
 		return kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot create '%s'", index_path);
 	int rc = 0;
@@ -254,7 +255,8 @@ int kc_criu_split_bulk(const char *images_dir, uint64_t min_bytes, uint64_t *mov
 	}
 	if (fclose(index) != 0 && rc == 0)
 		rc = kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot write '%s'", index_path);
-	if (rc == 0 && *moved == 0)
+	struct stat st;
+	if (rc == 0 && stat(index_path, &st) == 0 && st.st_size == 0)
 		unlink(index_path); /* nothing large: a plain CRIU image */
 	return rc;
 }

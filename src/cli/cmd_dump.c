@@ -134,7 +134,9 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	_cleanup_free_ pid_t *task_pids = NULL;
 	/* containerd's CRIU writes its own images: they stay as they are */
 	struct kc_dump_opts o = {.lock_timeout_ms = a.lock_timeout_ms, .leave_running = a.leave_running,
-				 .split_bulk = a.fill_threads != 0 && !a.containerd};
+				 .split_bulk = a.fill_threads != 0 && !a.containerd,
+				 .fill_threads = a.fill_threads > 0 ? (unsigned)a.fill_threads
+								    : (unsigned)sysconf(_SC_NPROCESSORS_ONLN)};
 	kc_cli_criu_opts(&a, &o.criu);
 
 	if (a.containerd) {

@@ -340,6 +340,9 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	/* CPU stage; the tree stays stopped so we can still roll back */
 	struct kc_criu_opts copts = o->criu;
 	copts.leave_stopped = true;
+	/* CRIU restores a shell job's tree detached and stopped only without
+	 * its terminal: such a tree keeps all its memory in CRIU's images */
+	copts.bulk_min = o->split_bulk && !o->criu.shell_job ? KC_BULK_MIN : 0;
 	/* pushed first: a CRIU that dies by a signal cannot thaw what it stopped */
 	struct resume_arg *ra = kc_xcalloc(1, sizeof(*ra));
 	*ra = (struct resume_arg){.criu = b->criu, .pids = &pids, .n = &n, .tcp_locked = o->criu.tcp_established};
@@ -368,9 +371,17 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	kc_report_add(r, "criu-dump", dump_s, written);
 	if (kc_check_interrupted(err) < 0)
 		goto rollback;
-	/* CRIU restores a shell job's tree detached and stopped only without
-	 * its terminal: such a tree keeps CRIU's own images */
-	if (o->split_bulk && !o->criu.shell_job) {
+	if (copts.bulk_min) {
+		uint64_t got = 0;
+		t0 = kc_now();
+		if (kc_bulk_read(o->images_dir, o->fill_threads, &got, err) < 0)
+			goto rollback;
+		if (got) {
+			m->format = KC_MANIFEST_FORMAT_BULK;
+			kc_report_add(r, "memory-read", kc_now() - t0, got);
+		}
+	}
+	if (copts.bulk_min) {
 		uint64_t moved = 0;
 		t0 = kc_now();
 		if (kc_criu_split_bulk(o->images_dir, KC_BULK_MIN, &moved, err) < 0)

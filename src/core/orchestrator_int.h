@@ -18,6 +18,10 @@ int kc_prepare_images_dir(const char *dir, struct kc_error **err);
 int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t n, unsigned threads,
 		 uint64_t *bytes, struct kc_error **err);
 
+/* After CRIU dumped with bulk_min: reads what it left out (KC_BULK_SKIPPED)
+ * with that many threads into the images dir and the index (bulk_read.c). */
+int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, struct kc_error **err);
+
 /* A fill in progress for pid (bulk_fill.c): recover refuses to continue a
  * stopped pid with a mark. */
 int kc_fillmark_set(pid_t pid, struct kc_error **err);

@@ -96,8 +96,10 @@ def test_json_report(tmp_path, kc_env, workloads):
     names = [s["stage"] for s in doc["stages"]]
     assert "criu-dump" in names
     crit = next(s for s in doc["stages"] if s["stage"] == "criu-dump")
-    assert crit["bytes"] >= 16 * 1000 * 1000 and crit["gb_per_s"] > 0
-    assert doc["criu"]["pages_written"] >= 16 * 1024 * 1024 // 4096
+    # CRIU writes the small memory; kcheckpoint reads the large runs itself
+    memory = sum(s["bytes"] for s in doc["stages"] if s["stage"] in ("criu-dump", "memory-read"))
+    assert memory >= 16 * 1000 * 1000 and crit["gb_per_s"] > 0, doc["stages"]
+    assert doc["criu"]["pages_written"] > 0  # CRIU's own pages: the small rest
     assert p.stderr == "", "-q keeps stderr empty"
     w.reap()
     p = run_kc(kc_env, "restore", "--json", "-q", tmp_path / "img", check=0)

@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The dump side of the parallel memory path: CRIU (patched, see
+ * patches/criu/) left the pages of large private anonymous VMAs out of its
+ * images and listed the VMAs in kcheckpoint-skipped.txt; the tree is still
+ * stopped (--leave-stopped), so their memory cannot change.  Here many
+ * threads read the populated pages of those VMAs (per /proc/<pid>/pagemap:
+ * present or swapped) through /proc/<pid>/mem straight into a mapping of
+ * kcheckpoint-bulk-read.img, one copy per byte, and each run goes into the
+ * index (kcheckpoint-bulk.txt) that restore fills from.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kc/signals.h"
+#include "kc/util.h"
+#include "orchestrator_int.h"
+
+#define OUT_NAME "kcheckpoint-bulk-read.img"
+#define CHUNK (16u << 20)
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAPPED (1ull << 62)
+
+struct run {
+	pid_t pid;
+	uint64_t vaddr, bytes, offset;
+};
+
+struct job {
+	struct run *runs;
+	size_t n;
+	int *memfd; /* per run: /proc/<pid>/mem */
+	unsigned char *out;
+	atomic_size_t next; /* chunk counter over all runs */
+	size_t *first_chunk; /* per run */
+	size_t n_chunks;
+	atomic_uint_fast64_t done;
+	atomic_int failed;
+};
+
+static void add_run(struct run **v, size_t *n, size_t *cap, pid_t pid, uint64_t vaddr, uint64_t bytes)
+{
+	if (*n && (*v)[*n - 1].pid == pid && (*v)[*n - 1].vaddr + (*v)[*n - 1].bytes == vaddr) {
+		(*v)[*n - 1].bytes += bytes;
+		return;
+	}
+	if (*n == *cap)
+		*v = kc_xrealloc(*v, (*cap = *cap ? *cap * 2 : 64) * sizeof(**v));
+	(*v)[(*n)++] = (struct run){.pid = pid, .vaddr = vaddr, .bytes = bytes};
+}
+
+/* The populated pages of [start, end) of pid, as runs. */
+static int scan(pid_t pid, uint64_t start, uint64_t end, struct run **v, size_t *n, size_t *cap,
+		struct kc_error **err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kc_error_errno(err, KC_EXIT_CRIU, errno, "cannot open '%s'", path);
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t buf[4096];
+	for (uint64_t va = start; va < end;) {
+		size_t want = (size_t)((end - va) / page);
+		if (want > KC_ARRAY_SIZE(buf))
+			want = KC_ARRAY_SIZE(buf);
+		ssize_t got = pread(fd, buf, want * sizeof(uint64_t), (off_t)(va / page * sizeof(uint64_t)));
+		if (got <= 0 || got % (ssize_t)sizeof(uint64_t))
+			return kc_error_errno(err, KC_EXIT_CRIU, got < 0 ? errno : EIO, "cannot read '%s'", path);
+		for (size_t i = 0; i < (size_t)got / sizeof(uint64_t); i++, va += page)
+			if (buf[i] & (PM_PRESENT | PM_SWAPPED))
+				add_run(v, n, cap, pid, va, page);
+	}
+	return 0;
+}
+
+static void *reader(void *arg)
+{
+	struct job *j = arg;
+	size_t r = 0;
+	for (;;) {
+		if (kc_signals_pending()) {
+			int zero = 0;
+			atomic_compare_exchange_strong(&j->failed, &zero, EINTR);
+		}
+		if (atomic_load(&j->failed))
+			return NULL;
+		size_t c = atomic_fetch_add(&j->next, 1);
+		if (c >= j->n_chunks)
+			return NULL;
+		while (r + 1 < j->n && j->first_chunk[r + 1] <= c)
+			r++;
+		while (r > 0 && j->first_chunk[r] > c)
+			r--;
+		struct run *x = &j->runs[r];
+		uint64_t off = (uint64_t)(c - j->first_chunk[r]) * CHUNK;
+		uint64_t len = x->bytes - off < CHUNK ? x->bytes - off : CHUNK;
+		for (uint64_t at = 0; at < len;) {
+			ssize_t got = pread(j->memfd[r], j->out + x->offset + off + at, len - at,
+					    (off_t)(x->vaddr + off + at));
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0) {
+				int zero = 0;
+				atomic_compare_exchange_strong(&j->failed, &zero, got < 0 ? errno : EIO);
+				return NULL;
+			}
+			at += (uint64_t)got;
+		}
+		atomic_fetch_add(&j->done, len);
+	}
+}
+
+static uint64_t read_so_far(void *arg)
+{
+	return atomic_load(&((struct job *)arg)->done);
+}
+
+int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, struct kc_error **err)
+{
+	*bytes = 0;
+	_cleanup_free_ char *list = kc_xasprintf("%s/" KC_BULK_SKIPPED, images_dir);
+	_cleanup_free_ char *text = NULL;
+	_cleanup_error_ struct kc_error *rerr = NULL;
+	if (kc_read_file(list, &text, NULL, &rerr) < 0) {
+		if (rerr->cause == ENOENT)
+			return 0; /* a CRIU that dumped everything itself */
+		kc_error_propagate(err, steal_ptr(rerr));
+		return -1;
+	}
+	struct job j = {0};
+	size_t cap = 0;
+	int rc = -1;
+	_cleanup_free_ char *out_path = kc_xasprintf("%s/" OUT_NAME, images_dir);
+	int out_fd = -1;
+	uint64_t total = 0;
+	char *save = NULL;
+	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		int pid;
+		uint64_t start, end;
+		if (sscanf(l, "%d %" SCNx64 " %" SCNx64, &pid, &start, &end) != 3 || pid <= 0 || end <= start) {
+			kc_error_set(err, KC_EXIT_CRIU, 0, "'%s': bad line '%s'", list, l);
+			goto out;
+		}
+		if (scan((pid_t)pid, start, end, &j.runs, &j.n, &cap, err) < 0)
+			goto out;
+	}
+	j.memfd = kc_xcalloc(j.n + 1, sizeof(int));
+	j.first_chunk = kc_xcalloc(j.n + 1, sizeof(size_t));
+	for (size_t i = 0; i < j.n; i++) {
+		j.memfd[i] = -1;
+		j.runs[i].offset = total;
+		total += j.runs[i].bytes;
+		j.first_chunk[i] = j.n_chunks;
+		j.n_chunks += (j.runs[i].bytes + CHUNK - 1) / CHUNK;
+	}
+	for (size_t i = 0; i < j.n; i++) {
+		if (i && j.runs[i - 1].pid == j.runs[i].pid) {
+			j.memfd[i] = j.memfd[i - 1];
+			continue;
+		}
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/mem", (int)j.runs[i].pid);
+		j.memfd[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (j.memfd[i] < 0) {
+			kc_error_errno(err, KC_EXIT_CRIU, errno, "cannot open '%s'", path);
+			goto out;
+		}
+	}
+	if (total) {
+		out_fd = open(out_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (out_fd < 0 || ftruncate(out_fd, (off_t)total) < 0) {
+			kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot create '%s'", out_path);
+			goto out;
+		}
+		j.out = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, out_fd, 0);
+		if (j.out == MAP_FAILED) {
+			j.out = NULL;
+			kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot map '%s'", out_path);
+			goto out;
+		}
+		if (threads < 1)
+			threads = 1;
+		if (threads > j.n_chunks)
+			threads = (unsigned)j.n_chunks;
+		struct kc_progress *pg = kc_progress_start("memory-read", read_so_far, &j);
+		pthread_t *tids = kc_xcalloc(threads, sizeof(*tids));
+		unsigned started = 0;
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		for (; started < threads; started++)
+			if (pthread_create(&tids[started], NULL, reader, &j) != 0)
+				break;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (!started)
+			reader(&j);
+		for (unsigned t = 0; t < started; t++)
+			pthread_join(tids[t], NULL);
+		free(tids);
+		kc_progress_stop(pg);
+		int e = atomic_load(&j.failed);
+		if (e == EINTR && kc_check_interrupted(err) < 0)
+			goto out;
+		if (e) {
+			kc_error_errno(err, KC_EXIT_CRIU, e, "cannot read the memory of the dumped tree");
+			goto out;
+		}
+	}
+
+	_cleanup_free_ char *idx_path = kc_xasprintf("%s/" KC_BULK_INDEX, images_dir);
+	FILE *idx = fopen(idx_path, "ae");
+	if (!idx) {
+		kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot write '%s'", idx_path);
+		goto out;
+	}
+	for (size_t i = 0; i < j.n; i++)
+		fprintf(idx, "%d %" PRIx64 " %" PRIu64 " " OUT_NAME " %" PRIu64 "\n", (int)j.runs[i].pid, j.runs[i].vaddr,
+			j.runs[i].bytes, j.runs[i].offset);
+	if (fclose(idx) != 0) {
+		kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot write '%s'", idx_path);
+		goto out;
+	}
+	unlink(list); /* CRIU's note, now in the index */
+	*bytes = total;
+	rc = 0;
+out:
+	if (j.out)
+		munmap(j.out, total);
+	if (out_fd >= 0)
+		close(out_fd);
+	if (rc < 0)
+		unlink(out_path);
+	for (size_t i = 0; j.memfd && i < j.n; i++)
+		if (j.memfd[i] >= 0 && (i == 0 || j.memfd[i] != j.memfd[i - 1]))
+			close(j.memfd[i]);
+	free(j.memfd);
+	free(j.first_chunk);
+	free(j.runs);
+	return rc;
+}
