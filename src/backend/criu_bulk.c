@@ -48,7 +48,7 @@ struct entry {
 
 static int parse_entry(struct pb b, uint64_t page, struct entry *e)
 {
-	struct pb_field f;
+	struct pb_field f = {0};
 	uint64_t compat = 0, nr = 0, flags = 0;
 	bool have_flags = false, in_parent = false, have_nr = false;
 	int r;
@@ -137,7 +137,7 @@ static int split_one(int dirfd, const char *name, pid_t pid, uint64_t min_bytes,
 		uint32_t size = le32(p + at);
 		struct pb b = {p + at + 4, p + at + 4 + size};
 		if (at == 8) { /* PagemapHead */
-			struct pb_field f;
+			struct pb_field f = {0};
 			int r;
 			while ((r = pb_next(&b, &f)) > 0)
 				if (f.num == 1 && f.wire == WIRE_VARINT)

@@ -33,7 +33,7 @@ static double us_to_s(uint64_t us)
 
 static int decode_dump(struct pb b, struct kc_criu_stats *st)
 {
-	struct pb_field f;
+	struct pb_field f = {0};
 	int r;
 	while ((r = pb_next(&b, &f)) > 0) {
 		if (f.wire != WIRE_VARINT)
@@ -59,7 +59,7 @@ static int decode_dump(struct pb b, struct kc_criu_stats *st)
 
 static int decode_restore(struct pb b, struct kc_criu_stats *st)
 {
-	struct pb_field f;
+	struct pb_field f = {0};
 	int r;
 	while ((r = pb_next(&b, &f)) > 0) {
 		if (f.wire != WIRE_VARINT)
@@ -111,7 +111,7 @@ static int decode_image(const char *path, const unsigned char *buf, size_t len, 
 				    len - off - size);
 
 	struct pb b = { buf + off, buf + off + size };
-	struct pb_field f;
+	struct pb_field f = {0};
 	int r;
 	while ((r = pb_next(&b, &f)) > 0) {
 		if (f.wire != WIRE_LEN)
@@ -206,7 +206,7 @@ struct remaps {
 static int remap_entry(struct pb b, void *arg)
 {
 	struct remaps *rm = arg;
-	struct pb_field f;
+	struct pb_field f = {0};
 	uint64_t remap_id = 0, type = 0;
 	bool have_id = false;
 	int r;
@@ -230,7 +230,7 @@ static int remap_entry(struct pb b, void *arg)
 static int file_entry(struct pb b, void *arg)
 {
 	struct remaps *rm = arg;
-	struct pb_field f;
+	struct pb_field f = {0};
 	uint64_t type = 0, id = 0;
 	struct pb reg = {NULL, NULL};
 	int r;

@@ -180,7 +180,7 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 		for (size_t i = 0; c < OPT_HELP && i < kc_n_options; i++)
 			if (kc_options[i].short_name == c && (kc_options[i].commands & cmd->bit))
 				c = (int)kc_options[i].id;
-		unsigned long v;
+		unsigned long v = 0;
 		switch (c) {
 		case OPT_HELP:
 			kc_cli_usage(cmd, stdout);

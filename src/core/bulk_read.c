@@ -163,6 +163,7 @@ int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, stru
 	size_t cap = 0;
 	int rc = -1;
 	_cleanup_free_ char *out_path = kc_xasprintf("%s/" OUT_NAME, images_dir);
+	_cleanup_free_ char *idx_path = NULL;
 	int out_fd = -1;
 	uint64_t total = 0;
 	char *save = NULL;
@@ -234,7 +235,7 @@ int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, stru
 		}
 	}
 
-	_cleanup_free_ char *idx_path = kc_xasprintf("%s/" KC_BULK_INDEX, images_dir);
+	idx_path = kc_xasprintf("%s/" KC_BULK_INDEX, images_dir);
 	FILE *idx = fopen(idx_path, "ae");
 	if (!idx) {
 		kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot write '%s'", idx_path);

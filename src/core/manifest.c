@@ -179,7 +179,7 @@ static int get_field(json_object *o, const char *key, json_type want, bool optio
 
 static int get_str(json_object *o, const char *key, bool optional, char **out, struct kc_error **err)
 {
-	json_object *v;
+	json_object *v = NULL;
 	if (get_field(o, key, json_type_string, optional, &v, err) < 0)
 		return -1;
 	*out = v ? kc_xstrdup(json_object_get_string(v)) : NULL;
@@ -189,7 +189,7 @@ static int get_str(json_object *o, const char *key, bool optional, char **out, s
 static int get_int(json_object *o, const char *key, bool optional, long long lo, long long hi, long long *out,
 		   struct kc_error **err)
 {
-	json_object *v;
+	json_object *v = NULL;
 	if (get_field(o, key, json_type_int, optional, &v, err) < 0)
 		return -1;
 	if (!v) {
@@ -206,7 +206,7 @@ static int get_int(json_object *o, const char *key, bool optional, long long lo,
 
 static int get_u64(json_object *o, const char *key, bool optional, uint64_t *out, struct kc_error **err)
 {
-	json_object *v;
+	json_object *v = NULL;
 	if (get_field(o, key, json_type_int, optional, &v, err) < 0)
 		return -1;
 	if (v && json_object_get_int64(v) < 0)
@@ -217,7 +217,7 @@ static int get_u64(json_object *o, const char *key, bool optional, uint64_t *out
 
 static int get_double(json_object *o, const char *key, bool optional, double *out, struct kc_error **err)
 {
-	json_object *v;
+	json_object *v = NULL;
 	if (get_field(o, key, json_type_double, optional, &v, err) < 0)
 		return -1;
 	*out = v ? json_object_get_double(v) : 0.0;
@@ -226,7 +226,7 @@ static int get_double(json_object *o, const char *key, bool optional, double *ou
 
 static int get_bool(json_object *o, const char *key, bool optional, bool *out, struct kc_error **err)
 {
-	json_object *v;
+	json_object *v = NULL;
 	if (get_field(o, key, json_type_boolean, optional, &v, err) < 0)
 		return -1;
 	*out = v ? json_object_get_boolean(v) : false;
@@ -263,7 +263,7 @@ static int parse_proc(json_object *po, struct kc_manifest *m, struct kc_error **
 	if (!json_object_is_type(po, json_type_object))
 		return kc_error_set(err, KC_EXIT_IMAGE, 0, "a process entry is not an object");
 	struct kc_manifest_proc *p = kc_manifest_add_proc(m);
-	long long v;
+	long long v = 0;
 	if (get_int(po, "pid", false, 1, INT_MAX, &v, err) < 0)
 		return -1;
 	p->pid = (pid_t)v;
@@ -305,7 +305,7 @@ static int parse_root(json_object *root, struct kc_manifest *m, struct kc_error 
 	free(tool);
 	if (!ours)
 		return kc_error_set(err, KC_EXIT_IMAGE, 0, "written by another tool");
-	long long v;
+	long long v = 0;
 	if (get_int(root, "format", false, 1, INT_MAX, &v, err) < 0)
 		return -1;
 	if (v > KC_MANIFEST_FORMAT)
