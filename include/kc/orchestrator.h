@@ -38,6 +38,9 @@ struct kc_dump_opts {
 	 * images, for restore to fill with many threads (criu_bulk.c). */
 	bool split_bulk;
 	unsigned fill_threads; /* threads that read it, with a CRIU that leaves it to us */
+	/* Fewer threads than this: CRIU reads it (its splice beats a few
+	 * threads' copies; measured on 2 cores) */
+	unsigned read_min_threads;
 	struct kc_criu_opts criu;
 	/* Runs after CRIU wrote the images and the manifest, while the tree
 	 * is still stopped and can be rolled back (archiving goes here). */

@@ -136,7 +136,10 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	struct kc_dump_opts o = {.lock_timeout_ms = a.lock_timeout_ms, .leave_running = a.leave_running,
 				 .split_bulk = a.fill_threads != 0 && !a.containerd,
 				 .fill_threads = a.fill_threads > 0 ? (unsigned)a.fill_threads
-								    : (unsigned)sysconf(_SC_NPROCESSORS_ONLN)};
+								    : (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
+				 /* by default only where there are cores to read with; an explicit
+				  * --fill-threads always reads */
+				 .read_min_threads = a.fill_threads > 0 ? 1 : 4};
 	kc_cli_criu_opts(&a, &o.criu);
 
 	if (a.containerd) {

@@ -14,6 +14,8 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,10 +59,38 @@ static void add_run(struct run **v, size_t *n, size_t *cap, pid_t pid, uint64_t 
 	(*v)[(*n)++] = (struct run){.pid = pid, .vaddr = vaddr, .bytes = bytes};
 }
 
+#define PM_PFN_MASK ((1ull << 55) - 1)
+
+/* The frame of the kernel's shared zero page, which a page only ever read
+ * maps: such a page is not data (CRIU skips it too), and copying it would
+ * turn it into real memory at restore.  0 if it cannot be found. */
+static uint64_t zero_pfn(void)
+{
+	static uint64_t pfn = UINT64_MAX;
+	if (pfn != UINT64_MAX)
+		return pfn;
+	pfn = 0;
+	long page = sysconf(_SC_PAGESIZE);
+	volatile char *p = mmap(NULL, (size_t)page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return pfn;
+	(void)p[0]; /* a read fault maps the zero page */
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t e = 0;
+	if (fd >= 0 && pread(fd, &e, sizeof(e), (off_t)((uintptr_t)p / (uintptr_t)page * sizeof(e))) == sizeof(e) &&
+	    (e & PM_PRESENT))
+		pfn = e & PM_PFN_MASK;
+	if (fd >= 0)
+		close(fd);
+	munmap((void *)p, (size_t)page);
+	return pfn;
+}
+
 /* The populated pages of [start, end) of pid, as runs. */
 static int scan(pid_t pid, uint64_t start, uint64_t end, struct run **v, size_t *n, size_t *cap,
 		struct kc_error **err)
 {
+	uint64_t zero = zero_pfn();
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -76,7 +106,8 @@ static int scan(pid_t pid, uint64_t start, uint64_t end, struct run **v, size_t 
 		if (got <= 0 || got % (ssize_t)sizeof(uint64_t))
 			return kc_error_errno(err, KC_EXIT_CRIU, got < 0 ? errno : EIO, "cannot read '%s'", path);
 		for (size_t i = 0; i < (size_t)got / sizeof(uint64_t); i++, va += page)
-			if (buf[i] & (PM_PRESENT | PM_SWAPPED))
+			if ((buf[i] & PM_SWAPPED) ||
+			    ((buf[i] & PM_PRESENT) && !(zero && (buf[i] & PM_PFN_MASK) == zero)))
 				add_run(v, n, cap, pid, va, page);
 	}
 	return 0;
@@ -199,6 +230,15 @@ int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, stru
 			goto out;
 		}
 	}
+	struct statvfs sv;
+	if (total && statvfs(images_dir, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < total) {
+		char need[32], have[32];
+		kc_format_bytes(total, need, sizeof(need));
+		kc_format_bytes((uint64_t)sv.f_bavail * sv.f_frsize, have, sizeof(have));
+		kc_error_set(err, KC_EXIT_IMAGE, ENOSPC, "no room in '%s' for the memory to read: %s needed, %s free",
+			     images_dir, need, have);
+		goto out;
+	}
 	if (total) {
 		out_fd = open(out_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (out_fd < 0 || ftruncate(out_fd, (off_t)total) < 0) {
@@ -230,7 +270,8 @@ int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, stru
 		if (e == EINTR && kc_check_interrupted(err) < 0)
 			goto out;
 		if (e) {
-			kc_error_errno(err, KC_EXIT_CRIU, e, "cannot read the memory of the dumped tree");
+			kc_error_errno(err, e == ENOSPC || e == EDQUOT ? KC_EXIT_IMAGE : KC_EXIT_FAILURE, e,
+				       "cannot read the memory of the dumped tree into '%s'", out_path);
 			goto out;
 		}
 	}

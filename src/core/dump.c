@@ -342,7 +342,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	copts.leave_stopped = true;
 	/* CRIU restores a shell job's tree detached and stopped only without
 	 * its terminal: such a tree keeps all its memory in CRIU's images */
-	copts.bulk_min = o->split_bulk && !o->criu.shell_job ? KC_BULK_MIN : 0;
+	copts.bulk_min = o->split_bulk && !o->criu.shell_job && o->fill_threads >= o->read_min_threads ? KC_BULK_MIN : 0;
 	/* pushed first: a CRIU that dies by a signal cannot thaw what it stopped */
 	struct resume_arg *ra = kc_xcalloc(1, sizeof(*ra));
 	*ra = (struct resume_arg){.criu = b->criu, .pids = &pids, .n = &n, .tcp_locked = o->criu.tcp_established};
@@ -381,7 +381,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 			kc_report_add(r, "memory-read", kc_now() - t0, got);
 		}
 	}
-	if (copts.bulk_min) {
+	if (o->split_bulk && !o->criu.shell_job) {
 		uint64_t moved = 0;
 		t0 = kc_now();
 		if (kc_criu_split_bulk(o->images_dir, KC_BULK_MIN, &moved, err) < 0)

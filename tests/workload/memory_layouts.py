@@ -7,7 +7,7 @@
 Maps, with known contents: a 24 MiB private anonymous region with a
 read-only middle (mprotect), a region with a hole punched in it
 (MADV_DONTNEED) and pages never touched, a 16 MiB region asked to be huge
-pages (MADV_HUGEPAGE), 8 MiB of shared anonymous memory, and a private
+pages (MADV_HUGEPAGE), 8 MiB only ever read (the kernel's zero page), 8 MiB of shared anonymous memory, and a private
 mapping of a file, partly written (copy-on-write pages).  Writes DIR/ready
 with each region's address, length and expected permissions, and on
 SIGUSR1 writes DIR/sums: the SHA-256 of every region, as this process
@@ -78,6 +78,11 @@ def main():
     s = region(8 * MiB, SHARED_ANON)
     fill(s, 8 * MiB, 10)
     regions.append(("shared", s, 8 * MiB, "rw-s"))
+
+    z = region(8 * MiB, PRIV_ANON, prot=mmap.PROT_READ)
+    for off in range(0, 8 * MiB, 4096):  # read, never written: the kernel's zero page
+        ctypes.c_char.from_address(z + off).value
+    regions.append(("zero-read", z, 8 * MiB, "r--p"))
 
     path = os.path.join(d, "backing")
     with open(path, "wb") as f:
