@@ -14,8 +14,9 @@
  *
  * The split, after CRIU dumped: for a pagemap with runs of at least
  * min_bytes (present, not in a parent image), the pages image
- * becomes kcheckpoint-bulk-<pages_id>.img as it is (a rename, no copy);
- * a new pages image gets the pages of the other entries (copied, few);
+ * becomes kcheckpoint-bulk-<pages_id>.img as it is (a rename, no copy)
+ * when those runs are most of it, or they are copied out of it when not;
+ * a new pages image gets the pages of the other entries (copied);
  * the pagemap loses the big entries; kcheckpoint-bulk.txt says where each
  * big run lives.  CRIU then restores those ranges as empty memory of the
  * right mapping, and kcheckpoint fills them while the tree is stopped.
@@ -192,9 +193,18 @@ static int split_one(int dirfd, const char *name, pid_t pid, uint64_t min_bytes,
 		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' holds %lld bytes, its pagemap says %" PRIu64, pages,
 				    (long long)st.st_size, off);
 	}
+	/* Mostly large runs: the pages image becomes the bulk file by a rename
+	 * and only the rest is copied.  Mostly small pages: the large runs are
+	 * copied out instead, so the image does not hold the rest twice. */
+	uint64_t bulk_total = 0;
+	for (size_t i = 0; i < n; i++)
+		bulk_total += e[i].bulk ? e[i].bytes : 0;
+	bool copy_out = bulk_total * 2 < off;
+	int outb = copy_out ? openat(dirfd, bulk, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+	uint64_t bulk_off = 0;
 	int outp = openat(dirfd, newpages, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	int outm = openat(dirfd, newmap, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	int rc = outp < 0 || outm < 0 ? -1 : 0;
+	int rc = outp < 0 || outm < 0 || (copy_out && outb < 0) ? -1 : 0;
 	if (rc == 0)
 		rc = write_all(outm, p, 8 + head_len);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -205,8 +215,14 @@ static int split_one(int dirfd, const char *name, pid_t pid, uint64_t min_bytes,
 			while (j < n && e[j].bulk && (j == i || (e[j].vaddr == e[j - 1].vaddr + e[j - 1].bytes &&
 								  e[j].offset == e[j - 1].offset + e[j - 1].bytes)))
 				run += e[j++].bytes;
+			uint64_t at = e[i].offset;
+			if (copy_out) {
+				rc = copy_range(in, e[i].offset, outb, run);
+				at = bulk_off;
+				bulk_off += run;
+			}
 			fprintf(index, "%d %" PRIx64 " %" PRIu64 " %s %" PRIu64 "\n", (int)pid, e[i].vaddr, run, bulk,
-				e[i].offset);
+				at);
 			*moved += run;
 			i = j - 1;
 			continue;
@@ -221,12 +237,17 @@ static int split_one(int dirfd, const char *name, pid_t pid, uint64_t min_bytes,
 		rc = -1;
 	if (outm >= 0 && close(outm) < 0 && rc == 0)
 		rc = -1;
-	if (rc == 0 && (renameat(dirfd, pages, dirfd, bulk) < 0 || renameat(dirfd, newpages, dirfd, pages) < 0 ||
-			renameat(dirfd, newmap, dirfd, name) < 0))
+	if (outb >= 0 && close(outb) < 0 && rc == 0)
+		rc = -1;
+	if (rc == 0 && !copy_out && renameat(dirfd, pages, dirfd, bulk) < 0)
+		rc = -1;
+	if (rc == 0 && (renameat(dirfd, newpages, dirfd, pages) < 0 || renameat(dirfd, newmap, dirfd, name) < 0))
 		rc = -1;
 	if (rc < 0) {
 		unlinkat(dirfd, newpages, 0);
 		unlinkat(dirfd, newmap, 0);
+		if (copy_out && outb >= 0)
+			unlinkat(dirfd, bulk, 0);
 		return kc_error_errno(err, KC_EXIT_IMAGE, errno ? errno : e_no, "cannot split '%s'", pages);
 	}
 	return 0;

@@ -115,6 +115,10 @@ def test_every_memory_shape_comes_back(tmp_path, kc_env, layouts):
     assert json.loads((img / "kcheckpoint.json").read_text())["format"] == 2
     pages = sum(p.stat().st_size for p in img.glob("pages-*.img"))
     assert pages < moved, (pages, moved)
+    # nothing held twice: a bulk file is at most twice what the index uses of it
+    for f in files:
+        used = sum(int(b) for _, _, b, g, _ in idx if g == f)
+        assert (img / f).stat().st_size <= 2 * used, (f, (img / f).stat().st_size, used)
 
     p = run_kc(kc_env, "restore", "--fill-threads", "3", img, check=0)
     assert "memory-fill" in p.stderr
