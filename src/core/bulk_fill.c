@@ -9,8 +9,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,20 +180,7 @@ int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t 
 		threads = f.n ? (unsigned)f.n : 1;
 
 	struct kc_progress *pg = kc_progress_start("memory-fill", filled, &f);
-	pthread_t *tids = kc_xcalloc(threads, sizeof(*tids));
-	unsigned started = 0;
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals stay with the main thread */
-	for (; started < threads; started++)
-		if (pthread_create(&tids[started], NULL, worker, &f) != 0)
-			break;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (started == 0)
-		worker(&f);
-	for (unsigned t = 0; t < started; t++)
-		pthread_join(tids[t], NULL);
-	free(tids);
+	kc_run_pool(threads, worker, &f);
 	kc_progress_stop(pg);
 
 	int e = atomic_load(&f.failed);

@@ -12,8 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <stdatomic.h>
@@ -251,20 +249,7 @@ int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, stru
 		if (threads > j.n_chunks)
 			threads = (unsigned)j.n_chunks;
 		struct kc_progress *pg = kc_progress_start("memory-read", read_so_far, &j);
-		pthread_t *tids = kc_xcalloc(threads, sizeof(*tids));
-		unsigned started = 0;
-		sigset_t all, old;
-		sigfillset(&all);
-		pthread_sigmask(SIG_BLOCK, &all, &old);
-		for (; started < threads; started++)
-			if (pthread_create(&tids[started], NULL, reader, &j) != 0)
-				break;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (!started)
-			reader(&j);
-		for (unsigned t = 0; t < started; t++)
-			pthread_join(tids[t], NULL);
-		free(tids);
+		kc_run_pool(threads, reader, &j);
 		kc_progress_stop(pg);
 		int e = atomic_load(&j.failed);
 		if (e == EINTR && kc_check_interrupted(err) < 0)

@@ -13,6 +13,10 @@ int kc_rollback(struct kc_undo *u, struct kc_error **err);
 void kc_fill_host_info(struct kc_manifest *m, const struct kc_backends *b);
 int kc_prepare_images_dir(const char *dir, struct kc_error **err);
 
+/* Runs fn(arg) in that many threads (signals blocked in them) and waits
+ * for all; fn takes its work from arg until there is none. */
+void kc_run_pool(unsigned threads, void *(*fn)(void *), void *arg);
+
 /* Writes the regions into the (stopped) restored processes with that many
  * threads (bulk_fill.c); *bytes written. */
 int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t n, unsigned threads,
