@@ -574,10 +574,15 @@ static int publish(int fd, const char *dir, const char *tmp_name, const char *ou
 		}
 		tmp_name = own;
 	}
-	if (rename(tmp_name, out_path) < 0) {
+	/* never over a file that appeared while we dumped (another dump to the
+	 * same name, say): the check before the dump cannot see that */
+	if (renameat2(AT_FDCWD, tmp_name, AT_FDCWD, out_path, RENAME_NOREPLACE) < 0) {
 		int e = errno;
 		if (own)
 			unlink(own);
+		if (e == EEXIST)
+			return kc_error_set(err, KC_EXIT_BUSY, e,
+					    "'%s' appeared while this dump ran: not overwriting it", out_path);
 		return kc_error_errno(err, kc_ar_errno_exit(e), e, "cannot rename '%s' to '%s'", tmp_name, out_path);
 	}
 	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

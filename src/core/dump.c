@@ -19,6 +19,9 @@
 #include "kc/version.h"
 #include "orchestrator_int.h"
 
+/* held in an images dir while a dump writes it */
+#define KC_DIR_LOCK ".kcheckpoint-lock"
+
 int kc_check_interrupted(struct kc_error **err)
 {
 	int sig = kc_signals_pending();
@@ -132,19 +135,33 @@ int kc_prepare_images_dir(const char *dir, struct kc_error **err)
 		return kc_error_errno(err, errno == EACCES ? KC_EXIT_PERM : KC_EXIT_FAILURE, errno,
 				      "cannot open images dir '%s'", dir);
 	struct dirent *de;
-	while ((de = readdir(d)))
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, KC_DIR_LOCK))
+			return kc_error_set(err, KC_EXIT_BUSY, EBUSY, "images dir '%s' is being written by another dump",
+					    dir);
 		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
 			return kc_error_set(err, KC_EXIT_USAGE, ENOTEMPTY,
 					    "images dir '%s' is not empty: refusing to mix images", dir);
-	/* find out now, not after the GPU is locked, that we cannot write */
-	_cleanup_free_ char *probe = kc_xasprintf("%s/.kcheckpoint-probe", dir);
-	int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
+	/* Find out now, not after the GPU is locked, that we cannot write; and
+	 * keep the file until CRIU has written the images: a second dump into
+	 * the same dir meanwhile finds it not empty (or fails to create it)
+	 * instead of mixing its images with ours. */
+	_cleanup_free_ char *lock = kc_xasprintf("%s/" KC_DIR_LOCK, dir);
+	int fd = open(lock, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EEXIST)
+		return kc_error_set(err, KC_EXIT_BUSY, EEXIST, "images dir '%s' is being written by another dump", dir);
 	if (fd < 0)
 		return kc_error_errno(err, errno == EACCES || errno == EROFS ? KC_EXIT_PERM : KC_EXIT_FAILURE,
 				      errno, "cannot write to images dir '%s'", dir);
 	close(fd);
-	unlink(probe);
 	return 0;
+}
+
+static void unlock_images_dir(const char *dir)
+{
+	_cleanup_free_ char *lock = kc_xasprintf("%s/" KC_DIR_LOCK, dir);
+	unlink(lock);
 }
 
 static uint64_t dir_bytes(void *arg)
@@ -218,6 +235,22 @@ static void relist_stopped_tree(pid_t root, struct kc_manifest *m, pid_t **pids,
 		if (!known) /* stopped by CRIU, not by anyone before */
 			add_proc(m, now[i], kc_proc_ppid(now[i]))->stopped = false;
 	}
+	/* and a process that ended meanwhile is not in CRIU's images: a
+	 * restore must not wait for it, nor restore its GPU state */
+	size_t k = 0;
+	for (size_t j = 0; j < m->n_procs; j++) {
+		bool dumped = false;
+		for (size_t i = 0; i < n_now && !dumped; i++)
+			dumped = now[i] == m->procs[j].pid;
+		if (dumped) {
+			m->procs[k++] = m->procs[j];
+		} else {
+			if (m->procs[j].cuda)
+				m->vram_bytes -= m->procs[j].vram_bytes;
+			kc_strv_free(m->procs[j].gpus);
+		}
+	}
+	m->n_procs = k;
 	free(*pids);
 	*pids = now;
 	*n = n_now;
@@ -232,7 +265,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	struct kc_undo undo = {0};
 	int rc = -1;
 
-	if (check_target(o->pid, err) < 0 || kc_prepare_images_dir(o->images_dir, err) < 0)
+	if (check_target(o->pid, err) < 0)
 		return -1;
 	if (o->pids) {
 		pids = kc_xcalloc(o->n_pids + 1, sizeof(pid_t));
@@ -258,6 +291,10 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	}
 	if (b->criu->ops->version(b->criu->h, &o->criu, &m->criu_version, err) < 0)
 		return -1;
+	/* from here until CRIU has written it, the dir is ours */
+	if (kc_prepare_images_dir(o->images_dir, err) < 0)
+		return -1;
+	bool dir_locked = true;
 
 	struct kc_gpu_set *to_lock = kc_gpu_set_new(b, n), *to_ckpt = kc_gpu_set_new(b, n);
 	for (size_t i = 0; i < n; i++) {
@@ -392,6 +429,9 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 		}
 	}
 
+	/* CRIU's images hold the dir now; the archive must not carry the lock */
+	unlock_images_dir(o->images_dir);
+	dir_locked = false;
 	memcpy(m->stages, r->stages, r->n_stages * sizeof(r->stages[0]));
 	m->n_stages = r->n_stages;
 	t0 = kc_now();
@@ -399,8 +439,9 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 		goto rollback;
 	kc_report_add(r, "manifest", kc_now() - t0, 0);
 
-	if (o->post_dump && (o->post_dump(o->post_dump_arg, o->images_dir, m, r, err) < 0 ||
-			     kc_check_interrupted(err) < 0))
+	/* once post_dump published the archive the dump is committed: a
+	 * signal from here on must not roll back a dump whose archive stays */
+	if (o->post_dump && o->post_dump(o->post_dump_arg, o->images_dir, m, r, err) < 0)
 		goto rollback;
 
 	t0 = kc_now();
@@ -436,6 +477,8 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 rollback:
 	kc_rollback(&undo, err);
 out:
+	if (dir_locked)
+		unlock_images_dir(o->images_dir);
 	kc_undo_free(&undo);
 	free(to_lock);
 	free(to_ckpt);

@@ -428,3 +428,81 @@ def test_cpu_image_restores_without_a_driver(tmp_path, kc_env, workloads):
     w.reap()
     run_kc(dict(kc_env, KCHECKPOINT_LIBCUDA="/nonexistent/libcuda.so.1"), "restore", img, check=0)
     assert alive(w.pid)
+
+
+def test_cuda_child_that_exits_during_the_dump_is_left_out(tmp_path, cuda_env, workloads):
+    """A CUDA child that ends between its GPU checkpoint and CRIU's freeze is
+    not in CRIU's images: the manifest must not promise it either, or every
+    restore fails on its GPU state (issue 11, item 3)."""
+    from conftest import child_pids
+    w = workloads(mb=16, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], children=2)
+    victim = child_pids(w.pid)[0]
+    slow = tmp_path / "criu-after-a-pause"
+    slow.write_text(f'#!/bin/sh\n[ "$1" = dump ] && touch "{tmp_path}/gpu-done" && sleep 2\nexec "{CRIU}" "$@"\n')
+    slow.chmod(0o755)
+    archive = tmp_path / "a.tar.zst"
+    p = subprocess.Popen([str(KC), "dump", "--criu", str(slow), "-o", str(archive), str(w.pid)], env=cuda_env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not (tmp_path / "gpu-done").exists():
+        assert time.time() < deadline and p.poll() is None, p.stderr.read() if p.poll() is not None else ""
+        time.sleep(0.01)
+    assert cuda_state(cuda_env, victim) == 2
+    kill_pid(victim)
+    assert wait_gone(victim)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    info = run_kc(cuda_env, "inspect", "--json", archive, check=0).stdout
+    assert victim not in [q["pid"] for q in json.loads(info)["processes"]]
+    w.reap()
+    assert wait_gone(w.pid)
+    run_kc(cuda_env, "restore", archive, check=0)
+    assert w.probe()["ok"] == "1"
+
+
+def test_two_dumps_into_one_images_dir(tmp_path, cuda_env, workloads):
+    """The second dump into a dir the first is still writing is refused,
+    busy, and the first one's images stay whole (issue 11, item 2)."""
+    a = workloads(mb=16, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], name="a")
+    b = workloads(mb=16, seed=9, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], name="b")
+    img = tmp_path / "img"
+    slow = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="checkpoint:2000")
+    first = subprocess.Popen([str(KC), "dump", "-D", str(img), str(a.pid)], env=slow, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while cuda_state(cuda_env, a.pid) == 0:  # locked: the first is in its GPU stage
+        assert time.time() < deadline
+        time.sleep(0.01)
+    p = run_kc(cuda_env, "dump", "-D", img, b.pid, check=9)
+    assert "being written by another dump" in p.stderr, p.stderr
+    assert b.probe()["ok"] == "1" and cuda_state(cuda_env, b.pid) == 0, "the second target runs on untouched"
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert not (img / ".kcheckpoint-lock").exists()
+    a.reap()
+    assert wait_gone(a.pid)
+    run_kc(cuda_env, "restore", img, check=0)
+    assert a.probe()["ok"] == "1"
+
+
+def test_two_dumps_to_one_archive_name(tmp_path, cuda_env, workloads):
+    """Both pass the early 'exists' check; the one that finishes second must
+    not replace the other's archive: it is refused, busy, and rolled back
+    (issue 11, item 1)."""
+    a = workloads(mb=16, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], name="a")
+    b = workloads(mb=16, seed=9, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], name="b")
+    out = tmp_path / "one.tar.zst"
+    slow = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="checkpoint:2500")
+    first = subprocess.Popen([str(KC), "dump", "-o", str(out), str(a.pid)], env=slow, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while cuda_state(cuda_env, a.pid) == 0:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    run_kc(cuda_env, "dump", "-o", out, b.pid, check=0)  # the quick one publishes first
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 9, err
+    assert "appeared while this dump ran" in err, err
+    assert a.probe()["ok"] == "1" and cuda_state(cuda_env, a.pid) == 0, "the slow one's target is rolled back"
+    info = json.loads(run_kc(cuda_env, "inspect", "--json", out, check=0).stdout)
+    assert info["root_pid"] == b.pid, "the archive is the one that was published first"

@@ -224,7 +224,8 @@ static const struct kc_manifest_proc *mproc(const struct kc_manifest *m, pid_t p
 struct post {
 	int calls;
 	bool fail;
-	int sig;
+	int sig;       /* arrives while archiving: the archive is not published */
+	int sig_after; /* arrives once the archive is published */
 	bool saw_manifest;
 };
 
@@ -237,8 +238,13 @@ static int post_dump(void *arg, const char *dir, struct kc_manifest *m, struct k
 	kc_mock_log_add("post-dump");
 	_cleanup_free_ char *path = kc_xasprintf("%s/%s", dir, KC_MANIFEST_NAME);
 	p->saw_manifest = access(path, F_OK) == 0;
-	if (p->sig)
+	if (p->sig) {
+		/* as kc_archive_write does: it checks before it publishes */
 		kc_signals_raise_for_test(p->sig);
+		return kc_error_set(err, KC_EXIT_INTERRUPTED, p->sig, "interrupted by %s", sigabbrev_np(p->sig));
+	}
+	if (p->sig_after)
+		kc_signals_raise_for_test(p->sig_after);
 	if (p->fail)
 		return kc_error_set(err, KC_EXIT_IMAGE, 0, "cannot write archive 'x.tar': test");
 	return 0;
@@ -568,6 +574,25 @@ static void interrupted_at(struct fx *f, enum where w)
 	expect_state(b, KC_CUDA_RUNNING);
 	assert_int_equal(kc_mock_calls(KC_MOCK_CRIU_FINISH), 0);
 	assert_int_equal(kc_mock_illegal(), 0);
+}
+
+/* A signal once the archive is published: the dump is committed (the tree
+ * is ended, exit 0), never rolled back with its archive left behind. */
+static void test_interrupted_after_publish_commits(void **state)
+{
+	struct fx *f = *state;
+	spawn(f, 0, false);
+	all_cuda(f, KC_CUDA_RUNNING);
+	struct post p = {.sig_after = SIGINT};
+	struct kc_dump_opts o = dump_opts(f);
+	o.post_dump = post_dump;
+	o.post_dump_arg = &p;
+	expect_ok(f, dump(f, &o));
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(kc_mock_calls(KC_MOCK_CRIU_RESUME), 0);
+	assert_int_equal(kc_mock_calls(KC_MOCK_CRIU_FINISH), 1);
+	expect_state(f->pids[0], KC_CUDA_CHECKPOINTED);
+	kc_signals_reset();
 }
 
 static void test_interrupted_before_lock(void **state)
@@ -1376,6 +1401,7 @@ int main(void)
 		T(test_restore_not_an_image),
 		T(test_dump_then_restore),
 		T(test_tree_state),
+		T(test_interrupted_after_publish_commits),
 		T(test_recover),
 		T(test_recover_errors),
 	};
