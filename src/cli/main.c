@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <json-c/json.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -46,12 +47,24 @@ static int complete(int argc, char **argv)
 	return 0;
 }
 
+/* A command that printed its JSON document already has said its piece. */
+static bool json_printed;
+
 void kc_cli_print_json(void *obj)
 {
+	json_printed = true;
 	fputs(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE), stdout);
 	fputc('\n', stdout);
 	fflush(stdout);
 	json_object_put(obj);
+}
+
+static bool wants_json(int argc, char **argv)
+{
+	for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "--json"))
+			return true;
+	return false;
 }
 
 int main(int argc, char **argv)
@@ -82,9 +95,20 @@ int main(int argc, char **argv)
 	kc_progress_enabled = isatty(STDERR_FILENO);
 	_cleanup_error_ struct kc_error *err = NULL;
 	if (cmd->run(argc - 1, argv + 1, &err) < 0) {
+		int code = err ? err->exit_code : KC_EXIT_FAILURE;
+		/* a script that asked for --json gets the failure as JSON too */
+		if (wants_json(argc, argv) && !json_printed) {
+			json_object *e = json_object_new_object();
+			json_object_object_add(e, "command", json_object_new_string(cmd->name));
+			json_object_object_add(e, "message", json_object_new_string(err ? err->msg : "failed"));
+			json_object_object_add(e, "exit_code", json_object_new_int(code));
+			json_object *o = json_object_new_object();
+			json_object_object_add(o, "error", e);
+			kc_cli_print_json(o);
+		}
 		fflush(stdout);
 		fprintf(stderr, "kcheckpoint: %s\n", err ? err->msg : "failed");
-		return err ? err->exit_code : KC_EXIT_FAILURE;
+		return code;
 	}
 	return 0;
 }

@@ -160,3 +160,14 @@ def test_criu_opt_criu_rejects_is_named(tmp_path, kc_env, workloads):
     p = run_kc(kc_env, "dump", "-D", tmp_path / "img", "--criu-opt=--bogus", w.pid, check=7)
     assert "unrecognized option '--bogus'" in p.stderr and "check --criu-opt" in p.stderr, p.stderr
     assert w.probe()  # rolled back: still running and answering
+
+
+def test_json_failure_is_json_too(kc_env):
+    p = run_kc(kc_env, "dump", "--json", "-D", "/nonexistent/img", "999999", check=3)
+    doc = json.loads(p.stdout)
+    assert doc == {"error": {"command": "dump", "message": "no process with pid 999999", "exit_code": 3}}, doc
+    assert "no process with pid 999999" in p.stderr
+    p = run_kc(kc_env, "restore", "--json", "/nonexistent/archive", check=3)
+    assert json.loads(p.stdout)["error"]["exit_code"] == 3
+    # without --json stdout stays empty
+    assert run_kc(kc_env, "dump", "-D", "/nonexistent/img", "999999", check=3).stdout == ""
