@@ -21,6 +21,8 @@
 
 /* held in an images dir while a dump writes it */
 #define KC_DIR_LOCK ".kcheckpoint-lock"
+/* what a failed dump leaves in its images dir */
+#define KC_FAILED_LOG "criu-dump.log"
 
 int kc_check_interrupted(struct kc_error **err)
 {
@@ -136,6 +138,9 @@ int kc_prepare_images_dir(const char *dir, struct kc_error **err)
 				      "cannot open images dir '%s'", dir);
 	struct dirent *de;
 	while ((de = readdir(d))) {
+		/* all a failed dump leaves: its log goes with the retry */
+		if (!strcmp(de->d_name, KC_FAILED_LOG))
+			continue;
 		if (!strcmp(de->d_name, KC_DIR_LOCK))
 			return kc_error_set(err, KC_EXIT_BUSY, EBUSY, "images dir '%s' is being written by another dump",
 					    dir);
@@ -143,6 +148,8 @@ int kc_prepare_images_dir(const char *dir, struct kc_error **err)
 			return kc_error_set(err, KC_EXIT_USAGE, ENOTEMPTY,
 					    "images dir '%s' is not empty: refusing to mix images", dir);
 	}
+	_cleanup_free_ char *old_log = kc_xasprintf("%s/" KC_FAILED_LOG, dir);
+	unlink(old_log);
 	/* Find out now, not after the GPU is locked, that we cannot write; and
 	 * keep the file until CRIU has written the images: a second dump into
 	 * the same dir meanwhile finds it not empty (or fails to create it)
@@ -156,6 +163,22 @@ int kc_prepare_images_dir(const char *dir, struct kc_error **err)
 				      errno, "cannot write to images dir '%s'", dir);
 	close(fd);
 	return 0;
+}
+
+static void clear_images_dir(const char *dir)
+{
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strcmp(de->d_name, KC_FAILED_LOG) ||
+		    !strcmp(de->d_name, KC_DIR_LOCK))
+			continue;
+		_cleanup_free_ char *path = kc_xasprintf("%s/%s", dir, de->d_name);
+		if (de->d_type == DT_DIR)
+			kc_rm_rf(path, NULL);
+		else
+			unlink(path);
+	}
 }
 
 static void unlock_images_dir(const char *dir)
@@ -294,7 +317,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	/* from here until CRIU has written it, the dir is ours */
 	if (kc_prepare_images_dir(o->images_dir, err) < 0)
 		return -1;
-	bool dir_locked = true;
+	bool dir_locked = true, images_complete = false;
 
 	struct kc_gpu_set *to_lock = kc_gpu_set_new(b, n), *to_ckpt = kc_gpu_set_new(b, n);
 	for (size_t i = 0; i < n; i++) {
@@ -437,6 +460,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	t0 = kc_now();
 	if (kc_manifest_write(m, o->images_dir, err) < 0)
 		goto rollback;
+	images_complete = true;
 	kc_report_add(r, "manifest", kc_now() - t0, 0);
 
 	/* once post_dump published the archive the dump is committed: a
@@ -477,6 +501,10 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 rollback:
 	kc_rollback(&undo, err);
 out:
+	/* half-written images help nobody and block a retry; CRIU's log,
+	 * which the error may name, stays */
+	if (rc < 0 && !images_complete)
+		clear_images_dir(o->images_dir);
 	if (dir_locked)
 		unlock_images_dir(o->images_dir);
 	kc_undo_free(&undo);

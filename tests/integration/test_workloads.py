@@ -546,3 +546,17 @@ time.sleep(30)
     finally:
         tracer.kill()
         tracer.wait()
+
+
+def test_failed_dump_leaves_only_its_log_and_the_retry_works(tmp_path, kc_env, spawn, clients):
+    """Issue 11, item 13: a failed -D dump must not leave half its images to
+    fill the disk and block the retry into the same dir."""
+    srv, port = start_echo(tmp_path, spawn)
+    c = Line(clients(port))
+    assert c.ask("a") == "1 a"
+    img = tmp_path / "img"
+    p = run_kc(kc_env, "dump", "-D", img, srv.pid, check=7)
+    assert sorted(x.name for x in img.iterdir()) == ["criu-dump.log"], p.stderr
+    assert f"CRIU's log: '{img.resolve()}/criu-dump.log'" in p.stderr, p.stderr
+    run_kc(kc_env, "dump", "--tcp-close", "-D", img, srv.pid, check=0)
+    assert (img / "kcheckpoint.json").exists()
