@@ -78,6 +78,10 @@ struct kc_restore_opts {
  * caller with an archive checks before unpacking it. */
 int kc_restore_check_links(const struct kc_manifest *m, struct kc_error **err);
 
+/* Room in dir (where an archive is unpacked) for every member of the
+ * manifest; KC_EXIT_IMAGE before anything is written otherwise. */
+int kc_restore_check_space(const struct kc_manifest *m, const char *dir, struct kc_error **err);
+
 int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,
 	       struct kc_report *r, pid_t *root_pid, struct kc_error **err);
 

@@ -61,6 +61,10 @@ bool kc_pid_alive(pid_t pid); /* exists and is not a zombie */
 bool kc_pid_exists(pid_t pid); /* /proc/<pid> exists, zombies included */
 /* /proc/<pid>/comm without the newline; "?" when unreadable. */
 void kc_pid_comm(pid_t pid, char *buf, size_t len);
+/* The pid tracing pid (TracerPid), 0 if none or unreadable. */
+pid_t kc_pid_tracer(pid_t pid);
+/* A kernel thread (PF_KTHREAD): nothing CRIU can dump. */
+bool kc_pid_is_kthread(pid_t pid);
 /* Calls fn for every open descriptor of pid: its number, its /proc link
  * (stat() it to reach the file) and what the link says ("socket:[42]",
  * "/dev/nvidia0").  Nothing for a pid that is gone. */

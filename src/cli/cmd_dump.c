@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <limits.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,12 @@ static int archive_post_dump(void *arg, const char *images_dir, struct kc_manife
 /* Before anything is locked: a dump that cannot be written must not start. */
 static int check_output(const char *path, struct kc_error **err)
 {
+	/* the archive is written as ".<name>.<pid>.<n>" first: that name must
+	 * fit too, or the dump fails only after the whole GPU and CRIU work */
+	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	if (strlen(base) + 24 > NAME_MAX || strlen(path) + 24 >= PATH_MAX)
+		return kc_error_set(err, KC_EXIT_USAGE, ENAMETOOLONG, "'%.60s...': the archive's name is too long (%zu bytes)",
+				    path, strlen(path));
 	if (access(path, F_OK) == 0)
 		return kc_error_set(err, KC_EXIT_USAGE, EEXIST, "'%s' already exists: refusing to overwrite it", path);
 	_cleanup_free_ char *dir = kc_xstrdup(path);
@@ -47,8 +54,9 @@ static int check_output(const char *path, struct kc_error **err)
 	else
 		strcpy(dir, ".");
 	if (access(dir, W_OK) < 0)
-		return kc_error_errno(err, errno == ENOENT ? KC_EXIT_NOENT : KC_EXIT_PERM, errno,
-				      "cannot write the archive into '%s'", dir);
+		return kc_error_errno(err, errno == ENOENT ? KC_EXIT_NOENT : errno == ENAMETOOLONG ? KC_EXIT_USAGE
+									: KC_EXIT_PERM,
+				      errno, "cannot write the archive into '%s'", dir);
 	return 0;
 }
 

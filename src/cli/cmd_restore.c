@@ -78,9 +78,12 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 		 * before gigabytes are unpacked */
 		struct kc_manifest pre;
 		kc_manifest_init(&pre);
-		int pr = a.containerd ? 0 : kc_archive_read_manifest(image, &pre, err);
+		int pr = kc_archive_read_manifest(image, &pre, err);
 		if (pr == 0 && !a.containerd)
 			pr = kc_restore_check_links(&pre, err);
+		/* and room for it: a small archive can hold a lot of memory */
+		if (pr == 0)
+			pr = kc_restore_check_space(&pre, kc_workdir_parent(a.work_dir), err);
 		kc_manifest_free(&pre);
 		if (pr < 0)
 			goto out;

@@ -9,12 +9,17 @@
 #include "kc/util.h"
 #include "workdir.h"
 
+const char *kc_workdir_parent(const char *given)
+{
+	if (given)
+		return given;
+	const char *env = getenv("TMPDIR");
+	return env && *env ? env : "/var/tmp";
+}
+
 int kc_workdir_create(struct kc_workdir *wd, const char *parent, bool keep, struct kc_error **err)
 {
-	if (!parent)
-		parent = getenv("TMPDIR");
-	if (!parent || !*parent)
-		parent = "/var/tmp";
+	parent = kc_workdir_parent(parent);
 	if (kc_mkdir_p(parent, 0700, err) < 0)
 		return kc_error_prefix(err, "work dir");
 	_cleanup_free_ char *tmpl = kc_xasprintf("%s/kcheckpoint-XXXXXX", parent);

@@ -15,6 +15,8 @@ struct kc_workdir {
 
 /* parent: --work-dir, else $TMPDIR, else /var/tmp (disk, not tmpfs: images
  * are as large as the process' memory). */
+/* The dir a work dir is made in: given, else $TMPDIR, else /var/tmp. */
+const char *kc_workdir_parent(const char *given);
 int kc_workdir_create(struct kc_workdir *wd, const char *parent, bool keep, struct kc_error **err);
 /* keep_log: after a failure, the CRIU log of this command (the error names
  * it): if it is there, it alone is kept; NULL: all goes. */

@@ -125,6 +125,16 @@ static int check_target(pid_t pid, struct kc_error **err)
 		return kc_error_set(err, KC_EXIT_NOENT, ESRCH, "no process with pid %d", (int)pid);
 	if (!kc_pid_alive(pid))
 		return kc_error_set(err, KC_EXIT_NOENT, ESRCH, "pid %d is a zombie", (int)pid);
+	if (kc_pid_is_kthread(pid))
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "pid %d is a kernel thread: nothing to checkpoint", (int)pid);
+	/* CRIU must trace it itself; found out before anything is frozen */
+	pid_t t = kc_pid_tracer(pid);
+	if (t > 0) {
+		char comm[64];
+		kc_pid_comm(t, comm, sizeof(comm));
+		return kc_error_set(err, KC_EXIT_BUSY, EBUSY, "pid %d is being traced by pid %d ('%s'): CRIU cannot dump it",
+				    (int)pid, (int)t, comm);
+	}
 	return 0;
 }
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "gpu_stage.h"
@@ -110,6 +111,24 @@ int kc_restore_check_links(const struct kc_manifest *m, struct kc_error **err)
 			return kc_error_set_hint(err, "restore it on that node, once (a restore uses the link up)");
 		}
 	return 0;
+}
+
+int kc_restore_check_space(const struct kc_manifest *m, const char *dir, struct kc_error **err)
+{
+	uint64_t need = 0;
+	for (size_t i = 0; i < m->n_members; i++)
+		need += m->members[i].size;
+	struct statvfs sv;
+	if (statvfs(dir, &sv) < 0)
+		return 0; /* the work dir's own creation will say what is wrong */
+	uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (have >= need)
+		return 0;
+	char n[32], h[32];
+	kc_format_bytes(need, n, sizeof(n));
+	kc_format_bytes(have, h, sizeof(h));
+	kc_error_set(err, KC_EXIT_IMAGE, ENOSPC, "unpacking needs %s in '%s', which has %s free", n, dir, h);
+	return kc_error_set_hint(err, "see --work-dir");
 }
 
 int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,

@@ -44,18 +44,6 @@ int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state *
 	return 0;
 }
 
-/* The tracer of pid (0 if none): a CRIU still dumping the tree. */
-static pid_t tracer_of(pid_t pid)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	_cleanup_free_ char *text = NULL;
-	if (kc_read_file(path, &text, NULL, NULL) < 0)
-		return 0;
-	const char *t = strstr(text, "\nTracerPid:");
-	return t ? (pid_t)atoi(t + 11) : 0;
-}
-
 int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
 	       struct kc_error **err)
 {
@@ -66,7 +54,7 @@ int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **ou
 	/* a dump killed while CRIU ran leaves CRIU running on: whatever we
 	 * resume now, it stops again when CRIU finishes */
 	for (size_t i = 0; i < np; i++) {
-		pid_t t = tracer_of(pids[i]);
+		pid_t t = kc_pid_tracer(pids[i]);
 		if (t > 0) {
 			char comm[64];
 			kc_pid_comm(t, comm, sizeof(comm));

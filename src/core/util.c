@@ -307,6 +307,34 @@ bool kc_pid_alive(pid_t pid)
 	return s != 0 && s != 'Z' && s != 'X';
 }
 
+pid_t kc_pid_tracer(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	_cleanup_free_ char *text = NULL;
+	if (kc_read_file(path, &text, NULL, NULL) < 0)
+		return 0;
+	const char *t = strstr(text, "\nTracerPid:");
+	return t ? (pid_t)atoi(t + 11) : 0;
+}
+
+bool kc_pid_is_kthread(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	const char *rp = strrchr(buf, ')');
+	unsigned long flags = 0;
+	/* state ppid pgrp session tty_nr tpgid flags */
+	if (!rp || sscanf(rp + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags) != 1)
+		return false;
+	return flags & 0x00200000; /* PF_KTHREAD */
+}
+
 void kc_pid_each_fd(pid_t pid, void (*fn)(int fd, const char *link, const char *target, void *arg), void *arg)
 {
 	char dir[64];

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,59 @@ def test_json_failure_is_json_too(kc_env):
     assert json.loads(p.stdout)["error"]["exit_code"] == 3
     # without --json stdout stays empty
     assert run_kc(kc_env, "dump", "-D", "/nonexistent/img", "999999", check=3).stdout == ""
+
+
+def test_targets_refused_up_front(kc_env, workloads, tmp_path):
+    """Issue 11, item 17: kernel threads and traced processes are refused
+    before anything is frozen; an archive name too long to publish is
+    refused before the dump, not after it."""
+    kthread = next(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) > 2 and
+                   os.path.exists(f"/proc/{p}/stat") and
+                   int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]) == 2)
+    p = run_kc(kc_env, "dump", "-D", tmp_path / "k", kthread, check=2)
+    assert "is a kernel thread" in p.stderr, p.stderr
+    w = workloads(mb=8)
+    p = run_kc(kc_env, "dump", "-o", tmp_path / ("x" * 240 + ".tar.zst"), w.pid, check=2)
+    assert "name is too long" in p.stderr, p.stderr
+    assert not (tmp_path / "k").exists() or not any((tmp_path / "k").iterdir())
+    assert w.probe()["ok"] == "1"
+
+
+def test_traced_target_is_refused_up_front(kc_env, workloads, tmp_path):
+    w = workloads(mb=8)
+    tracer = subprocess.Popen(["python3", "-c", f"""
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.ptrace(0x4206, {w.pid}, 0, 0) != 0:
+    sys.exit(1)
+open("{tmp_path}/seized", "w").close()
+time.sleep(30)
+"""], stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while not (tmp_path / "seized").exists():
+            assert time.time() < deadline
+            time.sleep(0.02)
+        p = run_kc(kc_env, "dump", "-D", tmp_path / "img", w.pid, check=9)
+        assert f"is being traced by pid {tracer.pid}" in p.stderr, p.stderr
+    finally:
+        tracer.kill()
+        tracer.wait()
+    assert w.probe()["ok"] == "1"
+
+
+def test_no_room_to_unpack_is_said_before_unpacking(tmp_path, kc_env, workloads):
+    """Issue 11, item 16: the manifest knows how much an archive unpacks to."""
+    w = workloads(mb=64)
+    archive = tmp_path / "a.tar.zst"
+    run_kc(kc_env, "dump", "-o", archive, w.pid, check=0)
+    w.reap()
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "kc-test-small", str(small)], check=True)
+    try:
+        p = run_kc(kc_env, "restore", "--work-dir", small, archive, check=5)
+        assert "unpacking needs" in p.stderr and "free" in p.stderr, p.stderr
+        assert not list(small.iterdir()), "nothing was written"
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
