@@ -61,6 +61,9 @@ bool kc_pid_alive(pid_t pid); /* exists and is not a zombie */
 bool kc_pid_exists(pid_t pid); /* /proc/<pid> exists, zombies included */
 /* /proc/<pid>/comm without the newline; "?" when unreadable. */
 void kc_pid_comm(pid_t pid, char *buf, size_t len);
+/* Replaces bytes that are not UTF-8 (and control characters, if asked)
+ * by '?', in place; true if it changed anything. */
+bool kc_text_sanitize(char *s, bool controls);
 /* The pid tracing pid (TracerPid), 0 if none or unreadable. */
 pid_t kc_pid_tracer(pid_t pid);
 /* A kernel thread (PF_KTHREAD): nothing CRIU can dump. */

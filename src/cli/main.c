@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -50,9 +51,38 @@ static int complete(int argc, char **argv)
 /* A command that printed its JSON document already has said its piece. */
 static bool json_printed;
 
+/* Paths and names from the system can be any bytes; JSON must be UTF-8. */
+static void sanitize_json(json_object *o)
+{
+	switch (json_object_get_type(o)) {
+	case json_type_string: {
+		char *copy = kc_xstrdup(json_object_get_string(o));
+		if (kc_text_sanitize(copy, false)) /* json-c escapes controls itself */
+			json_object_set_string(o, copy);
+		free(copy);
+		break;
+	}
+	case json_type_array:
+		for (size_t i = 0; i < json_object_array_length(o); i++)
+			sanitize_json(json_object_array_get_idx(o, i));
+		break;
+	case json_type_object: {
+		json_object_object_foreach(o, key, val)
+		{
+			(void)key;
+			sanitize_json(val);
+		}
+		break;
+	}
+	default:
+		break;
+	}
+}
+
 void kc_cli_print_json(void *obj)
 {
 	json_printed = true;
+	sanitize_json(obj);
 	fputs(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE), stdout);
 	fputc('\n', stdout);
 	fflush(stdout);

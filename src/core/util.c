@@ -368,6 +368,40 @@ void kc_pid_comm(pid_t pid, char *buf, size_t len)
 	char *nl = strchr(buf, '\n');
 	if (nl)
 		*nl = '\0';
+	/* a process names itself: no terminal escapes into our tables, no
+	 * invalid UTF-8 into our JSON */
+	kc_text_sanitize(buf, true);
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), 0 if there is none. */
+static size_t utf8_len(const unsigned char *s)
+{
+	if (s[0] < 0x80)
+		return 1;
+	size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if (n == 3 && ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0)))
+		return 0; /* overlong, surrogate */
+	if (n == 4 && ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90)))
+		return 0;
+	return n;
+}
+
+bool kc_text_sanitize(char *s, bool controls)
+{
+	bool changed = false;
+	for (unsigned char *p = (unsigned char *)s; *p;) {
+		size_t n = utf8_len(p);
+		if (n == 0 || (controls && n == 1 && (*p < 0x20 || *p == 0x7f))) {
+			*p++ = '?';
+			changed = true;
+			continue;
+		}
+		p += n;
+	}
+	return changed;
 }
 
 int kc_hex_value(char c)

@@ -228,3 +228,34 @@ def test_no_room_to_unpack_is_said_before_unpacking(tmp_path, kc_env, workloads)
         assert not list(small.iterdir()), "nothing was written"
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_odd_names_and_paths_stay_out_of_tables_and_json(tmp_path, kc_env):
+    """Issue 11, item 10: a process names itself (terminal escapes, invalid
+    UTF-8) and paths are any bytes; tables print neither raw, JSON stays
+    valid UTF-8."""
+    name = b"\x1b[31mevil\xff"
+    prog = subprocess.Popen(["python3", "-c", f"""
+import ctypes, time
+ctypes.CDLL(None).prctl(15, ctypes.c_char_p({name!r}), 0, 0, 0)
+open("{tmp_path}/named", "w").close()
+time.sleep(30)
+"""], stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 10
+        while not (tmp_path / "named").exists():
+            assert time.time() < deadline
+            time.sleep(0.02)
+        img = os.fsencode(tmp_path) + b"/img-\xfe"
+        p = subprocess.run([str(KC), "dump", "--json", "--leave-running", "-D", img, str(prog.pid)], env=kc_env,
+                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        doc = json.loads(p.stdout.decode("utf-8"))  # strict: valid UTF-8
+        comm = next(q["comm"] for q in doc["processes"] if q["pid"] == prog.pid)
+        assert "\x1b" not in comm and "evil" in comm, comm
+        assert "\x1b" not in p.stderr.decode("utf-8", "replace")
+        state = run_kc(kc_env, "state", prog.pid, check=0)
+        assert "\x1b" not in state.stdout and "evil" in state.stdout
+    finally:
+        prog.kill()
+        prog.wait()
