@@ -13,5 +13,8 @@
 int kc_thp_get(char *mode, size_t len, struct kc_error **err);
 int kc_thp_set(const char *mode, char *old, size_t len, struct kc_error **err);
 void kc_thp_put_back(char *old);
+/* The original mode back if a kcheckpoint that had set one was killed
+ * (for `recover`). */
+void kc_thp_recover(void);
 
 #endif

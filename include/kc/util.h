@@ -64,6 +64,9 @@ void kc_pid_comm(pid_t pid, char *buf, size_t len);
 /* Replaces bytes that are not UTF-8 (and control characters, if asked)
  * by '?', in place; true if it changed anything. */
 bool kc_text_sanitize(char *s, bool controls);
+/* kcheckpoint's state that must outlive a killed run, not a reboot:
+ * $KCHECKPOINT_RUN_DIR, else /run/kcheckpoint. */
+const char *kc_run_dir(void);
 /* The pid tracing pid (TracerPid), 0 if none or unreadable. */
 pid_t kc_pid_tracer(pid_t pid);
 /* A kernel thread (PF_KTHREAD): nothing CRIU can dump. */

@@ -213,8 +213,7 @@ out:
  */
 static char *mark_path(pid_t pid)
 {
-	const char *dir = getenv("KCHECKPOINT_RUN_DIR");
-	return kc_xasprintf("%s/filling-%d", dir && *dir ? dir : "/run/kcheckpoint", (int)pid);
+	return kc_xasprintf("%s/filling-%d", kc_run_dir(), (int)pid);
 }
 
 int kc_fillmark_set(pid_t pid, struct kc_error **err)

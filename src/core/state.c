@@ -7,6 +7,7 @@
 #include "gpu_stage.h"
 #include "kc/orchestrator.h"
 #include "kc/proctree.h"
+#include "kc/thp.h"
 #include "kc/util.h"
 #include "orchestrator_int.h"
 
@@ -47,6 +48,8 @@ int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state *
 int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
 	       struct kc_error **err)
 {
+	/* a kcheckpoint killed while it held a THP mode left it set */
+	kc_thp_recover();
 	_cleanup_free_ pid_t *pids = NULL;
 	size_t np;
 	if (kc_proctree(pid, &pids, &np, err) < 0)

@@ -307,6 +307,12 @@ bool kc_pid_alive(pid_t pid)
 	return s != 0 && s != 'Z' && s != 'X';
 }
 
+const char *kc_run_dir(void)
+{
+	const char *dir = getenv("KCHECKPOINT_RUN_DIR");
+	return dir && *dir ? dir : "/run/kcheckpoint";
+}
+
 pid_t kc_pid_tracer(pid_t pid)
 {
 	char path[64];

@@ -506,3 +506,50 @@ def test_two_dumps_to_one_archive_name(tmp_path, cuda_env, workloads):
     assert a.probe()["ok"] == "1" and cuda_state(cuda_env, a.pid) == 0, "the slow one's target is rolled back"
     info = json.loads(run_kc(cuda_env, "inspect", "--json", out, check=0).stdout)
     assert info["root_pid"] == b.pid, "the archive is the one that was published first"
+
+
+def test_thp_after_sigkill_and_overlapping_runs(tmp_path, kc_env, workloads):
+    """Issue 11, item 8: a kcheckpoint killed while it holds a THP mode, and
+    two runs that overlap, both end on the mode found before either."""
+    thp = tmp_path / "thp"
+    thp.write_text("always [madvise] never\n")
+    kc_env["KCHECKPOINT_THP_PATH"] = str(thp)
+    slow = tmp_path / "criu-slow"
+    slow.write_text(f'#!/bin/sh\n[ "$1" = dump ] && touch "{tmp_path}/in-criu" && sleep 2\nexec "{CRIU}" "$@"\n')
+    slow.chmod(0o755)
+
+    def dump_in_background(w, mode, name):
+        (tmp_path / "in-criu").unlink(missing_ok=True)
+        p = subprocess.Popen([str(KC), "dump", "--thp", mode, "--leave-running", "--criu", str(slow), "-D",
+                              str(tmp_path / name), str(w.pid)], env=kc_env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 20
+        while not (tmp_path / "in-criu").exists():
+            assert time.time() < deadline and p.poll() is None
+            time.sleep(0.01)
+        return p
+
+    w = workloads(mb=8)
+    # killed while it holds 'always': recover puts 'madvise' back
+    p = dump_in_background(w, "always", "img1")
+    assert thp.read_text().strip() == "always"
+    p.kill()
+    p.wait()
+    deadline = time.time() + 30
+    while True:  # recover says busy (9) while the orphaned CRIU still works
+        r = run_kc(kc_env, "recover", w.pid)
+        if r.returncode != 9 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.returncode == 0, r.stderr
+    assert thp.read_text().strip() == "madvise"
+
+    # two runs overlap: the first to finish must not put its 'old' mode
+    # (the second's setting) back; the last one restores the original
+    v = workloads(mb=8, seed=5, name="v")
+    a = dump_in_background(w, "always", "img2")
+    run_kc(kc_env, "dump", "--thp", "never", "--leave-running", "-D", tmp_path / "img3", v.pid, check=0)
+    assert thp.read_text().strip() != "madvise", "a holder is still running"
+    _, err = a.communicate(timeout=60)
+    assert a.returncode == 0, err
+    assert thp.read_text().strip() == "madvise"
