@@ -67,6 +67,12 @@ bool kc_text_sanitize(char *s, bool controls);
 /* kcheckpoint's state that must outlive a killed run, not a reboot:
  * $KCHECKPOINT_RUN_DIR, else /run/kcheckpoint. */
 const char *kc_run_dir(void);
+/* One kcheckpoint at a time per pid: an flock on <run dir>/pid-<pid>.lock,
+ * dropped when the fd closes or the process dies.  KC_EXIT_BUSY if held.
+ * kc_pids_lock takes them all or none; *fds for kc_pids_unlock. */
+int kc_pid_lock(pid_t pid, struct kc_error **err);
+int kc_pids_lock(const pid_t *pids, size_t n, int **fds, struct kc_error **err);
+void kc_pids_unlock(int *fds, size_t n);
 /* The pid tracing pid (TracerPid), 0 if none or unreadable. */
 pid_t kc_pid_tracer(pid_t pid);
 /* A kernel thread (PF_KTHREAD): nothing CRIU can dump. */

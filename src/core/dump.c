@@ -297,6 +297,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	size_t n = 0;
 	struct kc_undo undo = {0};
 	int rc = -1;
+	int *pid_locks = NULL;
 
 	if (check_target(o->pid, err) < 0)
 		return -1;
@@ -324,9 +325,15 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	}
 	if (b->criu->ops->version(b->criu->h, &o->criu, &m->criu_version, err) < 0)
 		return -1;
-	/* from here until CRIU has written it, the dir is ours */
-	if (kc_prepare_images_dir(o->images_dir, err) < 0)
+	/* one kcheckpoint at a time per process, before anything is touched */
+	size_t n_locked = n;
+	if (kc_pids_lock(pids, n_locked, &pid_locks, err) < 0)
 		return -1;
+	/* from here until CRIU has written it, the dir is ours */
+	if (kc_prepare_images_dir(o->images_dir, err) < 0) {
+		kc_pids_unlock(steal_ptr(pid_locks), n_locked);
+		return -1;
+	}
 	bool dir_locked = true, images_complete = false;
 
 	struct kc_gpu_set *to_lock = kc_gpu_set_new(b, n), *to_ckpt = kc_gpu_set_new(b, n);
@@ -517,6 +524,7 @@ out:
 		clear_images_dir(o->images_dir);
 	if (dir_locked)
 		unlock_images_dir(o->images_dir);
+	kc_pids_unlock(pid_locks, n_locked);
 	kc_undo_free(&undo);
 	free(to_lock);
 	free(to_ckpt);

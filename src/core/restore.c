@@ -140,12 +140,24 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	struct kc_gpu_pair *pairs = NULL;
 	size_t n_pairs = 0;
 	_cleanup_strv_ char **extra = NULL; /* CRIU options */
+	int *pid_locks = NULL;
+	size_t n_locked = 0;
 	_cleanup_free_ struct kc_bulk_region *bulk = NULL; /* memory CRIU leaves to us */
 	size_t n_bulk = 0;
 	bool fill_done = false; /* every process' memory is back */
 
 	if (m->n_procs == 0 && kc_manifest_read(o->images_dir, m, err) < 0)
 		return -1;
+	/* the dumped pids are the ones CRIU brings back (not in a container's
+	 * namespace): no other kcheckpoint may work on them meanwhile */
+	if (!b->criu->ops->restored_pid) {
+		_cleanup_free_ pid_t *dumped = kc_xcalloc(m->n_procs + 1, sizeof(pid_t));
+		for (size_t i = 0; i < m->n_procs; i++)
+			dumped[i] = m->procs[i].pid;
+		if (kc_pids_lock(dumped, m->n_procs, &pid_locks, err) < 0)
+			return -1;
+		n_locked = m->n_procs;
+	}
 
 	if (!b->criu->ops->restored_pid && kc_restore_check_links(m, err) < 0)
 		goto out;
@@ -335,6 +347,7 @@ out:
 		if (fill_done || (st != 'T' && st != 't'))
 			kc_fillmark_clear(bulk[i].pid);
 	}
+	kc_pids_unlock(pid_locks, n_locked);
 	kc_undo_free(&undo);
 	free(to_restore);
 	free(to_unlock);

@@ -45,6 +45,9 @@ int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state *
 	return 0;
 }
 
+static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *pids, size_t np,
+			  struct kc_proc_state **out, size_t *n, struct kc_error **err);
+
 int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
 	       struct kc_error **err)
 {
@@ -54,6 +57,19 @@ int kc_recover(pid_t pid, const struct kc_backends *b, struct kc_proc_state **ou
 	size_t np;
 	if (kc_proctree(pid, &pids, &np, err) < 0)
 		return -1;
+	/* not while another kcheckpoint works on them (a dead one's locks are
+	 * gone with it) */
+	int *locks = NULL;
+	if (kc_pids_lock(pids, np, &locks, err) < 0)
+		return -1;
+	int rc = recover_locked(pid, b, pids, np, out, n, err);
+	kc_pids_unlock(locks, np);
+	return rc;
+}
+
+static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *pids, size_t np,
+			  struct kc_proc_state **out, size_t *n, struct kc_error **err)
+{
 	/* a dump killed while CRIU ran leaves CRIU running on: whatever we
 	 * resume now, it stops again when CRIU finishes */
 	for (size_t i = 0; i < np; i++) {

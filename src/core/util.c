@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -311,6 +312,48 @@ const char *kc_run_dir(void)
 {
 	const char *dir = getenv("KCHECKPOINT_RUN_DIR");
 	return dir && *dir ? dir : "/run/kcheckpoint";
+}
+
+int kc_pid_lock(pid_t pid, struct kc_error **err)
+{
+	if (kc_mkdir_p(kc_run_dir(), 0700, err) < 0)
+		return -1;
+	_cleanup_free_ char *path = kc_xasprintf("%s/pid-%d.lock", kc_run_dir(), (int)pid);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot open '%s'", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		close(fd);
+		if (e == EWOULDBLOCK)
+			return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
+					    "pid %d is being dumped, restored or recovered by another kcheckpoint", (int)pid);
+		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot lock '%s'", path);
+	}
+	return fd;
+}
+
+int kc_pids_lock(const pid_t *pids, size_t n, int **fds, struct kc_error **err)
+{
+	int *v = kc_xcalloc(n + 1, sizeof(int));
+	for (size_t i = 0; i < n; i++) {
+		v[i] = kc_pid_lock(pids[i], err);
+		if (v[i] < 0) {
+			for (size_t j = 0; j < i; j++)
+				close(v[j]);
+			free(v);
+			return -1;
+		}
+	}
+	*fds = v;
+	return 0;
+}
+
+void kc_pids_unlock(int *fds, size_t n)
+{
+	for (size_t i = 0; fds && i < n; i++)
+		close(fds[i]); /* closing drops the flock */
+	free(fds);
 }
 
 pid_t kc_pid_tracer(pid_t pid)

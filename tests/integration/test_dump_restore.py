@@ -553,3 +553,24 @@ def test_thp_after_sigkill_and_overlapping_runs(tmp_path, kc_env, workloads):
     _, err = a.communicate(timeout=60)
     assert a.returncode == 0, err
     assert thp.read_text().strip() == "madvise"
+
+
+def test_one_kcheckpoint_at_a_time_per_process(tmp_path, cuda_env, workloads):
+    """Issue 11, item 7: a second dump (or a recover) of a process another
+    kcheckpoint is dumping is refused, busy, without touching it."""
+    w = workloads(mb=16, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    slow = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="checkpoint:2000")
+    first = subprocess.Popen([str(KC), "dump", "--leave-running", "-D", str(tmp_path / "a"), str(w.pid)], env=slow,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while cuda_state(cuda_env, w.pid) == 0:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    p = run_kc(cuda_env, "dump", "-D", tmp_path / "b", w.pid, check=9)
+    assert "being dumped, restored or recovered by another kcheckpoint" in p.stderr, p.stderr
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+    p = run_kc(cuda_env, "recover", w.pid, check=9)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert cuda_state(cuda_env, w.pid) == 0 and w.probe()["ok"] == "1"
+    run_kc(cuda_env, "dump", "--leave-running", "-D", tmp_path / "c", w.pid, check=0)
