@@ -64,6 +64,9 @@ void kc_pid_comm(pid_t pid, char *buf, size_t len);
 /* Replaces bytes that are not UTF-8 (and control characters, if asked)
  * by '?', in place; true if it changed anything. */
 bool kc_text_sanitize(char *s, bool controls);
+/* Removes everything in dir but the plain files named in keep (NULL-
+ * terminated); returns how many of those it found. */
+size_t kc_dir_clear(const char *dir, const char *const *keep);
 /* kcheckpoint's state that must outlive a killed run, not a reboot:
  * $KCHECKPOINT_RUN_DIR, else /run/kcheckpoint. */
 const char *kc_run_dir(void);

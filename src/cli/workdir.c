@@ -31,31 +31,6 @@ int kc_workdir_create(struct kc_workdir *wd, const char *parent, bool keep, stru
 	return 0;
 }
 
-/* Removes everything in dir but the file named keep; true if that is
- * there. */
-static bool keep_only(const char *dir, const char *keep)
-{
-	_cleanup_closedir_ DIR *d = opendir(dir);
-	if (!d)
-		return false;
-	bool kept = false;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (!strcmp(de->d_name, keep) && de->d_type == DT_REG) {
-			kept = true;
-			continue;
-		}
-		_cleanup_free_ char *path = kc_xasprintf("%s/%s", dir, de->d_name);
-		if (de->d_type == DT_DIR)
-			kc_rm_rf(path, NULL);
-		else
-			unlink(path);
-	}
-	return kept;
-}
-
 void kc_workdir_finish(struct kc_workdir *wd, bool quiet, const char *keep_log)
 {
 	if (!wd->path)
@@ -63,7 +38,7 @@ void kc_workdir_finish(struct kc_workdir *wd, bool quiet, const char *keep_log)
 	if (wd->keep) {
 		if (!quiet)
 			fprintf(stderr, "kept the images in '%s'\n", wd->path);
-	} else if (keep_log && keep_only(wd->path, keep_log)) {
+	} else if (keep_log && kc_dir_clear(wd->path, (const char *const[]){keep_log, NULL})) {
 		/* the error names the log: it must outlive the images */
 		if (!quiet)
 			fprintf(stderr, "kept CRIU's log in '%s'\n", wd->path);

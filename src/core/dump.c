@@ -175,22 +175,6 @@ int kc_prepare_images_dir(const char *dir, struct kc_error **err)
 	return 0;
 }
 
-static void clear_images_dir(const char *dir)
-{
-	_cleanup_closedir_ DIR *d = opendir(dir);
-	struct dirent *de;
-	while (d && (de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strcmp(de->d_name, KC_FAILED_LOG) ||
-		    !strcmp(de->d_name, KC_DIR_LOCK))
-			continue;
-		_cleanup_free_ char *path = kc_xasprintf("%s/%s", dir, de->d_name);
-		if (de->d_type == DT_DIR)
-			kc_rm_rf(path, NULL);
-		else
-			unlink(path);
-	}
-}
-
 static void unlock_images_dir(const char *dir)
 {
 	_cleanup_free_ char *lock = kc_xasprintf("%s/" KC_DIR_LOCK, dir);
@@ -521,7 +505,7 @@ out:
 	/* half-written images help nobody and block a retry; CRIU's log,
 	 * which the error may name, stays */
 	if (rc < 0 && !images_complete)
-		clear_images_dir(o->images_dir);
+		kc_dir_clear(o->images_dir, (const char *const[]){KC_FAILED_LOG, KC_DIR_LOCK, NULL});
 	if (dir_locked)
 		unlock_images_dir(o->images_dir);
 	kc_pids_unlock(pid_locks, n_locked);

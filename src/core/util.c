@@ -308,6 +308,30 @@ bool kc_pid_alive(pid_t pid)
 	return s != 0 && s != 'Z' && s != 'X';
 }
 
+size_t kc_dir_clear(const char *dir, const char *const *keep)
+{
+	size_t kept = 0;
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		bool spare = false;
+		for (const char *const *k = keep; k && *k && !spare; k++)
+			spare = !strcmp(de->d_name, *k) && de->d_type == DT_REG;
+		if (spare) {
+			kept++;
+			continue;
+		}
+		_cleanup_free_ char *path = kc_xasprintf("%s/%s", dir, de->d_name);
+		if (de->d_type == DT_DIR)
+			kc_rm_rf(path, NULL);
+		else
+			unlink(path);
+	}
+	return kept;
+}
+
 const char *kc_run_dir(void)
 {
 	const char *dir = getenv("KCHECKPOINT_RUN_DIR");

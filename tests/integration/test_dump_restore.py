@@ -460,6 +460,14 @@ def test_cuda_child_that_exits_during_the_dump_is_left_out(tmp_path, cuda_env, w
     assert w.probe()["ok"] == "1"
 
 
+def wait_locked(env, pid, timeout=20):
+    """Until the fake driver has pid out of RUNNING: a dump is in its GPU stage."""
+    deadline = time.time() + timeout
+    while cuda_state(env, pid) == 0:
+        assert time.time() < deadline, f"pid {pid} never left RUNNING"
+        time.sleep(0.01)
+
+
 def test_two_dumps_into_one_images_dir(tmp_path, cuda_env, workloads):
     """The second dump into a dir the first is still writing is refused,
     busy, and the first one's images stay whole (issue 11, item 2)."""
@@ -469,10 +477,7 @@ def test_two_dumps_into_one_images_dir(tmp_path, cuda_env, workloads):
     slow = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="checkpoint:2000")
     first = subprocess.Popen([str(KC), "dump", "-D", str(img), str(a.pid)], env=slow, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 20
-    while cuda_state(cuda_env, a.pid) == 0:  # locked: the first is in its GPU stage
-        assert time.time() < deadline
-        time.sleep(0.01)
+    wait_locked(cuda_env, a.pid)
     p = run_kc(cuda_env, "dump", "-D", img, b.pid, check=9)
     assert "being written by another dump" in p.stderr, p.stderr
     assert b.probe()["ok"] == "1" and cuda_state(cuda_env, b.pid) == 0, "the second target runs on untouched"
@@ -495,10 +500,7 @@ def test_two_dumps_to_one_archive_name(tmp_path, cuda_env, workloads):
     slow = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="checkpoint:2500")
     first = subprocess.Popen([str(KC), "dump", "-o", str(out), str(a.pid)], env=slow, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 20
-    while cuda_state(cuda_env, a.pid) == 0:
-        assert time.time() < deadline
-        time.sleep(0.01)
+    wait_locked(cuda_env, a.pid)
     run_kc(cuda_env, "dump", "-o", out, b.pid, check=0)  # the quick one publishes first
     _, err = first.communicate(timeout=60)
     assert first.returncode == 9, err
@@ -562,10 +564,7 @@ def test_one_kcheckpoint_at_a_time_per_process(tmp_path, cuda_env, workloads):
     slow = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="checkpoint:2000")
     first = subprocess.Popen([str(KC), "dump", "--leave-running", "-D", str(tmp_path / "a"), str(w.pid)], env=slow,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 20
-    while cuda_state(cuda_env, w.pid) == 0:
-        assert time.time() < deadline
-        time.sleep(0.01)
+    wait_locked(cuda_env, w.pid)
     p = run_kc(cuda_env, "dump", "-D", tmp_path / "b", w.pid, check=9)
     assert "being dumped, restored or recovered by another kcheckpoint" in p.stderr, p.stderr
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
