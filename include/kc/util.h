@@ -64,6 +64,11 @@ void kc_pid_comm(pid_t pid, char *buf, size_t len);
 /* Replaces bytes that are not UTF-8 (and control characters, if asked)
  * by '?', in place; true if it changed anything. */
 bool kc_text_sanitize(char *s, bool controls);
+/* All of buf, or -1 with errno (EIO for a call that made no progress);
+ * EINTR is retried. */
+int kc_write_all(int fd, const void *buf, size_t len);
+int kc_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+int kc_pread_all(int fd, void *buf, size_t len, uint64_t off);
 /* Removes everything in dir but the plain files named in keep (NULL-
  * terminated); returns how many of those it found. */
 size_t kc_dir_clear(const char *dir, const char *const *keep);

@@ -76,21 +76,6 @@ static int parse_entry(struct pb b, uint64_t page, struct entry *e)
 	return 0;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
 static int copy_range(int in, uint64_t off, int out, uint64_t len)
 {
 	loff_t o = (loff_t)off;
@@ -206,7 +191,7 @@ static int split_one(int dirfd, const char *name, pid_t pid, uint64_t min_bytes,
 	int outm = openat(dirfd, newmap, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	int rc = outp < 0 || outm < 0 || (copy_out && outb < 0) ? -1 : 0;
 	if (rc == 0)
-		rc = write_all(outm, p, 8 + head_len);
+		rc = kc_write_all(outm, p, 8 + head_len);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		if (e[i].bulk) {
 			/* one line for the whole run */
@@ -227,7 +212,7 @@ static int split_one(int dirfd, const char *name, pid_t pid, uint64_t min_bytes,
 			i = j - 1;
 			continue;
 		}
-		rc = write_all(outm, e[i].raw, e[i].raw_len);
+		rc = kc_write_all(outm, e[i].raw, e[i].raw_len);
 		if (rc == 0 && e[i].present)
 			rc = copy_range(in, e[i].offset, outp, e[i].bytes);
 	}

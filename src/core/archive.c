@@ -169,39 +169,6 @@ void kc_ar_pool_stop(struct kc_ar_pool *p)
 	pthread_mutex_destroy(&p->mu);
 }
 
-int kc_ar_write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
-int kc_ar_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const char *p = buf;
-	while (len) {
-		ssize_t w = pwrite(fd, p, len, (off_t)off);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		off += (uint64_t)w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
 int kc_ar_errno_exit(int e)
 {
 	switch (e) {

@@ -101,8 +101,6 @@ void kc_ar_pool_stop(struct kc_ar_pool *p);
 int kc_ar_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* write() until done, EINTR-safe; pwrite likewise. -1 with errno set. */
-int kc_ar_write_all(int fd, const void *buf, size_t len);
-int kc_ar_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
 /* KC_EXIT_* for an errno met opening or creating something. */
 int kc_ar_errno_exit(int e);

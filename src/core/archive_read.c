@@ -701,7 +701,7 @@ static void leaf_job(struct kc_ar_job *j)
 	struct rleaf *l = (struct rleaf *)j;
 	kc_sha256(l->data, l->len, l->digest);
 	l->werr = 0;
-	if (l->write && kc_ar_pwrite_all(l->fd, l->data, l->len, l->off) < 0)
+	if (l->write && kc_pwrite_all(l->fd, l->data, l->len, l->off) < 0)
 		l->werr = errno;
 }
 
@@ -925,7 +925,7 @@ static int read_manifest_member(struct rctx *c, struct archive *a, struct kc_err
 		_cleanup_close_ int fd = create_file(c, KC_MANIFEST_NAME, err);
 		if (fd < 0)
 			return -1;
-		if (kc_ar_write_all(fd, json, got) < 0 || close(steal_fd(fd)) < 0)
+		if (kc_write_all(fd, json, got) < 0 || close(steal_fd(fd)) < 0)
 			return kc_error_errno(err, kc_ar_errno_exit(errno), errno, "cannot write '%s/%s'", c->dest,
 					      KC_MANIFEST_NAME);
 	}

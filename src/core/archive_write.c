@@ -454,7 +454,7 @@ static int consume_job(struct wctx *c, struct wjob *j, struct kc_manifest *m, st
 	}
 	const uint8_t *p = c->level ? j->out : j->in;
 	size_t n = c->level ? j->out_len : j->in_len;
-	if (kc_ar_write_all(c->fd, p, n) < 0)
+	if (kc_write_all(c->fd, p, n) < 0)
 		return write_failed(c, errno, err);
 	c->written += n;
 	if (c->written - c->synced >= SYNC_EVERY) {
@@ -512,7 +512,7 @@ static char *manifest_tar(const char *json, size_t jlen, size_t *len)
 static int write_head(struct wctx *c, const char *tar, size_t tar_len, uint64_t room, struct kc_error **err)
 {
 	if (!c->level) {
-		if (kc_ar_pwrite_all(c->fd, tar, tar_len, 0) < 0)
+		if (kc_pwrite_all(c->fd, tar, tar_len, 0) < 0)
 			return write_failed(c, errno, err);
 		return 0;
 	}
@@ -525,7 +525,7 @@ static int write_head(struct wctx *c, const char *tar, size_t tar_len, uint64_t 
 		return kc_error_set(err, KC_EXIT_FAILURE, 0, "cannot compress the manifest: %s", ZSTD_getErrorName(clen));
 	put_le32(buf + clen, ZSTD_MAGIC_SKIPPABLE_START);
 	put_le32(buf + clen + 4, (uint32_t)(cap - clen - 8));
-	if (kc_ar_pwrite_all(c->fd, buf, cap, 0) < 0)
+	if (kc_pwrite_all(c->fd, buf, cap, 0) < 0)
 		return write_failed(c, errno, err);
 	return 0;
 }

@@ -55,27 +55,17 @@ static void *worker(void *arg)
 	struct fill *f = arg;
 	for (;;) {
 		/* ^C: the restore is rolled back, the rest need not be written */
-		if (kc_signals_pending()) {
-			int zero = 0;
-			atomic_compare_exchange_strong(&f->failed, &zero, EINTR);
-		}
+		if (kc_signals_pending())
+			kc_fail_once(&f->failed, EINTR);
 		if (atomic_load(&f->failed))
 			return NULL;
 		size_t i = atomic_fetch_add(&f->next, 1);
 		if (i >= f->n)
 			return NULL;
 		struct chunk *c = &f->chunks[i];
-		uint64_t off = 0;
-		while (off < c->len) {
-			ssize_t w = pwrite(c->to_fd, c->from + off, c->len - off, (off_t)(c->vaddr + off));
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				int zero = 0;
-				atomic_compare_exchange_strong(&f->failed, &zero, w < 0 ? errno : EIO);
-				return NULL;
-			}
-			off += (uint64_t)w;
+		if (kc_pwrite_all(c->to_fd, c->from, c->len, c->vaddr) < 0) {
+			kc_fail_once(&f->failed, errno);
+			return NULL;
 		}
 		atomic_fetch_add(&f->done, c->len);
 	}
@@ -174,13 +164,8 @@ int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t 
 							 .vaddr = v[i].vaddr + off,
 							 .len = v[i].bytes - off < CHUNK ? v[i].bytes - off : CHUNK};
 	}
-	if (threads < 1)
-		threads = 1;
-	if (threads > f.n)
-		threads = f.n ? (unsigned)f.n : 1;
-
 	struct kc_progress *pg = kc_progress_start("memory-fill", filled, &f);
-	kc_run_pool(threads, worker, &f);
+	kc_run_pool(threads, f.n, worker, &f);
 	kc_progress_stop(pg);
 
 	int e = atomic_load(&f.failed);

@@ -120,15 +120,12 @@ static void *reader(void *arg)
 	 * handle (page_mkwrite), and the H200 node read at 1.9 GB/s that way */
 	unsigned char *buf = malloc(CHUNK);
 	if (!buf) {
-		int zero = 0;
-		atomic_compare_exchange_strong(&j->failed, &zero, ENOMEM);
+		kc_fail_once(&j->failed, ENOMEM);
 		return NULL;
 	}
 	for (;;) {
-		if (kc_signals_pending()) {
-			int zero = 0;
-			atomic_compare_exchange_strong(&j->failed, &zero, EINTR);
-		}
+		if (kc_signals_pending())
+			kc_fail_once(&j->failed, EINTR);
 		if (atomic_load(&j->failed))
 			break;
 		size_t c = atomic_fetch_add(&j->next, 1);
@@ -141,28 +138,9 @@ static void *reader(void *arg)
 		struct run *x = &j->runs[r];
 		uint64_t off = (uint64_t)(c - j->first_chunk[r]) * CHUNK;
 		uint64_t len = x->bytes - off < CHUNK ? x->bytes - off : CHUNK;
-		int e = 0;
-		for (uint64_t at = 0; at < len && !e;) {
-			ssize_t got = pread(j->memfd[r], buf + at, len - at, (off_t)(x->vaddr + off + at));
-			if (got < 0 && errno == EINTR)
-				continue;
-			if (got <= 0)
-				e = got < 0 ? errno : EIO;
-			else
-				at += (uint64_t)got;
-		}
-		for (uint64_t at = 0; at < len && !e;) {
-			ssize_t put = pwrite(j->out_fd, buf + at, len - at, (off_t)(x->offset + off + at));
-			if (put < 0 && errno == EINTR)
-				continue;
-			if (put <= 0)
-				e = put < 0 ? errno : EIO;
-			else
-				at += (uint64_t)put;
-		}
-		if (e) {
-			int zero = 0;
-			atomic_compare_exchange_strong(&j->failed, &zero, e);
+		if (kc_pread_all(j->memfd[r], buf, len, x->vaddr + off) < 0 ||
+		    kc_pwrite_all(j->out_fd, buf, len, x->offset + off) < 0) {
+			kc_fail_once(&j->failed, errno);
 			break;
 		}
 		atomic_fetch_add(&j->done, len);
@@ -244,12 +222,8 @@ int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, stru
 			goto out;
 		}
 		j.out_fd = out_fd;
-		if (threads < 1)
-			threads = 1;
-		if (threads > j.n_chunks)
-			threads = (unsigned)j.n_chunks;
 		struct kc_progress *pg = kc_progress_start("memory-read", read_so_far, &j);
-		kc_run_pool(threads, reader, &j);
+		kc_run_pool(threads, j.n_chunks, reader, &j);
 		kc_progress_stop(pg);
 		int e = atomic_load(&j.failed);
 		if (e == EINTR && kc_check_interrupted(err) < 0)

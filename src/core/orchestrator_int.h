@@ -2,6 +2,8 @@
 #ifndef KC_ORCHESTRATOR_INT_H
 #define KC_ORCHESTRATOR_INT_H
 
+#include <stdatomic.h>
+
 #include "kc/orchestrator.h"
 #include "kc/undo.h"
 
@@ -13,9 +15,17 @@ int kc_rollback(struct kc_undo *u, struct kc_error **err);
 void kc_fill_host_info(struct kc_manifest *m, const struct kc_backends *b);
 int kc_prepare_images_dir(const char *dir, struct kc_error **err);
 
-/* Runs fn(arg) in that many threads (signals blocked in them) and waits
- * for all; fn takes its work from arg until there is none. */
-void kc_run_pool(unsigned threads, void *(*fn)(void *), void *arg);
+/* Keeps the first of several workers' failures (an errno). */
+static inline void kc_fail_once(atomic_int *failed, int e)
+{
+	int zero = 0;
+	atomic_compare_exchange_strong(failed, &zero, e);
+}
+
+/* Runs fn(arg) in that many threads, at most one per work item and at
+ * least one (signals blocked in them), and waits for all; fn takes its
+ * work from arg until there is none. */
+void kc_run_pool(unsigned threads, size_t items, void *(*fn)(void *), void *arg);
 
 /* Writes the regions into the (stopped) restored processes with that many
  * threads (bulk_fill.c); *bytes written. */

@@ -66,8 +66,10 @@ int kc_parallel(const struct kc_backends *b, const pid_t *pids, size_t n, kc_pid
 	return rc;
 }
 
-void kc_run_pool(unsigned threads, void *(*fn)(void *), void *arg)
+void kc_run_pool(unsigned threads, size_t items, void *(*fn)(void *), void *arg)
 {
+	if (threads > items) /* more would find nothing to do */
+		threads = (unsigned)items;
 	if (threads < 1)
 		threads = 1;
 	pthread_t *tids = kc_xcalloc(threads, sizeof(*tids));

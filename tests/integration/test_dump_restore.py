@@ -468,15 +468,20 @@ def wait_locked(env, pid, timeout=20):
         time.sleep(0.01)
 
 
+def slow_dump(env, checkpoint_ms, *args):
+    """A dump in the background whose GPU checkpoint the fake driver stretches."""
+    return subprocess.Popen([str(KC), "dump", *map(str, args)], stdin=subprocess.DEVNULL,
+                            env=dict(env, KC_FAKE_CUDA_DELAY_MS=f"checkpoint:{checkpoint_ms}"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def test_two_dumps_into_one_images_dir(tmp_path, cuda_env, workloads):
     """The second dump into a dir the first is still writing is refused,
     busy, and the first one's images stay whole (issue 11, item 2)."""
     a = workloads(mb=16, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], name="a")
     b = workloads(mb=16, seed=9, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], name="b")
     img = tmp_path / "img"
-    slow = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="checkpoint:2000")
-    first = subprocess.Popen([str(KC), "dump", "-D", str(img), str(a.pid)], env=slow, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = slow_dump(cuda_env, 2000, "-D", img, a.pid)
     wait_locked(cuda_env, a.pid)
     p = run_kc(cuda_env, "dump", "-D", img, b.pid, check=9)
     assert "being written by another dump" in p.stderr, p.stderr
@@ -497,9 +502,7 @@ def test_two_dumps_to_one_archive_name(tmp_path, cuda_env, workloads):
     a = workloads(mb=16, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], name="a")
     b = workloads(mb=16, seed=9, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], name="b")
     out = tmp_path / "one.tar.zst"
-    slow = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="checkpoint:2500")
-    first = subprocess.Popen([str(KC), "dump", "-o", str(out), str(a.pid)], env=slow, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = slow_dump(cuda_env, 2500, "-o", out, a.pid)
     wait_locked(cuda_env, a.pid)
     run_kc(cuda_env, "dump", "-o", out, b.pid, check=0)  # the quick one publishes first
     _, err = first.communicate(timeout=60)
@@ -561,9 +564,7 @@ def test_one_kcheckpoint_at_a_time_per_process(tmp_path, cuda_env, workloads):
     """Issue 11, item 7: a second dump (or a recover) of a process another
     kcheckpoint is dumping is refused, busy, without touching it."""
     w = workloads(mb=16, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
-    slow = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="checkpoint:2000")
-    first = subprocess.Popen([str(KC), "dump", "--leave-running", "-D", str(tmp_path / "a"), str(w.pid)], env=slow,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = slow_dump(cuda_env, 2000, "--leave-running", "-D", tmp_path / "a", w.pid)
     wait_locked(cuda_env, w.pid)
     p = run_kc(cuda_env, "dump", "-D", tmp_path / "b", w.pid, check=9)
     assert "being dumped, restored or recovered by another kcheckpoint" in p.stderr, p.stderr
