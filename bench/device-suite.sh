@@ -3,7 +3,8 @@
 # What was run on the lent GPU machine for docs/PERFORMANCE.md: unpacks the
 # bundle (scripts/bundle.sh) and runs bench/gpu_bench.sh in several shapes.
 #   bench/device-suite.sh BUNDLE.tar.gz BIN_DIR [RUN...]
-# RUN: warm, small, pair, big, bigmf, biglike, cold, coldpf, thp, kcthp, kcthpmf, archive
+# RUN: warm, small, pair, big, bigmf, biglike, cold, coldpf, thp, kcthp, kcthpmf, archive,
+# bigar (archive, BIG GiB), bigarcold (the same, page cache dropped before restore)
 # (default: small pair big cold thp archive).  warm touches 2.5x the big
 # size of memory once (a file in a tmpfs, then unmounted): this VM backs its
 # memory on first touch, which otherwise slows whichever flow runs first.
@@ -39,5 +40,7 @@ for r in $RUNS; do
 	kcthp) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --kc-thp always ;;
 	kcthpmf) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --kc-thp always --manual-first ;;
 	archive) "$HERE/gpu_bench.sh" --gib 8 --procs 1 --archive ;;
+	bigar) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --archive ;;
+	bigarcold) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --archive --cold ;;
 	esac || echo "gpu_bench $r FAILED (exit $?)"
 done

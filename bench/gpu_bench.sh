@@ -128,12 +128,13 @@ drop_caches
 k2=$(now)
 if [ $ARCHIVE = 1 ]; then
 	"$KC" restore ${KC_OPTS[@]+"${KC_OPTS[@]}"} --json --work-dir "$WORK" "$IMG.tar.zst" >"$OUT/kc-restore-$TAG.json"
+	k3=$(now) # before the archive's removal, which takes seconds for tens of GB
 	ls -l "$IMG.tar.zst" >"$OUT/kc-archive-$TAG.txt"
 	rm -f "$IMG.tar.zst"
 else
 	"$KC" restore ${KC_OPTS[@]+"${KC_OPTS[@]}"} --json "$IMG" >"$OUT/kc-restore-$TAG.json"
+	k3=$(now)
 fi
-k3=$(now)
 python3 -c "import json,sys; t=[float(x) for x in sys.argv[1:5]]; print(json.dumps({'dump': t[1]-t[0], 'restore': t[3]-t[2]}))" \
 	"$k0" "$k1" "$k2" "$k3" >"$OUT/kc-wall-$TAG.json"
 verify "$C0"
@@ -188,10 +189,13 @@ sec = lambda k: st[k]["seconds"] if k in st else 0.0
 # driver start-up counts on both sides: cuda_ckpt runs cuInit in each call
 rows = [("gpu init+lock+ckpt", sec("gpu-init") + sec("gpu-lock") + sec("gpu-checkpoint"), m["gpu_checkpoint"]),
         ("criu dump", sec("criu-dump"), m["criu_dump"]),
+        ("memory-read", sec("memory-read"), 0.0),
         ("archive", sec("archive"), 0.0),
+        ("archive-sync", sec("archive-sync"), 0.0),
         ("dump (wall)", w["dump"], m["gpu_checkpoint"] + m["criu_dump"]),
         ("unpack", sec("unpack"), 0.0),
         ("criu restore", sec("criu-restore"), m["criu_restore"]),
+        ("memory-fill", sec("memory-fill"), 0.0),
         ("gpu (wait)+rst+unlock", sec("gpu-init-wait") + sec("gpu-restore") + sec("gpu-unlock"), m["gpu_restore"]),
         ("restore (wall)", w["restore"], m["criu_restore"] + m["gpu_restore"])]
 vram = d.get("vram_bytes", 0)
@@ -199,6 +203,9 @@ print(f"{'stage':22} {'kcheckpoint':>12} {'manual':>10} {'ratio':>7}   (VRAM {vr
 for name, a, b in rows:
     ratio = f"{a / b:.2f}" if b > 0 else "-"
     print(f"{name:22} {a:12.3f} {b:10.3f} {ratio:>7}")
+ab = [s for s in d["stages"] if s["stage"] == "archive"]
+if ab and ab[0].get("bytes_out"):
+    print(f"archive: {ab[0]['bytes_out']/1e9:.2f} GB written for {ab[0].get('bytes', 0)/1e9:.2f} GB of image")
 if "criu" in d:
     print("criu dump stats:", json.dumps(d["criu"]))
 PY

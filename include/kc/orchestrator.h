@@ -8,6 +8,7 @@
 
 #include "kc/criu.h"
 #include "kc/cuda.h"
+#include "kc/archive.h"
 #include "kc/error.h"
 #include "kc/manifest.h"
 #include "kc/nvml.h"
@@ -42,8 +43,13 @@ struct kc_dump_opts {
 	 * threads' copies; measured on 2 cores) */
 	unsigned read_min_threads;
 	struct kc_criu_opts criu;
-	/* Runs after CRIU wrote the images and the manifest, while the tree
-	 * is still stopped and can be rolled back (archiving goes here). */
+	/* Non-NULL: the archive to write (atomically, never replacing a
+	 * file) from the images dir, while the tree is still stopped and can
+	 * be rolled back.  Memory the dump reads itself goes from the tree
+	 * into the archive, not through the images dir. */
+	const char *archive;
+	struct kc_archive_opts archive_opts;
+	/* Test seam: runs after the archive (if any) was published. */
 	int (*post_dump)(void *arg, const char *images_dir, struct kc_manifest *m,
 			 struct kc_report *r, struct kc_error **err);
 	void *post_dump_arg;
@@ -54,6 +60,10 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 
 struct kc_restore_opts {
 	const char *images_dir;
+	/* Non-NULL: an archive unpacked into images_dir up to its memory
+	 * members (kc_archive_extract_begin), which fill the processes
+	 * straight from it. */
+	struct kc_archive_reader *archive;
 	const struct kc_gpu_pair *pairs;
 	size_t n_pairs;
 	unsigned pid_wait_ms;

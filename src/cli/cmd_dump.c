@@ -17,23 +17,6 @@
 #include "kc/util.h"
 #include "workdir.h"
 
-struct archive_job {
-	const char *output;
-	struct kc_archive_opts opts;
-};
-
-/* Runs while the dumped tree is still stopped: a failure here rolls back. */
-static int archive_post_dump(void *arg, const char *images_dir, struct kc_manifest *m, struct kc_report *r,
-			     struct kc_error **err)
-{
-	struct archive_job *job = arg;
-	struct kc_archive_stats st = {0};
-	if (kc_archive_write(images_dir, m, job->output, &job->opts, &st, err) < 0)
-		return kc_error_prefix(err, "archive '%s'", job->output);
-	kc_report_add_io(r, "archive", st.seconds, st.bytes_in, st.bytes_out);
-	return 0;
-}
-
 /* Before anything is locked: a dump that cannot be written must not start. */
 static int check_output(const char *path, struct kc_error **err)
 {
@@ -163,7 +146,7 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	}
 	o.pid = pid;
 
-	struct archive_job job = {.opts = {.compression = a.compress, .threads = (int)a.threads}};
+	o.archive_opts = (struct kc_archive_opts){.compression = a.compress, .threads = (int)a.threads};
 	if (a.images_dir) {
 		o.images_dir = a.images_dir;
 	} else {
@@ -173,9 +156,7 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, err) < 0)
 			goto out;
 		o.images_dir = wd.path;
-		job.output = output;
-		o.post_dump = archive_post_dump;
-		o.post_dump_arg = &job;
+		o.archive = output;
 	}
 
 	if (a.thp && kc_thp_set(a.thp, thp_old, sizeof(thp_old), err) < 0)

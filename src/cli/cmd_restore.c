@@ -62,6 +62,7 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	struct kc_manifest m;
 	kc_manifest_init(&m);
 	struct kc_workdir wd = {0};
+	struct kc_archive_reader *reader = NULL;
 	char thp_old[16] = "";
 	const char *pf = getenv("KCHECKPOINT_PREFETCH");
 	struct kc_restore_opts o = {.pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = a.pid_wait_ms,
@@ -90,10 +91,14 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, err) < 0)
 			goto out;
 		struct kc_archive_stats as = {0};
-		if (kc_archive_extract(image, wd.path, &m, &as, err) < 0)
+		/* up to the memory members, which fill the processes from the
+		 * archive once CRIU restored them */
+		if (kc_archive_extract_begin(image, wd.path, &m, &as, &reader, err) < 0)
 			goto out;
 		kc_report_add_io(&r, "unpack", as.seconds, as.bytes_in, as.bytes_out);
 		o.images_dir = wd.path;
+		if (kc_archive_extract_pending(reader))
+			o.archive = reader;
 	} else {
 		if (a.work_dir || a.keep_images) {
 			kc_error_set(err, KC_EXIT_USAGE, 0, "'--work-dir' and '--keep-images' are for archives; '%s' is a dir",
@@ -126,6 +131,7 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 		printf("%d\n", (int)root);
 	rc = 0;
 out:
+	kc_archive_extract_end(reader);
 	kc_thp_put_back(thp_old);
 	/* the log is kept where the error names it: a failure of CRIU */
 	kc_workdir_finish(&wd, a.quiet, rc != 0 && err && *err && (*err)->exit_code == KC_EXIT_CRIU ? "criu-restore.log" : NULL);

@@ -35,6 +35,25 @@ int kc_archive_parse_compression(const char *spec, int *level, struct kc_error *
 			    spec);
 }
 
+bool kc_archive_is_bulk_member(const char *path)
+{
+	size_t n = strlen(path);
+	return strncmp(path, "kcheckpoint-bulk-", 17) == 0 && !strchr(path, '/') && n > 21 &&
+	       strcmp(path + n - 4, ".img") == 0;
+}
+
+bool kc_archive_bulk_last(const struct kc_manifest *m)
+{
+	bool seen = false;
+	for (size_t i = 0; i < m->n_members; i++) {
+		bool b = kc_archive_is_bulk_member(m->members[i].path);
+		if (seen && !b)
+			return false;
+		seen |= b;
+	}
+	return true;
+}
+
 bool kc_archive_is_file(const char *path)
 {
 	struct stat st;

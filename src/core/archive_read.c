@@ -38,7 +38,8 @@
 #define OUT_CAP KC_ARCHIVE_JOB_CAP
 #define IN_CAP ZSTD_COMPRESSBOUND(KC_ARCHIVE_JOB_CAP)
 #define IBUF ((size_t)1 << 20)
-#define ITEMS 12
+/* frames in flight: enough to keep 16 threads decoding */
+#define ITEMS 32
 #define MANIFEST_MAX ((uint64_t)8 << 20)
 /* Our writer's levels need at most 2^23; refusing more bounds our memory
  * whatever an archive asks for. */
@@ -56,6 +57,8 @@ struct rleaf {
 	bool last;
 	int fd;
 	bool write;
+	bool sink; /* to the sink instead of a file */
+	struct rctx *ctx;
 	int werr;
 	uint8_t digest[32];
 };
@@ -73,6 +76,10 @@ struct ritem {
 	size_t in_len, out_len;
 	bool pending; /* out comes from a pool job */
 	size_t zerr;
+	/* in comes from the file at this offset, read by the job itself */
+	bool from_file;
+	uint64_t file_off;
+	int ioerr; /* errno, or -1: the file ended inside the frame */
 };
 
 struct rctx {
@@ -94,6 +101,7 @@ struct rctx {
 	char *ddetail;
 	uint64_t archive_bytes;
 	bool zstd;
+	bool seekable; /* a regular file: frames are read by the workers */
 	uint64_t tar_bytes;  /* handed to libarchive */
 	size_t zero_tail;    /* zero bytes at its end, up to 1024 */
 
@@ -112,6 +120,12 @@ struct rctx {
 	int destfd;
 	const char *dest;
 	const char *cur; /* member being read, for messages */
+
+	/* two-step extraction (kc_archive_extract_begin/_rest) */
+	bool stop_at_bulk;
+	ssize_t pending; /* the bulk member whose header was read, or -1 */
+	kc_archive_sink sink;
+	void *sink_arg;
 };
 
 /* Names from an archive go into messages: no terminal control bytes. */
@@ -213,6 +227,8 @@ static struct ritem *feeder_item(struct rctx *c)
 	it->out_len = 0;
 	it->in_len = 0;
 	it->zerr = 0;
+	it->from_file = false;
+	it->ioerr = 0;
 	return it;
 }
 
@@ -233,12 +249,74 @@ static void decomp_job(struct kc_ar_job *j)
 	pthread_mutex_unlock(&c->mu);
 	if (!d && !(d = ZSTD_createDCtx()))
 		abort();
-	size_t n = ZSTD_decompressDCtx(d, it->out, OUT_CAP, it->in, it->in_len);
+	it->ioerr = 0;
+	if (it->from_file) {
+		ssize_t got = 0;
+		while ((size_t)got < it->in_len) {
+			ssize_t r = pread(c->fd, it->in + got, it->in_len - (size_t)got, (off_t)(it->file_off + (uint64_t)got));
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0) {
+				it->ioerr = r < 0 ? errno : -1;
+				break;
+			}
+			got += r;
+		}
+	}
+	size_t n = it->ioerr ? 0 : ZSTD_decompressDCtx(d, it->out, OUT_CAP, it->in, it->in_len);
 	pthread_mutex_lock(&c->mu);
 	c->dctx_free[c->n_dctx_free++] = d;
 	pthread_mutex_unlock(&c->mu);
-	it->zerr = ZSTD_isError(n) ? n : 0;
-	it->out_len = ZSTD_isError(n) ? 0 : n;
+	it->zerr = !it->ioerr && ZSTD_isError(n) ? n : 0;
+	it->out_len = it->ioerr || ZSTD_isError(n) ? 0 : n;
+}
+
+/*
+ * From the hint at file offset pos on: while hinted frames follow, only
+ * their hints are read here and each worker reads its own frame with
+ * pread, so no single thread copies the archive.  Returns the offset of
+ * the first thing that is not a hinted frame (or the end); the file
+ * position is set there and ib emptied for the caller to go on.
+ */
+static int feed_seekable(struct rctx *c, struct inbuf *ib, struct ritem **cur, uint64_t pos)
+{
+	for (;;) {
+		uint8_t h[12];
+		ssize_t r;
+		do
+			r = pread(c->fd, h, sizeof(h), (off_t)pos);
+		while (r < 0 && errno == EINTR);
+		if (r != (ssize_t)sizeof(h) || get_le32(h) != KC_ZSTD_HINT_MAGIC || get_le32(h + 4) != 4)
+			break;
+		size_t csize = get_le32(h + 8);
+		if (csize == 0 || csize > IN_CAP) {
+			dfail(c, D_CORRUPT, "bad frame size");
+			return -1;
+		}
+		if (*cur && (*cur)->out_len) {
+			feeder_publish(c);
+			*cur = NULL;
+		}
+		struct ritem *it = *cur ? *cur : feeder_item(c);
+		*cur = NULL;
+		if (!it)
+			return -1;
+		it->from_file = true;
+		it->file_off = pos + 12;
+		it->in_len = csize;
+		it->pending = true;
+		kc_ar_pool_submit(&c->pool, &it->job, decomp_job);
+		feeder_publish(c);
+		pos += 12 + csize;
+	}
+	if (lseek(c->fd, (off_t)pos, SEEK_SET) < 0) {
+		dfail(c, D_IO, strerror(errno));
+		return -1;
+	}
+	c->archive_bytes = pos;
+	ib->pos = ib->len = 0;
+	ib->eof = false;
+	return 0;
 }
 
 /* A frame with a size hint: read it whole, a worker decodes it. */
@@ -324,6 +402,11 @@ static void feed_zstd(struct rctx *c, struct inbuf *ib)
 			if (csize == 0 || csize > IN_CAP) {
 				dfail(c, D_CORRUPT, "bad frame size");
 				break;
+			}
+			if (c->seekable) {
+				if (feed_seekable(c, ib, &cur, c->archive_bytes - (ib->len - ib->pos)) < 0)
+					break;
+				continue;
 			}
 			ib->pos += 12;
 			if (cur && cur->out_len) {
@@ -423,6 +506,14 @@ static la_ssize_t la_read(struct archive *a, void *ud, const void **buf)
 		if (it->pending) {
 			kc_ar_pool_wait(&c->pool, &it->job);
 			it->pending = false;
+			if (it->ioerr) {
+				if (it->ioerr < 0)
+					dfail(c, D_TRUNCATED, "");
+				else
+					dfail(c, D_IO, strerror(it->ioerr));
+				archive_set_error(a, EIO, "kcheckpoint: input failed");
+				return -1;
+			}
 			if (it->zerr) {
 				dfail(c, D_CORRUPT, ZSTD_getErrorName(it->zerr));
 				archive_set_error(a, EIO, "kcheckpoint: input failed");
@@ -703,6 +794,9 @@ static void leaf_job(struct kc_ar_job *j)
 	l->werr = 0;
 	if (l->write && kc_pwrite_all(l->fd, l->data, l->len, l->off) < 0)
 		l->werr = errno;
+	struct rctx *c = l->ctx;
+	if (l->sink && c->sink(c->sink_arg, c->m->members[l->member].path, l->off, l->data, l->len) < 0)
+		l->werr = errno ? errno : EIO;
 }
 
 static int finish_member(struct rctx *c, size_t idx, struct kc_error **err)
@@ -734,6 +828,11 @@ static int reap_one(struct rctx *c, struct kc_error **err)
 	struct rleaf *l = &c->leaves[c->lreap % c->n_leaves];
 	kc_ar_pool_wait(&c->pool, &l->job);
 	c->lreap++;
+	if (l->werr && l->sink) {
+		_cleanup_free_ char *p = printable(c->m->members[l->member].path);
+		return kc_error_errno(err, l->werr == ENOSPC ? KC_EXIT_IMAGE : KC_EXIT_CRIU, l->werr,
+				      "cannot fill memory from member '%s' of '%s'", p, c->path);
+	}
 	if (l->werr)
 		return kc_error_errno(err, kc_ar_errno_exit(l->werr), l->werr, "cannot write '%s/%s'", c->dest,
 				      c->m->members[l->member].path);
@@ -850,7 +949,9 @@ static int read_member_data(struct rctx *c, struct archive *a, size_t idx, struc
 				l->off = got;
 				l->member = idx;
 				l->fd = c->rm[idx].fd;
-				l->write = c->mode == R_EXTRACT;
+				l->sink = c->sink && kc_archive_is_bulk_member(c->m->members[idx].path);
+				l->write = c->mode == R_EXTRACT && !l->sink;
+				l->ctx = c;
 			}
 			size_t take = KC_ARCHIVE_LEAF - l->len < sz ? KC_ARCHIVE_LEAF - l->len : sz;
 			memcpy(l->data + l->len, q, take);
@@ -955,7 +1056,7 @@ static int bad_members_error(struct rctx *c, struct kc_error **err)
 			    list, c->path);
 }
 
-static int read_all(struct rctx *c, struct archive *a, struct kc_archive_stats *st, struct kc_error **err)
+static int read_head(struct rctx *c, struct archive *a, struct kc_archive_stats *st, struct kc_error **err)
 {
 	int jlen = read_manifest_member(c, a, err);
 	if (jlen < 0)
@@ -963,37 +1064,61 @@ static int read_all(struct rctx *c, struct archive *a, struct kc_archive_stats *
 	st->bytes_in = (uint64_t)jlen;
 	for (size_t i = 0; i < c->m->n_members; i++)
 		st->bytes_in += c->m->members[i].size;
-	if (c->mode == R_MANIFEST)
-		return 0;
+	return 0;
+}
 
+/* Members until the end; with stop_at_bulk, 1 when the header of the first
+ * bulk member was read (c->pending), every earlier member complete. */
+static int read_members(struct rctx *c, struct archive *a, struct kc_archive_stats *st, struct kc_error **err)
+{
 	for (;;) {
-		c->cur = NULL;
-		struct archive_entry *e;
-		int r = archive_read_next_header(a, &e);
-		if (r == ARCHIVE_EOF)
-			break;
-		if (r != ARCHIVE_OK)
-			return read_error(c, a, false, err);
+		ssize_t idx = c->pending;
+		c->pending = -1;
 		_cleanup_free_ char *name = NULL;
-		ssize_t idx = -1;
-		bool is_dir = false;
-		if (check_entry(c, e, &name, &idx, &is_dir, err) < 0)
-			return -1;
-		c->cur = name;
-		if (is_dir) {
-			if (c->mode == R_EXTRACT) {
-				_cleanup_free_ char *inner = kc_xasprintf("%s/x", name);
-				const char *base;
-				int dfd = open_parent(c, inner, &base, err);
-				if (dfd < 0)
-					return -1;
-				close(dfd);
+		if (idx < 0) {
+			c->cur = NULL;
+			struct archive_entry *e;
+			int r = archive_read_next_header(a, &e);
+			if (r == ARCHIVE_EOF)
+				break;
+			if (r != ARCHIVE_OK)
+				return read_error(c, a, false, err);
+			bool is_dir = false;
+			if (check_entry(c, e, &name, &idx, &is_dir, err) < 0)
+				return -1;
+			c->cur = name;
+			if (is_dir) {
+				if (c->sink)
+					return kc_error_set(err, KC_EXIT_IMAGE, 0,
+							    "'%s' has a directory after its memory members", c->path);
+				if (c->mode == R_EXTRACT) {
+					_cleanup_free_ char *inner = kc_xasprintf("%s/x", name);
+					const char *base;
+					int dfd = open_parent(c, inner, &base, err);
+					if (dfd < 0)
+						return -1;
+					close(dfd);
+				}
+				continue;
 			}
-			continue;
+			bool bulk = kc_archive_is_bulk_member(c->m->members[idx].path);
+			if (c->stop_at_bulk && bulk) {
+				/* every member so far is written and verified */
+				while (c->lreap < c->lsub)
+					if (reap_one(c, err) < 0)
+						return -1;
+				c->pending = idx;
+				return 1;
+			}
+			if (c->sink && !bulk) {
+				_cleanup_free_ char *p = printable(name);
+				return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' has member '%s' after its memory members",
+						    c->path, p);
+			}
 		}
 		c->cur = c->m->members[idx].path;
-		if (c->mode == R_EXTRACT) {
-			c->rm[idx].fd = create_file(c, name, err);
+		if (c->mode == R_EXTRACT && !(c->sink && kc_archive_is_bulk_member(c->cur))) {
+			c->rm[idx].fd = create_file(c, c->cur, err);
 			if (c->rm[idx].fd < 0)
 				return -1;
 		}
@@ -1024,116 +1149,214 @@ static int read_all(struct rctx *c, struct archive *a, struct kc_archive_stats *
 	return 0;
 }
 
-static int archive_read_run(const char *path, const char *dest, enum rmode mode, struct kc_manifest *m,
-			    struct kc_archive_stats *st, struct kc_error **err)
+struct kc_archive_reader {
+	struct rctx c;
+	struct archive *a;
+	bool created;
+	off_t size;
+	double t0;
+	struct kc_archive_stats *st, dummy;
+	bool two_step; /* st->seconds: the two steps' own time */
+	bool done;
+};
+
+static void reader_fail(struct kc_archive_reader *R);
+
+/* ok false: a failed extraction, whose dest dir goes back to how it was. */
+static void reader_free(struct kc_archive_reader *R, bool ok)
 {
-	double t0 = kc_now();
-	struct kc_archive_stats dummy = {0};
-	if (!st)
-		st = &dummy;
-	memset(st, 0, sizeof(*st));
-	kc_manifest_init(m);
-	struct rctx c = {.path = path, .mode = mode, .m = m, .destfd = -1, .dest = dest};
-	c.fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (c.fd < 0)
-		return kc_error_errno(err, kc_ar_errno_exit(errno), errno, "cannot open '%s'", path);
-	struct stat sb = {0};
-	if (fstat(c.fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-		close(c.fd);
-		return kc_error_set(err, KC_EXIT_IMAGE, EISDIR, "'%s' is not a kcheckpoint archive: a directory", path);
+	struct rctx *c = &R->c;
+	stop_decompressor(c);
+	if (R->a)
+		archive_read_free(R->a);
+	kc_ar_pool_stop(&c->pool); /* runs what is queued: fds stay open until then */
+	for (size_t i = 0; c->rm && i < c->m->n_members; i++)
+		if (c->rm[i].fd >= 0)
+			close(c->rm[i].fd);
+	if (!ok && c->mode == R_EXTRACT && c->destfd >= 0)
+		clean_dest(c->dest, c->destfd, R->created);
+	if (c->destfd >= 0)
+		close(c->destfd);
+	for (size_t i = 0; i < c->n_leaves; i++)
+		free(c->leaves[i].data);
+	free(c->leaves);
+	for (int i = 0; i < ITEMS; i++) {
+		free(c->items[i].out);
+		free(c->items[i].in);
 	}
-	posix_fadvise(c.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	bool created = false;
+	for (size_t i = 0; i < c->n_dctx_free; i++)
+		ZSTD_freeDCtx(c->dctx_free[i]);
+	free(c->dctx_free);
+	for (size_t i = 0; i < c->n_dirs_seen; i++)
+		free(c->dirs_seen[i]);
+	free(c->dirs_seen);
+	free(c->order);
+	free(c->rm);
+	free(c->ddetail);
+	pthread_cond_destroy(&c->cv);
+	pthread_mutex_destroy(&c->mu);
+	R->st->bytes_out = c->archive_bytes;
+	if (ok && c->mode != R_MANIFEST)
+		R->st->bytes_out = (uint64_t)R->size;
+	close(c->fd);
+	if (!R->two_step)
+		R->st->seconds = kc_now() - R->t0;
+	free(R);
+}
+
+/* Everything but the members: threads, the dest dir, libarchive, and the
+ * manifest read (R_MANIFEST stops there).  NULL on failure, nothing left. */
+static struct kc_archive_reader *reader_open(const char *path, const char *dest, enum rmode mode,
+					     struct kc_manifest *m, struct kc_archive_stats *st, struct kc_error **err)
+{
+	struct kc_archive_reader *R = kc_xcalloc(1, sizeof(*R));
+	R->t0 = kc_now();
+	R->st = st ? st : &R->dummy;
+	memset(R->st, 0, sizeof(*R->st));
+	kc_manifest_init(m);
+	struct rctx *c = &R->c;
+	*c = (struct rctx){.path = path, .mode = mode, .m = m, .destfd = -1, .dest = dest, .pending = -1};
+	c->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (c->fd < 0) {
+		kc_error_errno(err, kc_ar_errno_exit(errno), errno, "cannot open '%s'", path);
+		free(R);
+		return NULL;
+	}
+	struct stat sb = {0};
+	if (fstat(c->fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+		close(c->fd);
+		free(R);
+		kc_error_set(err, KC_EXIT_IMAGE, EISDIR, "'%s' is not a kcheckpoint archive: a directory", path);
+		return NULL;
+	}
+	R->size = sb.st_size;
+	c->seekable = S_ISREG(sb.st_mode);
+	posix_fadvise(c->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	if (mode == R_EXTRACT) {
-		c.destfd = open_dest(dest, &created, err);
-		if (c.destfd < 0) {
-			close(c.fd);
-			return -1;
+		c->destfd = open_dest(dest, &R->created, err);
+		if (c->destfd < 0) {
+			close(c->fd);
+			free(R);
+			return NULL;
 		}
 	}
-	pthread_mutex_init(&c.mu, NULL);
-	pthread_cond_init(&c.cv, NULL);
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
 	for (int i = 0; i < ITEMS; i++) {
-		c.items[i].c = &c;
-		c.items[i].out = kc_xmalloc(OUT_CAP);
-		c.items[i].in = kc_xmalloc(IN_CAP);
+		c->items[i].c = c;
+		c->items[i].out = kc_xmalloc(OUT_CAP);
+		c->items[i].in = kc_xmalloc(IN_CAP);
 	}
-	struct archive *a = NULL;
-	int rc = -1;
 	int cpus = kc_archive_online_cpus();
 	int workers = mode == R_MANIFEST ? 1 : cpus > 3 ? cpus - 1 : 2;
 	if (workers > 16)
 		workers = 16;
-	c.dctx_free = kc_xcalloc((size_t)workers, sizeof(*c.dctx_free));
+	c->dctx_free = kc_xcalloc((size_t)workers, sizeof(*c->dctx_free));
 	if (mode != R_MANIFEST) {
-		c.n_leaves = (size_t)workers + 8;
-		if (c.n_leaves > 24)
-			c.n_leaves = 24;
-		c.leaves = kc_xcalloc(c.n_leaves, sizeof(*c.leaves));
-		for (size_t i = 0; i < c.n_leaves; i++)
-			c.leaves[i].data = kc_xmalloc(KC_ARCHIVE_LEAF);
+		c->n_leaves = (size_t)workers + 8;
+		if (c->n_leaves > 24)
+			c->n_leaves = 24;
+		c->leaves = kc_xcalloc(c->n_leaves, sizeof(*c->leaves));
+		for (size_t i = 0; i < c->n_leaves; i++)
+			c->leaves[i].data = kc_xmalloc(KC_ARCHIVE_LEAF);
 	}
-	if (kc_ar_pool_start(&c.pool, workers, err) < 0)
-		goto out;
-	int r = kc_ar_thread_start(&c.dthread, feeder_main, &c);
+	if (kc_ar_pool_start(&c->pool, workers, err) < 0)
+		goto fail;
+	int r = kc_ar_thread_start(&c->dthread, feeder_main, c);
 	if (r) {
 		kc_error_errno(err, KC_EXIT_FAILURE, r, "cannot start a thread");
-		goto out;
+		goto fail;
 	}
-	c.dthread_started = true;
-	a = archive_read_new();
-	if (!a)
+	c->dthread_started = true;
+	R->a = archive_read_new();
+	if (!R->a)
 		abort();
-	archive_read_support_format_tar(a);
-	if (archive_read_open(a, &c, NULL, la_read, NULL) != ARCHIVE_OK) {
-		read_error(&c, a, true, err);
-		goto out;
+	archive_read_support_format_tar(R->a);
+	if (archive_read_open(R->a, c, NULL, la_read, NULL) != ARCHIVE_OK) {
+		read_error(c, R->a, true, err);
+		goto fail;
 	}
-	rc = read_all(&c, a, st, err);
-out:
-	stop_decompressor(&c);
-	if (a)
-		archive_read_free(a);
-	kc_ar_pool_stop(&c.pool); /* runs what is queued: fds stay open until then */
-	for (size_t i = 0; c.rm && i < m->n_members; i++)
-		if (c.rm[i].fd >= 0)
-			close(c.rm[i].fd);
-	if (rc < 0 && mode == R_EXTRACT)
-		clean_dest(dest, c.destfd, created);
-	if (c.destfd >= 0)
-		close(c.destfd);
-	for (size_t i = 0; i < c.n_leaves; i++)
-		free(c.leaves[i].data);
-	free(c.leaves);
-	for (int i = 0; i < ITEMS; i++) {
-		free(c.items[i].out);
-		free(c.items[i].in);
+	if (read_head(c, R->a, R->st, err) < 0)
+		goto fail;
+	return R;
+fail:
+	reader_fail(R);
+	return NULL;
+}
+
+static void reader_fail(struct kc_archive_reader *R)
+{
+	struct kc_manifest *m = R->c.m;
+	R->two_step = false;
+	reader_free(R, false);
+	kc_manifest_free(m);
+}
+
+static int archive_read_run(const char *path, const char *dest, enum rmode mode, struct kc_manifest *m,
+			    struct kc_archive_stats *st, struct kc_error **err)
+{
+	struct kc_archive_reader *R = reader_open(path, dest, mode, m, st, err);
+	if (!R)
+		return -1;
+	if (mode != R_MANIFEST && read_members(&R->c, R->a, R->st, err) < 0) {
+		reader_fail(R);
+		return -1;
 	}
-	for (size_t i = 0; i < c.n_dctx_free; i++)
-		ZSTD_freeDCtx(c.dctx_free[i]);
-	free(c.dctx_free);
-	for (size_t i = 0; i < c.n_dirs_seen; i++)
-		free(c.dirs_seen[i]);
-	free(c.dirs_seen);
-	free(c.order);
-	free(c.rm);
-	free(c.ddetail);
-	pthread_cond_destroy(&c.cv);
-	pthread_mutex_destroy(&c.mu);
-	st->bytes_out = c.archive_bytes;
-	if (rc == 0 && mode != R_MANIFEST)
-		st->bytes_out = (uint64_t)sb.st_size;
-	close(c.fd);
-	st->seconds = kc_now() - t0;
-	if (rc < 0)
-		kc_manifest_free(m);
-	return rc;
+	reader_free(R, true);
+	return 0;
 }
 
 int kc_archive_extract(const char *archive_path, const char *dest_dir, struct kc_manifest *m,
 		       struct kc_archive_stats *st, struct kc_error **err)
 {
 	return archive_read_run(archive_path, dest_dir, R_EXTRACT, m, st, err);
+}
+
+int kc_archive_extract_begin(const char *archive_path, const char *dest_dir, struct kc_manifest *m,
+			     struct kc_archive_stats *st, struct kc_archive_reader **out, struct kc_error **err)
+{
+	*out = NULL;
+	struct kc_archive_reader *R = reader_open(archive_path, dest_dir, R_EXTRACT, m, st, err);
+	if (!R)
+		return -1;
+	R->c.stop_at_bulk = kc_archive_bulk_last(m);
+	int r = read_members(&R->c, R->a, R->st, err);
+	if (r < 0) {
+		reader_fail(R);
+		return -1;
+	}
+	R->done = r == 0;
+	R->c.stop_at_bulk = false;
+	R->two_step = true;
+	R->st->seconds = kc_now() - R->t0;
+	R->st->bytes_in = __atomic_load_n(&R->st->done, __ATOMIC_RELAXED); /* what was unpacked */
+	R->st->bytes_out = R->c.archive_bytes;
+	*out = R;
+	return 0;
+}
+
+int kc_archive_extract_rest(struct kc_archive_reader *R, kc_archive_sink sink, void *arg, struct kc_error **err)
+{
+	if (R->done)
+		return 0;
+	double t0 = kc_now();
+	R->c.sink = sink;
+	R->c.sink_arg = arg;
+	int r = read_members(&R->c, R->a, R->st, err);
+	R->done = true;
+	R->st->seconds += kc_now() - t0;
+	return r;
+}
+
+bool kc_archive_extract_pending(const struct kc_archive_reader *R)
+{
+	return R && !R->done;
+}
+
+void kc_archive_extract_end(struct kc_archive_reader *R)
+{
+	if (R)
+		reader_free(R, true);
 }
 
 int kc_archive_read_manifest(const char *archive_path, struct kc_manifest *m, struct kc_error **err)

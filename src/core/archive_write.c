@@ -50,6 +50,7 @@
 
 struct wmember {
 	char *path;
+	const struct kc_archive_stream *src; /* NULL: a file of the images dir */
 	uint64_t size;
 	mode_t mode;
 	int64_t mtime;
@@ -107,9 +108,31 @@ struct wctx {
 
 /* ---- scanning ---------------------------------------------------------- */
 
+/* By path, the large memory runs last (see kc_archive_is_bulk_member). */
 static int cmp_member(const void *a, const void *b)
 {
-	return strcmp(((const struct wmember *)a)->path, ((const struct wmember *)b)->path);
+	const struct wmember *x = a, *y = b;
+	bool bx = x->src || kc_archive_is_bulk_member(x->path), by = y->src || kc_archive_is_bulk_member(y->path);
+	if (bx != by)
+		return bx ? 1 : -1;
+	return strcmp(x->path, y->path);
+}
+
+static int add_streams(struct wctx *c, const struct kc_archive_opts *o, struct kc_error **err)
+{
+	for (size_t i = 0; o && i < o->n_streams; i++) {
+		const struct kc_archive_stream *sm = &o->streams[i];
+		const char *why = kc_archive_path_problem(sm->path);
+		if (why)
+			return kc_error_set(err, KC_EXIT_FAILURE, 0, "cannot archive '%s': %s", sm->path, why);
+		for (size_t j = 0; j < c->n_mem; j++)
+			if (strcmp(c->mem[j].path, sm->path) == 0)
+				return kc_error_set(err, KC_EXIT_FAILURE, EEXIST, "cannot archive '%s' twice", sm->path);
+		c->mem = kc_xrealloc(c->mem, (c->n_mem + 1) * sizeof(*c->mem));
+		c->mem[c->n_mem++] = (struct wmember){
+			.path = kc_xstrdup(sm->path), .src = sm, .size = sm->size, .mode = 0600, .mtime = time(NULL)};
+	}
+	return 0;
 }
 
 static void free_members(struct wctx *c)
@@ -299,6 +322,13 @@ static void put_le32(uint8_t *p, uint32_t v)
 static int read_leaf(struct wctx *c, struct wjob *j, struct wleaf *l)
 {
 	const struct wmember *mb = &c->mem[l->member];
+	if (mb->src) {
+		if (mb->src->read(mb->src->arg, j->in + l->buf_off, l->len, l->off) < 0) {
+			j->err_errno = errno;
+			return -1;
+		}
+		return 0;
+	}
 	int fd = openat(c->dirfd, mb->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		j->err_errno = errno;
@@ -554,10 +584,15 @@ static int open_output(const char *out_path, char **dir_out, char **tmp_name, st
 	return fd;
 }
 
-static int publish(int fd, const char *dir, const char *tmp_name, const char *out_path, struct kc_error **err)
+static int publish(int fd, const char *dir, const char *tmp_name, const char *out_path, double *sync_s,
+		   struct kc_error **err)
 {
+	/* on the disk before the dumped tree is killed: a node that loses
+	 * power must not lose both */
+	double t0 = kc_now();
 	if (fsync(fd) < 0)
 		return kc_error_errno(err, kc_ar_errno_exit(errno), errno, "cannot write '%s'", out_path);
+	*sync_s = kc_now() - t0;
 	_cleanup_free_ char *own = NULL;
 	if (!tmp_name) {
 		_cleanup_free_ char *copy = kc_xstrdup(out_path);
@@ -601,7 +636,7 @@ static void clear_members(struct kc_manifest *m)
 }
 
 static int run_write(struct wctx *c, const char *images_dir, struct kc_manifest *m, const char *out_path,
-		     int threads, struct kc_archive_stats *st, struct kc_error **err)
+		     int threads, const struct kc_archive_opts *o, struct kc_archive_stats *st, struct kc_error **err)
 {
 	/* every cleanup variable before the first goto */
 	_cleanup_free_ char *dir = NULL, *tmp_name = NULL, *json0 = NULL, *head0 = NULL, *json = NULL, *head = NULL;
@@ -623,7 +658,7 @@ static int run_write(struct wctx *c, const char *images_dir, struct kc_manifest 
 		kc_error_errno(err, kc_ar_errno_exit(errno), errno, "cannot open '%s'", images_dir);
 		goto out;
 	}
-	if (scan(c, c->dirfd, "", images_dir, err) < 0)
+	if (scan(c, c->dirfd, "", images_dir, err) < 0 || add_streams(c, o, err) < 0)
 		goto out;
 	qsort(c->mem, c->n_mem, sizeof(*c->mem), cmp_member);
 
@@ -671,7 +706,7 @@ static int run_write(struct wctx *c, const char *images_dir, struct kc_manifest 
 		kc_error_set(err, KC_EXIT_INTERRUPTED, 0, "interrupted");
 		goto out;
 	}
-	if (publish(c->fd, dir, tmp_name, out_path, err) < 0)
+	if (publish(c->fd, dir, tmp_name, out_path, &st->sync_seconds, err) < 0)
 		goto out;
 	st->bytes_out = c->written;
 	st->bytes_in = jlen;
@@ -697,7 +732,7 @@ int kc_archive_write(const char *images_dir, struct kc_manifest *m, const char *
 		return -1;
 	int threads = o && o->threads > 0 ? o->threads : kc_archive_online_cpus();
 	pthread_mutex_init(&c.cctx_mu, NULL);
-	int rc = run_write(&c, images_dir, m, out_path, threads, st, err);
+	int rc = run_write(&c, images_dir, m, out_path, threads, o, st, err);
 
 	kc_ar_pool_stop(&c.pool);
 	for (size_t i = 0; i < c.n_jobs; i++) {

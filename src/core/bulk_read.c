@@ -7,7 +7,9 @@
  * threads read the populated pages of those VMAs (per /proc/<pid>/pagemap:
  * present or swapped) through /proc/<pid>/mem and write them into
  * kcheckpoint-bulk-read.img, and each run goes into the index
- * (kcheckpoint-bulk.txt) that restore fills from.
+ * (kcheckpoint-bulk.txt) that restore fills from.  For an archive the same
+ * reads feed the archive writer instead (kc_bulk_source_read): the memory
+ * is compressed into the archive as it is read, never written out plain.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +26,6 @@
 #include "kc/util.h"
 #include "orchestrator_int.h"
 
-#define OUT_NAME "kcheckpoint-bulk-read.img"
 #define CHUNK (16u << 20)
 #define PM_PRESENT (1ull << 63)
 #define PM_SWAPPED (1ull << 62)
@@ -34,10 +35,15 @@ struct run {
 	uint64_t vaddr, bytes, offset;
 };
 
-struct job {
+struct kc_bulk_source {
 	struct run *runs;
 	size_t n;
-	int *memfd; /* per run: /proc/<pid>/mem */
+	int *memfd; /* per run: /proc/<pid>/mem, shared by a pid's runs */
+	uint64_t total;
+};
+
+struct job {
+	struct kc_bulk_source *src;
 	int out_fd;
 	atomic_size_t next; /* chunk counter over all runs */
 	size_t *first_chunk; /* per run */
@@ -131,14 +137,14 @@ static void *reader(void *arg)
 		size_t c = atomic_fetch_add(&j->next, 1);
 		if (c >= j->n_chunks)
 			break;
-		while (r + 1 < j->n && j->first_chunk[r + 1] <= c)
+		while (r + 1 < j->src->n && j->first_chunk[r + 1] <= c)
 			r++;
 		while (r > 0 && j->first_chunk[r] > c)
 			r--;
-		struct run *x = &j->runs[r];
+		struct run *x = &j->src->runs[r];
 		uint64_t off = (uint64_t)(c - j->first_chunk[r]) * CHUNK;
 		uint64_t len = x->bytes - off < CHUNK ? x->bytes - off : CHUNK;
-		if (kc_pread_all(j->memfd[r], buf, len, x->vaddr + off) < 0 ||
+		if (kc_pread_all(j->src->memfd[r], buf, len, x->vaddr + off) < 0 ||
 		    kc_pwrite_all(j->out_fd, buf, len, x->offset + off) < 0) {
 			kc_fail_once(&j->failed, errno);
 			break;
@@ -154,9 +160,21 @@ static uint64_t read_so_far(void *arg)
 	return atomic_load(&((struct job *)arg)->done);
 }
 
-int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, struct kc_error **err)
+void kc_bulk_source_free(struct kc_bulk_source *s)
 {
-	*bytes = 0;
+	if (!s)
+		return;
+	for (size_t i = 0; s->memfd && i < s->n; i++)
+		if (s->memfd[i] >= 0 && (i == 0 || s->memfd[i] != s->memfd[i - 1]))
+			close(s->memfd[i]);
+	free(s->memfd);
+	free(s->runs);
+	free(s);
+}
+
+int kc_bulk_source_open(const char *images_dir, struct kc_bulk_source **out, struct kc_error **err)
+{
+	*out = NULL;
 	_cleanup_free_ char *list = kc_xasprintf("%s/" KC_BULK_SKIPPED, images_dir);
 	_cleanup_free_ char *text = NULL;
 	_cleanup_error_ struct kc_error *rerr = NULL;
@@ -166,58 +184,118 @@ int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, stru
 		kc_error_propagate(err, steal_ptr(rerr));
 		return -1;
 	}
-	struct job j = {0};
+	struct kc_bulk_source *s = kc_xcalloc(1, sizeof(*s));
 	size_t cap = 0;
-	int rc = -1;
-	_cleanup_free_ char *out_path = kc_xasprintf("%s/" OUT_NAME, images_dir);
-	_cleanup_free_ char *idx_path = NULL;
-	int out_fd = -1;
-	uint64_t total = 0;
 	char *save = NULL;
 	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
 		int pid;
 		uint64_t start, end;
 		if (sscanf(l, "%d %" SCNx64 " %" SCNx64, &pid, &start, &end) != 3 || pid <= 0 || end <= start) {
 			kc_error_set(err, KC_EXIT_CRIU, 0, "'%s': bad line '%s'", list, l);
-			goto out;
+			goto fail;
 		}
-		if (scan((pid_t)pid, start, end, &j.runs, &j.n, &cap, err) < 0)
-			goto out;
+		if (scan((pid_t)pid, start, end, &s->runs, &s->n, &cap, err) < 0)
+			goto fail;
 	}
-	j.memfd = kc_xcalloc(j.n + 1, sizeof(int));
-	j.first_chunk = kc_xcalloc(j.n + 1, sizeof(size_t));
-	for (size_t i = 0; i < j.n; i++) {
-		j.memfd[i] = -1;
-		j.runs[i].offset = total;
-		total += j.runs[i].bytes;
-		j.first_chunk[i] = j.n_chunks;
-		j.n_chunks += (j.runs[i].bytes + CHUNK - 1) / CHUNK;
+	s->memfd = kc_xcalloc(s->n + 1, sizeof(int));
+	for (size_t i = 0; i < s->n; i++) {
+		s->memfd[i] = -1;
+		s->runs[i].offset = s->total;
+		s->total += s->runs[i].bytes;
 	}
-	for (size_t i = 0; i < j.n; i++) {
-		if (i && j.runs[i - 1].pid == j.runs[i].pid) {
-			j.memfd[i] = j.memfd[i - 1];
+	for (size_t i = 0; i < s->n; i++) {
+		if (i && s->runs[i - 1].pid == s->runs[i].pid) {
+			s->memfd[i] = s->memfd[i - 1];
 			continue;
 		}
 		char path[64];
-		snprintf(path, sizeof(path), "/proc/%d/mem", (int)j.runs[i].pid);
-		j.memfd[i] = open(path, O_RDONLY | O_CLOEXEC);
-		if (j.memfd[i] < 0) {
+		snprintf(path, sizeof(path), "/proc/%d/mem", (int)s->runs[i].pid);
+		s->memfd[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (s->memfd[i] < 0) {
 			kc_error_errno(err, KC_EXIT_CRIU, errno, "cannot open '%s'", path);
-			goto out;
+			goto fail;
 		}
 	}
+	*out = s;
+	return 0;
+fail:
+	kc_bulk_source_free(s);
+	return -1;
+}
+
+uint64_t kc_bulk_source_size(const struct kc_bulk_source *s)
+{
+	return s ? s->total : 0;
+}
+
+int kc_bulk_source_read(void *arg, void *buf, size_t len, uint64_t off)
+{
+	const struct kc_bulk_source *s = arg;
+	/* the last run starting at or before off */
+	size_t lo = 0, hi = s->n;
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (s->runs[mid].offset <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	unsigned char *p = buf;
+	for (size_t r = lo; len; r++) {
+		if (r >= s->n || off < s->runs[r].offset || off - s->runs[r].offset >= s->runs[r].bytes) {
+			errno = EINVAL; /* past the end: the caller's sizes are wrong */
+			return -1;
+		}
+		uint64_t in = off - s->runs[r].offset;
+		size_t take = s->runs[r].bytes - in < len ? (size_t)(s->runs[r].bytes - in) : len;
+		if (kc_pread_all(s->memfd[r], p, take, s->runs[r].vaddr + in) < 0)
+			return -1;
+		p += take;
+		off += take;
+		len -= take;
+	}
+	return 0;
+}
+
+int kc_bulk_write_index(const char *images_dir, const struct kc_bulk_source *s, struct kc_error **err)
+{
+	_cleanup_free_ char *idx_path = kc_xasprintf("%s/" KC_BULK_INDEX, images_dir);
+	FILE *idx = fopen(idx_path, "ae");
+	if (!idx)
+		return kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot write '%s'", idx_path);
+	for (size_t i = 0; i < s->n; i++)
+		fprintf(idx, "%d %" PRIx64 " %" PRIu64 " " KC_BULK_READ_NAME " %" PRIu64 "\n", (int)s->runs[i].pid,
+			s->runs[i].vaddr, s->runs[i].bytes, s->runs[i].offset);
+	if (fclose(idx) != 0)
+		return kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot write '%s'", idx_path);
+	_cleanup_free_ char *list = kc_xasprintf("%s/" KC_BULK_SKIPPED, images_dir);
+	unlink(list); /* CRIU's note, now in the index */
+	return 0;
+}
+
+int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigned threads, struct kc_error **err)
+{
+	struct job j = {.src = (struct kc_bulk_source *)s};
+	int rc = -1;
+	_cleanup_free_ char *out_path = kc_xasprintf("%s/" KC_BULK_READ_NAME, images_dir);
+	int out_fd = -1;
+	j.first_chunk = kc_xcalloc(s->n + 1, sizeof(size_t));
+	for (size_t i = 0; i < s->n; i++) {
+		j.first_chunk[i] = j.n_chunks;
+		j.n_chunks += (s->runs[i].bytes + CHUNK - 1) / CHUNK;
+	}
 	struct statvfs sv;
-	if (total && statvfs(images_dir, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < total) {
+	if (s->total && statvfs(images_dir, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < s->total) {
 		char need[32], have[32];
-		kc_format_bytes(total, need, sizeof(need));
+		kc_format_bytes(s->total, need, sizeof(need));
 		kc_format_bytes((uint64_t)sv.f_bavail * sv.f_frsize, have, sizeof(have));
 		kc_error_set(err, KC_EXIT_IMAGE, ENOSPC, "no room in '%s' for the memory to read: %s needed, %s free",
 			     images_dir, need, have);
 		goto out;
 	}
-	if (total) {
+	if (s->total) {
 		out_fd = open(out_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (out_fd < 0 || ftruncate(out_fd, (off_t)total) < 0) {
+		if (out_fd < 0 || ftruncate(out_fd, (off_t)s->total) < 0) {
 			kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot create '%s'", out_path);
 			goto out;
 		}
@@ -234,33 +312,14 @@ int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, stru
 			goto out;
 		}
 	}
-
-	idx_path = kc_xasprintf("%s/" KC_BULK_INDEX, images_dir);
-	FILE *idx = fopen(idx_path, "ae");
-	if (!idx) {
-		kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot write '%s'", idx_path);
+	if (kc_bulk_write_index(images_dir, s, err) < 0)
 		goto out;
-	}
-	for (size_t i = 0; i < j.n; i++)
-		fprintf(idx, "%d %" PRIx64 " %" PRIu64 " " OUT_NAME " %" PRIu64 "\n", (int)j.runs[i].pid, j.runs[i].vaddr,
-			j.runs[i].bytes, j.runs[i].offset);
-	if (fclose(idx) != 0) {
-		kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot write '%s'", idx_path);
-		goto out;
-	}
-	unlink(list); /* CRIU's note, now in the index */
-	*bytes = total;
 	rc = 0;
 out:
 	if (out_fd >= 0)
 		close(out_fd);
 	if (rc < 0)
 		unlink(out_path);
-	for (size_t i = 0; j.memfd && i < j.n; i++)
-		if (j.memfd[i] >= 0 && (i == 0 || j.memfd[i] != j.memfd[i - 1]))
-			close(j.memfd[i]);
-	free(j.memfd);
 	free(j.first_chunk);
-	free(j.runs);
 	return rc;
 }

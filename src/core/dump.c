@@ -282,6 +282,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	struct kc_undo undo = {0};
 	int rc = -1;
 	int *pid_locks = NULL;
+	struct kc_bulk_source *bulk = NULL; /* memory we read, not CRIU */
 
 	if (check_target(o->pid, err) < 0)
 		return -1;
@@ -433,13 +434,18 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	if (kc_check_interrupted(err) < 0)
 		goto rollback;
 	if (copts.bulk_min) {
-		uint64_t got = 0;
 		t0 = kc_now();
-		if (kc_bulk_read(o->images_dir, o->fill_threads, &got, err) < 0)
+		if (kc_bulk_source_open(o->images_dir, &bulk, err) < 0)
+			goto rollback;
+		uint64_t got = kc_bulk_source_size(bulk);
+		/* for an archive the memory is read while the archive is written */
+		if (got && (o->archive ? kc_bulk_write_index(o->images_dir, bulk, err)
+				       : kc_bulk_read(o->images_dir, bulk, o->fill_threads, err)) < 0)
 			goto rollback;
 		if (got) {
 			m->format = KC_MANIFEST_FORMAT_BULK;
-			kc_report_add(r, "memory-read", kc_now() - t0, got);
+			if (!o->archive)
+				kc_report_add(r, "memory-read", kc_now() - t0, got);
 		}
 	}
 	if (o->split_bulk && !o->criu.shell_job) {
@@ -464,8 +470,24 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	images_complete = true;
 	kc_report_add(r, "manifest", kc_now() - t0, 0);
 
-	/* once post_dump published the archive the dump is committed: a
-	 * signal from here on must not roll back a dump whose archive stays */
+	/* once the archive is published the dump is committed: a signal
+	 * from here on must not roll back a dump whose archive stays */
+	if (o->archive) {
+		struct kc_archive_opts ao = o->archive_opts;
+		struct kc_archive_stream bs = {.path = KC_BULK_READ_NAME, .size = kc_bulk_source_size(bulk),
+					       .read = kc_bulk_source_read, .arg = bulk};
+		if (bs.size) {
+			ao.streams = &bs;
+			ao.n_streams = 1;
+		}
+		struct kc_archive_stats st = {0};
+		if (kc_archive_write(o->images_dir, m, o->archive, &ao, &st, err) < 0) {
+			kc_error_prefix(err, "archive '%s'", o->archive);
+			goto rollback;
+		}
+		kc_report_add_io(r, "archive", st.seconds - st.sync_seconds, st.bytes_in, st.bytes_out);
+		kc_report_add(r, "archive-sync", st.sync_seconds, 0);
+	}
 	if (o->post_dump && o->post_dump(o->post_dump_arg, o->images_dir, m, r, err) < 0)
 		goto rollback;
 
@@ -509,6 +531,7 @@ out:
 	if (dir_locked)
 		unlock_images_dir(o->images_dir);
 	kc_pids_unlock(pid_locks, n_locked);
+	kc_bulk_source_free(bulk);
 	kc_undo_free(&undo);
 	free(to_lock);
 	free(to_ckpt);

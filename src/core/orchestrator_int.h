@@ -32,9 +32,33 @@ void kc_run_pool(unsigned threads, size_t items, void *(*fn)(void *), void *arg)
 int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t n, unsigned threads,
 		 uint64_t *bytes, struct kc_error **err);
 
-/* After CRIU dumped with bulk_min: reads what it left out (KC_BULK_SKIPPED)
- * with that many threads into the images dir and the index (bulk_read.c). */
-int kc_bulk_read(const char *images_dir, unsigned threads, uint64_t *bytes, struct kc_error **err);
+/* The stopped restored processes of the regions, written through
+ * /proc/<pid>/mem: kc_fill_target_write is a kc_archive_sink (bulk_fill.c). */
+struct kc_fill_target;
+int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, unsigned threads, struct kc_fill_target **t,
+			struct kc_error **err);
+int kc_fill_target_write(void *t, const char *file, uint64_t off, const void *data, size_t len);
+uint64_t kc_fill_target_done(void *t);
+/* Every byte of every region written exactly once; KC_EXIT_IMAGE if not. */
+int kc_fill_target_check(const struct kc_fill_target *t, struct kc_error **err);
+void kc_fill_target_close(struct kc_fill_target *t);
+
+/* After CRIU dumped with bulk_min, what it left out (KC_BULK_SKIPPED): the
+ * populated pages of those VMAs, readable from the stopped tree
+ * (bulk_read.c).  *s stays NULL for a CRIU that dumped everything. */
+#define KC_BULK_READ_NAME "kcheckpoint-bulk-read.img"
+struct kc_bulk_source;
+int kc_bulk_source_open(const char *images_dir, struct kc_bulk_source **s, struct kc_error **err);
+uint64_t kc_bulk_source_size(const struct kc_bulk_source *s);
+/* Bytes [off, off+len) of the runs laid end to end (KC_BULK_READ_NAME's
+ * layout); thread-safe; -1 with errno. */
+int kc_bulk_source_read(void *arg, void *buf, size_t len, uint64_t off);
+void kc_bulk_source_free(struct kc_bulk_source *s);
+/* The index lines for KC_BULK_READ_NAME (and CRIU's list goes). */
+int kc_bulk_write_index(const char *images_dir, const struct kc_bulk_source *s, struct kc_error **err);
+/* Reads the runs with that many threads into KC_BULK_READ_NAME in the
+ * images dir, then writes the index. */
+int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigned threads, struct kc_error **err);
 
 /* A fill in progress for pid (bulk_fill.c): recover refuses to continue a
  * stopped pid with a mark. */

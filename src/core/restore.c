@@ -116,8 +116,11 @@ int kc_restore_check_links(const struct kc_manifest *m, struct kc_error **err)
 int kc_restore_check_space(const struct kc_manifest *m, const char *dir, struct kc_error **err)
 {
 	uint64_t need = 0;
+	/* memory members at the end go straight into the processes */
+	bool streamed = kc_archive_bulk_last(m);
 	for (size_t i = 0; i < m->n_members; i++)
-		need += m->members[i].size;
+		if (!streamed || !kc_archive_is_bulk_member(m->members[i].path))
+			need += m->members[i].size;
 	struct statvfs sv;
 	if (statvfs(dir, &sv) < 0)
 		return 0; /* the work dir's own creation will say what is wrong */
@@ -181,6 +184,10 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (m->format >= KC_MANIFEST_FORMAT_BULK && !n_bulk) {
 		kc_error_set(err, KC_EXIT_IMAGE, 0, "the image keeps memory outside CRIU's images, but '" KC_BULK_INDEX
 						    "' is missing or empty");
+		goto out;
+	}
+	if (o->archive && !n_bulk) {
+		kc_error_set(err, KC_EXIT_IMAGE, 0, "the archive has memory members but no '" KC_BULK_INDEX "'");
 		goto out;
 	}
 	if (n_bulk && b->criu->ops->restored_pid) {
@@ -280,8 +287,23 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		}
 		uint64_t filled = 0;
 		t0 = kc_now();
-		if (kc_bulk_fill(o->images_dir, bulk, n_bulk, o->fill_threads, &filled, err) < 0)
+		if (o->archive) {
+			/* unpacking the rest of the archive is the fill */
+			struct kc_fill_target *ft = NULL;
+			if (kc_fill_target_open(bulk, n_bulk, o->fill_threads, &ft, err) < 0)
+				goto rollback;
+			struct kc_progress *fp = kc_progress_start("memory-fill", kc_fill_target_done, ft);
+			int fr = kc_archive_extract_rest(o->archive, kc_fill_target_write, ft, err);
+			kc_progress_stop(fp);
+			filled = kc_fill_target_done(ft);
+			if (fr == 0)
+				fr = kc_fill_target_check(ft, err);
+			kc_fill_target_close(ft);
+			if (fr < 0)
+				goto rollback;
+		} else if (kc_bulk_fill(o->images_dir, bulk, n_bulk, o->fill_threads, &filled, err) < 0) {
 			goto rollback;
+		}
 		kc_report_add(r, "memory-fill", kc_now() - t0, filled);
 		fill_done = true;
 		if (kc_check_interrupted(err) < 0)

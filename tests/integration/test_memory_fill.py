@@ -154,6 +154,91 @@ def test_archive_roundtrip_fills_memory(tmp_path, kc_env, layouts):
     assert w.sums() == before
 
 
+def archive_members(archive):
+    """Member names of a plain (--compress none) archive, in order."""
+    import tarfile
+    with tarfile.open(archive) as t:
+        return [m.name for m in t.getmembers()]
+
+
+def test_archive_streams_memory_both_ways(tmp_path, kc_env, layouts):
+    """dump -o reads the large runs from the stopped tree into the archive
+    (no plain copy in the work dir); restore fills them from the archive
+    after CRIU (no copy unpacked)."""
+    w = layouts()
+    before = w.sums()
+    archive = tmp_path / "mem.tar"
+    dwork, rwork = tmp_path / "dwork", tmp_path / "rwork"
+    dwork.mkdir()
+    rwork.mkdir()
+    d = run_kc(kc_env, "dump", "--fill-threads", "2", "--compress", "none", "--work-dir", dwork, "--keep-images",
+               "-o", archive, w.pid, check=0)
+    w.proc.wait(timeout=10)
+    assert "memory-read" not in d.stderr, "read while archiving, not into a file first"
+    kept = next(dwork.iterdir())
+    assert (kept / "kcheckpoint-bulk.txt").exists()
+    assert not (kept / "kcheckpoint-bulk-read.img").exists(), "no plain copy of the memory on disk"
+    names = archive_members(archive)
+    bulk = [i for i, n in enumerate(names) if n.startswith("kcheckpoint-bulk-") and n.endswith(".img")]
+    assert "kcheckpoint-bulk-read.img" in names
+    assert bulk == list(range(len(names) - len(bulk), len(names))), ("memory members last", names)
+    run_kc(kc_env, "inspect", "--verify", archive, check=0)
+
+    r = run_kc(kc_env, "restore", "--fill-threads", "2", "--work-dir", rwork, "--keep-images", archive, check=0)
+    assert "memory-fill" in r.stderr, r.stderr
+    assert w.sums() == before
+    kept = next(rwork.iterdir())
+    assert (kept / "pages-1.img").exists() or list(kept.glob("pages-*.img"))
+    assert not list(kept.glob("kcheckpoint-bulk-*.img")), "memory went to the processes, not to files"
+
+
+def test_archive_with_a_damaged_memory_member_kills_the_restored_tree(tmp_path, kc_env, layouts):
+    w = layouts()
+    archive = tmp_path / "mem.tar"
+    run_kc(kc_env, "dump", "--fill-threads", "2", "--compress", "none", "-o", archive, w.pid, check=0)
+    w.proc.wait(timeout=10)
+    import tarfile
+    with tarfile.open(archive) as t:
+        m = t.getmember("kcheckpoint-bulk-read.img")
+    with open(archive, "r+b") as f:
+        f.seek(m.offset_data + m.size // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    r = run_kc(kc_env, "restore", archive, check=5)
+    assert "checksum mismatch for member 'kcheckpoint-bulk-read.img'" in r.stderr, r.stderr
+    assert not alive(w.pid), "no process runs with wrong memory"
+
+
+def test_archive_with_memory_members_not_last_is_unpacked_whole(tmp_path, kc_env, layouts):
+    """Archives of 0.1 sort the memory members by name; they restore the old way."""
+    import tarfile
+    w = layouts()
+    before = w.sums()
+    archive = tmp_path / "mem.tar"
+    run_kc(kc_env, "dump", "--fill-threads", "2", "--compress", "none", "-o", archive, w.pid, check=0)
+    w.proc.wait(timeout=10)
+    old = tmp_path / "old.tar"
+    with tarfile.open(archive) as src:
+        members = src.getmembers()
+        data = {m.name: src.extractfile(m).read() for m in members if m.isfile()}
+    man = json.loads(data["kcheckpoint.json"])
+    man["members"].sort(key=lambda x: x["path"])
+    data["kcheckpoint.json"] = json.dumps(man).encode()
+    with tarfile.open(old, "w", format=tarfile.PAX_FORMAT) as dst:
+        for name in ["kcheckpoint.json"] + [x["path"] for x in man["members"]]:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data[name])
+            ti.mode = 0o600
+            import io
+            dst.addfile(ti, io.BytesIO(data[name]))
+    names = archive_members(old)
+    assert names[-1] != "kcheckpoint-bulk-read.img", names
+    r = run_kc(kc_env, "restore", old, check=0)
+    assert "memory-fill" in r.stderr
+    assert w.sums() == before
+
+
 def test_short_bulk_file_kills_the_restored_tree_and_keeps_the_image(tmp_path, kc_env, layouts):
     w = layouts()
     img = tmp_path / "img"
