@@ -37,6 +37,9 @@ struct kc_criu_opts {
 	 * kcheckpoint (listed in KC_BULK_SKIPPED) by a CRIU that knows how
 	 * (patches/criu/); 0: CRIU dumps all. */
 	uint64_t bulk_min;
+	/* Restore: where CRIU puts its log, pidfile and stats (criu -W);
+	 * NULL: the images dir. */
+	const char *log_dir;
 };
 
 /* From CRIU's stats-dump / stats-restore images (images/stats.proto). */

@@ -64,6 +64,10 @@ struct kc_restore_opts {
 	 * members (kc_archive_extract_begin), which fill the processes
 	 * straight from it. */
 	struct kc_archive_reader *archive;
+	/* images_dir is this command's own (an unpacked archive): CRIU's log
+	 * and stats may go there.  Otherwise they go to a private dir, so a
+	 * read-only images dir restores and the image is left as it was. */
+	bool images_private;
 	const struct kc_gpu_pair *pairs;
 	size_t n_pairs;
 	unsigned pid_wait_ms;

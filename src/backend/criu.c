@@ -501,7 +501,11 @@ static int criu_restore(void *h, const struct kc_criu_opts *o, const char *image
 	if (!dir)
 		return kc_error_errno(err, errno == ENOENT ? KC_EXIT_NOENT : KC_EXIT_IMAGE, errno,
 				      "cannot open images dir '%s'", images_dir);
-	_cleanup_free_ char *pidfile = kc_xasprintf("%s/restore.pid", dir);
+	/* the log, pidfile and stats go to log_dir: the images may be read-only */
+	_cleanup_free_ char *wdir = o->log_dir ? realpath(o->log_dir, NULL) : kc_xstrdup(dir);
+	if (!wdir)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot open '%s'", o->log_dir);
+	_cleanup_free_ char *pidfile = kc_xasprintf("%s/restore.pid", wdir);
 	/* CRIU opens the pidfile with O_EXCL: a previous restore's would fail
 	 * this one after the tree is already back. */
 	if (unlink(pidfile) < 0 && errno != ENOENT)
@@ -517,6 +521,8 @@ static int criu_restore(void *h, const struct kc_criu_opts *o, const char *image
 	argv_add(&a, "restore");
 	argv_add(&a, "-D");
 	argv_add(&a, "%s", dir);
+	argv_add(&a, "-W");
+	argv_add(&a, "%s", wdir);
 	argv_add(&a, "-o");
 	argv_add(&a, "criu-restore.log");
 	argv_add(&a, "-v4");
@@ -529,7 +535,7 @@ static int criu_restore(void *h, const struct kc_criu_opts *o, const char *image
 	argv = a.v;
 
 	_cleanup_free_ char *out = NULL;
-	_cleanup_free_ char *log = kc_xasprintf("%s/criu-restore.log", dir);
+	_cleanup_free_ char *log = kc_xasprintf("%s/criu-restore.log", wdir);
 	int status;
 	if (run_criu(argv, NULL, o->shell_job, &out, &status, err) < 0)
 		return -1;

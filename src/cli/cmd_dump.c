@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <limits.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -17,8 +19,30 @@
 #include "kc/util.h"
 #include "workdir.h"
 
+/*
+ * Where the filesystem has no O_TMPFILE the archive is written under
+ * ".<name>.<pid>.<n>" (archive_write.c); a kcheckpoint killed then leaves
+ * it.  One whose pid is gone is removed by the next dump to that name.
+ */
+static void sweep_partial(const char *dir, const char *base, bool quiet)
+{
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	struct dirent *de;
+	size_t bl = strlen(base);
+	while (d && (de = readdir(d))) {
+		int pid, n, used = 0;
+		if (de->d_name[0] != '.' || strncmp(de->d_name + 1, base, bl) || de->d_name[bl + 1] != '.' ||
+		    sscanf(de->d_name + bl + 2, "%d.%d%n", &pid, &n, &used) != 2 || de->d_name[bl + 2 + used] ||
+		    pid <= 0 || (kill(pid, 0) == 0 || errno != ESRCH))
+			continue;
+		_cleanup_free_ char *p = kc_xasprintf("%s/%s", dir, de->d_name);
+		if (unlink(p) == 0 && !quiet)
+			fprintf(stderr, "kcheckpoint: removed '%s', left by a kcheckpoint that was killed\n", p);
+	}
+}
+
 /* Before anything is locked: a dump that cannot be written must not start. */
-static int check_output(const char *path, struct kc_error **err)
+static int check_output(const char *path, bool quiet, struct kc_error **err)
 {
 	/* the archive is written as ".<name>.<pid>.<n>" first: that name must
 	 * fit too, or the dump fails only after the whole GPU and CRIU work */
@@ -40,6 +64,7 @@ static int check_output(const char *path, struct kc_error **err)
 		return kc_error_errno(err, errno == ENOENT ? KC_EXIT_NOENT : errno == ENAMETOOLONG ? KC_EXIT_USAGE
 									: KC_EXIT_PERM,
 				      errno, "cannot write the archive into '%s'", dir);
+	sweep_partial(dir, base, quiet);
 	return 0;
 }
 
@@ -151,9 +176,9 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 		o.images_dir = a.images_dir;
 	} else {
 		output = a.output ? kc_xstrdup(a.output) : default_output(pid, a.compress, a.containerd);
-		if (check_output(output, err) < 0)
+		if (check_output(output, a.quiet, err) < 0)
 			goto out;
-		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, err) < 0)
+		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, a.quiet, err) < 0)
 			goto out;
 		o.images_dir = wd.path;
 		o.archive = output;

@@ -17,6 +17,11 @@
 #include "kc/util.h"
 #include "workdir.h"
 
+static uint64_t unpacked_so_far(void *arg)
+{
+	return __atomic_load_n(&((struct kc_archive_stats *)arg)->done, __ATOMIC_RELAXED);
+}
+
 int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 {
 	const struct kc_command *cmd = kc_cli_find("restore");
@@ -88,15 +93,19 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 		kc_manifest_free(&pre);
 		if (pr < 0)
 			goto out;
-		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, err) < 0)
+		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, a.quiet, err) < 0)
 			goto out;
 		struct kc_archive_stats as = {0};
 		/* up to the memory members, which fill the processes from the
 		 * archive once CRIU restored them */
-		if (kc_archive_extract_begin(image, wd.path, &m, &as, &reader, err) < 0)
+		struct kc_progress *up = kc_progress_start("unpack", unpacked_so_far, &as);
+		int ur = kc_archive_extract_begin(image, wd.path, &m, &as, &reader, err);
+		kc_progress_stop(up);
+		if (ur < 0)
 			goto out;
 		kc_report_add_io(&r, "unpack", as.seconds, as.bytes_in, as.bytes_out);
 		o.images_dir = wd.path;
+		o.images_private = true;
 		if (kc_archive_extract_pending(reader))
 			o.archive = reader;
 	} else {

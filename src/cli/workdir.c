@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,15 +19,65 @@ const char *kc_workdir_parent(const char *given)
 	return env && *env ? env : "/var/tmp";
 }
 
-int kc_workdir_create(struct kc_workdir *wd, const char *parent, bool keep, struct kc_error **err)
+/*
+ * A work dir holds gigabytes; a kcheckpoint killed by SIGKILL cannot remove
+ * its own.  Each live one holds a flock on <dir>.lock beside it, so the
+ * next kcheckpoint that makes a work dir in the same parent can tell a
+ * dead one's (the lock file is there, nobody holds it) and remove it.
+ * Kept dirs (--keep-images, a CRIU log) lose their lock file and stay.
+ */
+static void sweep(const char *parent, bool quiet)
 {
+	_cleanup_closedir_ DIR *d = opendir(parent);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		if (strncmp(de->d_name, "kcheckpoint-", 12) || n < 6 || strcmp(de->d_name + n - 5, ".lock"))
+			continue;
+		_cleanup_free_ char *lock = kc_xasprintf("%s/%s", parent, de->d_name);
+		_cleanup_close_ int fd = open(lock, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0)
+			continue; /* a live kcheckpoint's */
+		_cleanup_free_ char *dir = kc_xstrdup(lock);
+		dir[strlen(dir) - 5] = '\0';
+		uint64_t bytes = kc_dir_size(dir);
+		if (kc_rm_rf(dir, NULL) == 0) {
+			unlink(lock);
+			if (!quiet) {
+				char b[32];
+				kc_format_bytes(bytes, b, sizeof(b));
+				fprintf(stderr, "kcheckpoint: removed '%s' (%s), left by a kcheckpoint that was killed\n", dir, b);
+			}
+		}
+	}
+}
+
+int kc_workdir_create(struct kc_workdir *wd, const char *parent, bool keep, bool quiet, struct kc_error **err)
+{
+	wd->lock_fd = -1;
 	parent = kc_workdir_parent(parent);
 	if (kc_mkdir_p(parent, 0700, err) < 0)
 		return kc_error_prefix(err, "work dir");
-	_cleanup_free_ char *tmpl = kc_xasprintf("%s/kcheckpoint-XXXXXX", parent);
-	if (!mkdtemp(tmpl))
+	sweep(parent, quiet);
+	/* locked before it has the name a sweep looks for */
+	_cleanup_free_ char *ltmp = kc_xasprintf("%s/.kcheckpoint-lock-XXXXXX", parent);
+	int lfd = mkostemp(ltmp, O_CLOEXEC);
+	if (lfd < 0)
 		return kc_error_errno(err, errno == EACCES || errno == EROFS ? KC_EXIT_PERM : KC_EXIT_FAILURE, errno,
 				      "cannot create a work dir in '%s'", parent);
+	flock(lfd, LOCK_EX);
+	_cleanup_free_ char *tmpl = kc_xasprintf("%s/kcheckpoint-XXXXXX", parent);
+	if (!mkdtemp(tmpl)) {
+		int e = errno;
+		unlink(ltmp);
+		close(lfd);
+		return kc_error_errno(err, e == EACCES || e == EROFS ? KC_EXIT_PERM : KC_EXIT_FAILURE, e,
+				      "cannot create a work dir in '%s'", parent);
+	}
+	_cleanup_free_ char *lock = kc_xasprintf("%s.lock", tmpl);
+	if (rename(ltmp, lock) < 0)
+		unlink(ltmp);
+	wd->lock_fd = lfd;
 	wd->path = steal_ptr(tmpl);
 	wd->keep = keep;
 	return 0;
@@ -45,6 +97,11 @@ void kc_workdir_finish(struct kc_workdir *wd, bool quiet, const char *keep_log)
 	} else {
 		kc_rm_rf(wd->path, NULL);
 	}
+	_cleanup_free_ char *lock = kc_xasprintf("%s.lock", wd->path);
+	unlink(lock);
+	if (wd->lock_fd >= 0)
+		close(wd->lock_fd);
+	wd->lock_fd = -1;
 	free(wd->path);
 	wd->path = NULL;
 }

@@ -1343,6 +1343,12 @@ int kc_archive_extract_rest(struct kc_archive_reader *R, kc_archive_sink sink, v
 	R->c.sink = sink;
 	R->c.sink_arg = arg;
 	int r = read_members(&R->c, R->a, R->st, err);
+	/* after a failure leaves may still be on their way to the sink, whose
+	 * target the caller frees once we return: wait for every one */
+	struct rctx *c = &R->c;
+	for (; c->lreap < c->lsub; c->lreap++)
+		kc_ar_pool_wait(&c->pool, &c->leaves[c->lreap % c->n_leaves].job);
+	R->c.sink = NULL;
 	R->done = true;
 	R->st->seconds += kc_now() - t0;
 	return r;

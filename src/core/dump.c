@@ -273,6 +273,11 @@ static void relist_stopped_tree(pid_t root, struct kc_manifest *m, pid_t **pids,
 	*n = n_now;
 }
 
+static uint64_t archived_so_far(void *arg)
+{
+	return __atomic_load_n(&((struct kc_archive_stats *)arg)->done, __ATOMIC_RELAXED);
+}
+
 int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc_manifest *m,
 	    struct kc_report *r, struct kc_error **err)
 {
@@ -481,7 +486,10 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 			ao.n_streams = 1;
 		}
 		struct kc_archive_stats st = {0};
-		if (kc_archive_write(o->images_dir, m, o->archive, &ao, &st, err) < 0) {
+		struct kc_progress *ap = kc_progress_start("archive", archived_so_far, &st);
+		int ar = kc_archive_write(o->images_dir, m, o->archive, &ao, &st, err);
+		kc_progress_stop(ap);
+		if (ar < 0) {
 			kc_error_prefix(err, "archive '%s'", o->archive);
 			goto rollback;
 		}

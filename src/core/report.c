@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "kc/report.h"
+#include "kc/signals.h"
 #include "kc/util.h"
 
 bool kc_progress_enabled;
@@ -93,6 +94,8 @@ struct kc_progress {
 	double started;
 	uint64_t (*bytes_fn)(void *arg);
 	void *arg;
+	bool show;     /* progress lines: stderr is a terminal */
+	bool noticed;  /* the interruption was announced */
 };
 
 static void *progress_main(void *p_)
@@ -111,6 +114,17 @@ static void *progress_main(void *p_)
 		if (p->stop)
 			break;
 		double el = kc_now() - p->started;
+		/* a signal is acted on between stages: say so while one runs
+		 * on (CRIU cannot be stopped halfway without harm to the tree) */
+		int sig = kc_signals_pending();
+		if (sig && !p->noticed) {
+			p->noticed = true;
+			fprintf(stderr, "%skcheckpoint: %s received: finishing %s, then rolling back\n",
+				p->show ? "\r\033[K" : "", strsignal(sig), p->stage);
+			fflush(stderr);
+		}
+		if (!p->show)
+			continue;
 		/* stay quiet for short stages: no flicker */
 		if (el < 1.0)
 			continue;
@@ -123,18 +137,41 @@ static void *progress_main(void *p_)
 		fflush(stderr);
 	}
 	pthread_mutex_unlock(&p->lock);
-	if (kc_now() - p->started >= 1.0) {
+	if (p->show && kc_now() - p->started >= 1.0) {
 		fprintf(stderr, "\r\033[K");
 		fflush(stderr);
 	}
 	return NULL;
 }
 
+/*
+ * Test seam for the fault-injection walk (tests/integration/test_fault_walk.py):
+ * KCHECKPOINT_TEST_PAUSE=<stage> stops at the start of that stage, after
+ * creating KCHECKPOINT_TEST_PAUSE_FILE, until a signal comes (30 s at
+ * most), so a test can signal or SIGKILL kcheckpoint in a known stage.
+ */
+static void test_pause(const char *stage)
+{
+	const char *at = getenv("KCHECKPOINT_TEST_PAUSE");
+	if (!at || strcmp(at, stage) != 0)
+		return;
+	const char *file = getenv("KCHECKPOINT_TEST_PAUSE_FILE");
+	if (file) {
+		FILE *f = fopen(file, "we");
+		if (f)
+			fclose(f);
+	}
+	for (int i = 0; i < 3000 && !kc_signals_pending(); i++) {
+		struct timespec ts = {0, 10000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
 struct kc_progress *kc_progress_start(const char *stage, uint64_t (*bytes_fn)(void *arg), void *arg)
 {
-	if (!kc_progress_enabled)
-		return NULL;
+	test_pause(stage);
 	struct kc_progress *p = kc_xcalloc(1, sizeof(*p));
+	p->show = kc_progress_enabled;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	snprintf(p->stage, sizeof(p->stage), "%s", stage);

@@ -148,6 +148,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	_cleanup_free_ struct kc_bulk_region *bulk = NULL; /* memory CRIU leaves to us */
 	size_t n_bulk = 0;
 	bool fill_done = false; /* every process' memory is back */
+	_cleanup_free_ char *criu_dir = NULL; /* CRIU's log and stats, ours */
 
 	if (m->n_procs == 0 && kc_manifest_read(o->images_dir, m, err) < 0)
 		return -1;
@@ -249,6 +250,18 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	for (char *const *x = o->criu.extra; x && *x; x++)
 		extra[n_extra++] = kc_xstrdup(*x);
 	copts.extra = n_extra ? extra : NULL;
+	/* CRIU's log, pidfile and stats: not into the user's images dir */
+	if (!o->images_private && !b->criu->ops->restored_pid) {
+		const char *tmp = getenv("TMPDIR");
+		criu_dir = kc_xasprintf("%s/kcheckpoint-criu-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+		if (!mkdtemp(criu_dir)) {
+			kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create '%s'", criu_dir);
+			free(steal_ptr(criu_dir));
+			goto out;
+		}
+		copts.log_dir = criu_dir;
+	}
+	const char *stats_dir = criu_dir ? criu_dir : o->images_dir;
 	pid_t root = 0;
 	struct kc_progress *pg = kc_progress_start("criu-restore", NULL, NULL);
 	struct kc_prefetch *pf = o->prefetch ? kc_prefetch_start(o->images_dir, 8) : NULL;
@@ -263,7 +276,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	da->criu = b->criu;
 	da->root = root;
 	kc_undo_push(&undo, "restored process", undo_discard, da);
-	kc_criu_read_stats(o->images_dir, &r->criu, NULL);
+	kc_criu_read_stats(stats_dir, &r->criu, NULL);
 	r->criu.have_dump = false; /* the dump's figures are the manifest's business */
 	kc_report_add(r, "criu-restore", restore_s, pages_bytes(r, o->images_dir));
 	if (kc_check_interrupted(err) < 0)
@@ -369,6 +382,9 @@ out:
 		if (fill_done || (st != 'T' && st != 't'))
 			kc_fillmark_clear(bulk[i].pid);
 	}
+	/* kept where a CRIU failure's message names its log */
+	if (criu_dir && !(rc < 0 && err && *err && (*err)->exit_code == KC_EXIT_CRIU))
+		kc_rm_rf(criu_dir, NULL);
 	kc_pids_unlock(pid_locks, n_locked);
 	kc_undo_free(&undo);
 	free(to_restore);

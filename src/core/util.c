@@ -218,20 +218,83 @@ int kc_mkdir_p(const char *path, mode_t mode, struct kc_error **err)
 	return 0;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	int r = flag == FTW_DP ? rmdir(path) : unlink(path);
-	return r < 0 && errno != ENOENT ? -1 : 0;
-}
-
+/*
+ * Depth first through descriptors (openat/unlinkat), never by path, so any
+ * depth goes (an archive's member path may be longer than PATH_MAX when
+ * joined to the dir's) and only one directory is open at a time: a stack
+ * of names leads back up through "..".  Symbolic links are removed, not
+ * followed.
+ */
 int kc_rm_rf(const char *path, struct kc_error **err)
 {
 	if (!path || !*path || strcmp(path, "/") == 0)
 		return kc_error_set(err, KC_EXIT_FAILURE, EINVAL, "refusing to remove '%s'", path ? path : "");
-	if (nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
+	if (unlink(path) == 0 || errno == ENOENT)
+		return 0;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot remove '%s'", path);
+	char **names = NULL;
+	size_t depth = 0, cap = 0;
+	int e = 0;
+	for (;;) {
+		int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+		if (!d) {
+			e = errno;
+			if (dfd >= 0)
+				close(dfd);
+			break;
+		}
+		int child = -1;
+		struct dirent *de;
+		while ((de = readdir(d))) {
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			if (unlinkat(fd, de->d_name, 0) == 0 || errno == ENOENT)
+				continue;
+			if (errno != EISDIR && errno != EPERM) {
+				e = errno;
+				continue;
+			}
+			child = openat(fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (child < 0) {
+				e = errno;
+				continue;
+			}
+			if (depth == cap)
+				names = kc_xrealloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*names));
+			names[depth++] = kc_xstrdup(de->d_name);
+			break;
+		}
+		closedir(d);
+		if (child >= 0) {
+			close(fd);
+			fd = child;
+			continue;
+		}
+		if (depth == 0 || e)
+			break;
+		int parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		fd = parent;
+		char *name = names[--depth];
+		int r = fd >= 0 ? unlinkat(fd, name, AT_REMOVEDIR) : -1;
+		free(name);
+		if (r < 0 && errno != ENOENT) {
+			e = errno; /* going down again would loop */
+			break;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	while (depth)
+		free(names[--depth]);
+	free(names);
+	if (!e && rmdir(path) < 0 && errno != ENOENT)
+		e = errno;
+	if (e)
+		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot remove '%s'", path);
 	return 0;
 }
 

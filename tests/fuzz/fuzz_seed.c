@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Writes a seed corpus for fuzz_archive: small real archives and a manifest. */
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,6 +48,7 @@ int main(int argc, char **argv)
 		snprintf(pr->comm, sizeof(pr->comm), "seed");
 		struct kc_archive_opts o = {.compression = comp[i], .threads = 1};
 		char *out = kc_xasprintf("%s/seed-%s.tar", argv[1], comp[i]);
+		unlink(out); /* a rerun's: the writer never replaces a file */
 		if (kc_archive_write(img, &m, out, &o, NULL, &err) < 0)
 			goto fail;
 		char *json = kc_manifest_to_string(&m);

@@ -574,3 +574,28 @@ def test_one_kcheckpoint_at_a_time_per_process(tmp_path, cuda_env, workloads):
     assert first.returncode == 0, err
     assert cuda_state(cuda_env, w.pid) == 0 and w.probe()["ok"] == "1"
     run_kc(cuda_env, "dump", "--leave-running", "-D", tmp_path / "c", w.pid, check=0)
+
+
+def test_read_only_images_dir_restores_and_stays_as_it_was(tmp_path, kc_env, workloads):
+    """Issue 11, item 14: CRIU's log, pidfile and stats of a restore go to a
+    private dir, not into the user's images."""
+    w = workloads(mb=32)
+    before = w.probe()
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    listing = sorted(os.listdir(img))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(img), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+        p = run_kc(kc_env, "restore", ro, check=0)
+        assert "criu-restore" in p.stderr
+        after = w.probe()
+        assert after["ok"] == "1" and after["checksum"] == before["checksum"]
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+    assert sorted(os.listdir(img)) == listing, "the image is left as it was"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("kcheckpoint-criu-")], "nor anything beside"

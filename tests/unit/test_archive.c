@@ -515,6 +515,43 @@ static char *build(struct fx *f, const char *name, const struct ent *listed, siz
 	return path;
 }
 
+/* Issue 11, item 11: a tree deeper than PATH_MAX (an archive's member may
+ * nest that deep) is removed whole, through descriptors, with symbolic
+ * links removed and not followed. */
+static void test_rm_rf_any_depth(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_free_ char *top = pathf("%s/deep", f->root);
+	_cleanup_free_ char *outside = pathf("%s/outside", f->root);
+	assert_int_equal(mkdir(top, 0700), 0);
+	assert_int_equal(mkdir(outside, 0700), 0);
+	_cleanup_free_ char *keep = pathf("%s/keep", outside);
+	int kfd = open(keep, O_WRONLY | O_CREAT, 0600);
+	assert_true(kfd >= 0);
+	close(kfd);
+	int fd = open(top, O_RDONLY | O_DIRECTORY);
+	assert_true(fd >= 0);
+	for (int i = 0; i < 2040; i++) {
+		assert_int_equal(mkdirat(fd, "dddd", 0700), 0);
+		if (i % 500 == 0) {
+			int ff = openat(fd, "file", O_WRONLY | O_CREAT, 0600);
+			assert_true(ff >= 0);
+			close(ff);
+			assert_int_equal(symlinkat(outside, fd, "link"), 0);
+		}
+		int c = openat(fd, "dddd", O_RDONLY | O_DIRECTORY);
+		assert_true(c >= 0);
+		close(fd);
+		fd = c;
+	}
+	close(fd);
+	struct kc_error *err = NULL;
+	assert_int_equal(kc_rm_rf(top, &err), 0);
+	assert_null(err);
+	assert_false(exists(top));
+	assert_true(exists(keep)); /* not through the links */
+}
+
 /* Extraction must fail with the words, leave no dest and nothing beside. */
 static void refused(struct fx *f, const char *arc, int code, const char *w1, const char *w2)
 {
@@ -1025,6 +1062,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_never_replaces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_interrupted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rm_rf_any_depth, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,177 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Fault injection walk (issue 11): every stage of dump and restore, with
+SIGINT, SIGTERM and SIGKILL, against the rule of the man page (SIGNALS):
+
+after any failure, signal or SIGKILL at any point, the target is either
+running with its state intact or `kcheckpoint recover` makes it so (a
+restored tree whose memory is not all back is never let run: recover
+refuses it, and the image restores again); no archive or images dir is
+published for a dump that did not exit 0.
+
+KCHECKPOINT_TEST_PAUSE=<stage> holds kcheckpoint at the start of that
+stage (src/core/report.c) until a signal comes, so each case hits its
+stage for sure.  Real CRIU, the fake CUDA driver, a real workload that
+checks its own memory.
+"""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import KC, alive, cuda_state, kill_pid, proc_state, run_kc, wait_gone
+
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
+
+
+def start_paused(env, tmp_path, stage, *args):
+    mark = tmp_path / f"paused-{stage}"
+    mark.unlink(missing_ok=True)
+    env = dict(env, KCHECKPOINT_TEST_PAUSE=stage, KCHECKPOINT_TEST_PAUSE_FILE=str(mark))
+    p = subprocess.Popen([str(KC), *map(str, args)], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not mark.exists():
+        if p.poll() is not None:
+            out, err = p.communicate()
+            raise AssertionError(f"exited {p.returncode} before stage {stage}: {err}")
+        assert time.time() < deadline, f"stage {stage} not reached"
+        time.sleep(0.01)
+    return p
+
+
+def recover_until_done(env, pid):
+    """recover answers 9 while an orphaned CRIU still traces the tree."""
+    deadline = time.time() + 30
+    while True:
+        p = run_kc(env, "recover", pid)
+        if p.returncode != 9 or time.time() > deadline:
+            return p
+        time.sleep(0.2)
+
+
+def assert_running_intact(env, w):
+    assert proc_state(w.pid) in ("R", "S"), proc_state(w.pid)
+    assert cuda_state(env, w.pid) == 0
+    assert w.probe()["ok"] == "1"
+
+
+def leftovers(d, keep=()):
+    return sorted(n for n in os.listdir(d) if n not in keep)
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+@pytest.mark.parametrize("kind,stage", [("-o", "gpu-checkpoint"), ("-o", "criu-dump"), ("-o", "archive"),
+                                        ("-D", "memory-read")])
+def test_dump_walk(tmp_path, cuda_env, workloads, kind, stage, sig):
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    target = outdir / ("a.tar.zst" if kind == "-o" else "img")
+    p = start_paused(cuda_env, tmp_path, stage, "dump", "--fill-threads", "1", kind, target, w.pid)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    if sig != signal.SIGKILL:
+        assert p.returncode == 130, err
+        assert "rolled back" in err or "interrupted" in err, err
+    else:
+        assert p.returncode == -signal.SIGKILL
+        r = recover_until_done(cuda_env, w.pid)
+        assert r.returncode == 0, r.stderr
+    assert_running_intact(cuda_env, w)
+    # nothing published, no hidden temporary archive
+    if kind == "-o":
+        assert leftovers(outdir) == [], leftovers(outdir)
+    else:
+        assert not (target / "kcheckpoint.json").exists()
+    # and the same dump works now
+    run_kc(cuda_env, "dump", "--fill-threads", "1", kind, tmp_path / ("b.tar.zst" if kind == "-o" else "img2"),
+           w.pid, check=0)
+    w.reap()
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+@pytest.mark.parametrize("stage", ["unpack", "criu-restore", "memory-fill", "gpu-restore"])
+def test_restore_walk(tmp_path, cuda_env, workloads, stage, sig):
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    before = w.probe()
+    archive = tmp_path / "a.tar.zst"
+    run_kc(cuda_env, "dump", "--fill-threads", "1", "-o", archive, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    p = start_paused(cuda_env, tmp_path, stage, "restore", "--fill-threads", "2", archive)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    if sig != signal.SIGKILL:
+        assert p.returncode == 130, err
+        assert wait_gone(w.pid), "an interrupted restore leaves no process behind"
+    elif stage == "memory-fill":
+        # stopped by CRIU, memory not back: recover must not let it run
+        assert proc_state(w.pid) in ("T", "t"), proc_state(w.pid)
+        r = run_kc(cuda_env, "recover", w.pid)
+        assert r.returncode == 7, r.stderr
+        assert proc_state(w.pid) in ("T", "t")
+        kill_pid(w.pid)
+        assert wait_gone(w.pid)
+    elif stage == "gpu-restore":
+        # memory back, the tree runs, its GPU still checkpointed: recover
+        r = recover_until_done(cuda_env, w.pid)
+        assert r.returncode == 0, r.stderr
+        assert_running_intact(cuda_env, w)
+        after = w.probe()
+        assert after["checksum"] == before["checksum"]
+        kill_pid(w.pid)
+        assert wait_gone(w.pid)
+    else:
+        assert wait_gone(w.pid), "killed before CRIU ran: nothing restored"
+    # the archive is whole and restores.  The fake driver keeps each pid's
+    # state in a file, which the restore stage just changed; a real process
+    # restored from the archive brings its CHECKPOINTED state with it
+    if stage == "gpu-restore":
+        (Path(cuda_env["KC_FAKE_CUDA_DIR"]) / str(w.pid)).write_text("2")
+    run_kc(cuda_env, "inspect", "--verify", archive, check=0)
+    run_kc(cuda_env, "restore", archive, check=0)
+    after = w.probe()
+    assert after["ok"] == "1" and after["checksum"] == before["checksum"]
+    assert cuda_state(cuda_env, w.pid) == 0
+    kill_pid(w.pid)
+    wait_gone(w.pid)
+    # no work dir is left behind by the commands that ended normally
+    if sig != signal.SIGKILL:
+        assert not [n for n in os.listdir(tmp_path) if n.startswith("kcheckpoint-")], os.listdir(tmp_path)
+
+
+def test_sigkill_leftovers_are_removed_by_the_next_run(tmp_path, cuda_env, workloads):
+    """Issue 11, item 12: a work dir (gigabytes) and a hidden partial archive
+    that a SIGKILLed kcheckpoint left are removed by the next one that works
+    there, and it says so; a kept work dir stays."""
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    out = tmp_path / "out"
+    out.mkdir()
+    work = tmp_path / "work"
+    p = start_paused(cuda_env, tmp_path, "archive", "dump", "--work-dir", work, "-o", out / "a.tar.zst", w.pid)
+    p.kill()
+    p.wait()
+    assert recover_until_done(cuda_env, w.pid).returncode == 0
+    left = [n for n in os.listdir(work) if not n.endswith(".lock")]
+    assert len(left) == 1 and (work / left[0] / "kcheckpoint.json").exists(), os.listdir(work)
+    # what a filesystem without O_TMPFILE would hold: a dead pid's partial archive
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    partial = out / f".a.tar.zst.{dead.pid}.0"
+    partial.write_bytes(b"x" * 4096)
+    r = run_kc(cuda_env, "dump", "--work-dir", work, "--keep-images", "-o", out / "a.tar.zst", w.pid, check=0)
+    w.reap()
+    assert f"removed '{work / left[0]}'" in r.stderr, r.stderr
+    assert f"removed '{partial}'" in r.stderr, r.stderr
+    assert not (work / left[0]).exists() and not partial.exists()
+    # the kept images of this dump are not a leftover for the next run
+    now = [n for n in os.listdir(work)]
+    assert len(now) == 1 and not now[0].endswith(".lock"), now
+    r = run_kc(cuda_env, "restore", "--work-dir", work, out / "a.tar.zst", check=0)
+    assert "removed" not in r.stderr
+    assert (work / now[0]).is_dir()
+    kill_pid(w.pid)
