@@ -109,6 +109,12 @@ int kc_archive_read_manifest(const char *archive_path, struct kc_manifest *m, st
  * mismatch does not stop it, and the error names every bad member. */
 int kc_archive_verify(const char *archive_path, struct kc_manifest *m, struct kc_error **err);
 
+/* A plain images dir's checksums (dump -D records them as members, like
+ * an archive's): m's members in dir, but those skip() takes; KC_EXIT_IMAGE
+ * naming every bad or missing one.  threads 0: one. */
+int kc_images_verify(const char *dir, const struct kc_manifest *m, unsigned threads, bool (*skip)(const char *path),
+		     struct kc_error **err);
+
 /* True when path is a regular file (an archive), false for a directory. */
 bool kc_archive_is_file(const char *path);
 

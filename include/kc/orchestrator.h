@@ -104,6 +104,9 @@ struct kc_proc_state {
 	char comm[64];
 	enum kc_cuda_state state; /* KC_CUDA_NONE: not a CUDA process */
 	int restore_tid;          /* 0 if unknown */
+	/* "running", "stopped", "traced" (by a CRIU, say), or "filling": stopped
+	 * by a restore whose memory fill did not finish (recover refuses it) */
+	const char *run;
 };
 
 /* The CUDA state of every process in the tree of pid. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "kc/archive.h"
@@ -99,10 +100,13 @@ int kc_cmd_inspect(int argc, char **argv, struct kc_error **err)
 	} else if (S_ISDIR(st.st_mode)) {
 		if (kc_manifest_read(image, &m, err) < 0)
 			goto out;
-		if (a.verify) {
-			kc_error_set(err, KC_EXIT_USAGE, 0, "'--verify' needs an archive: an images dir has no checksums");
+		if (a.verify && !m.n_members) {
+			kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' has no checksums to verify (dumped by kcheckpoint 0.1)",
+				     image);
 			goto out;
 		}
+		if (a.verify && kc_images_verify(image, &m, (unsigned)sysconf(_SC_NPROCESSORS_ONLN), NULL, err) < 0)
+			goto out;
 	} else {
 		kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is neither an archive nor an images dir", image);
 		goto out;

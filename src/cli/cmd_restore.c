@@ -68,6 +68,7 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	kc_manifest_init(&m);
 	struct kc_workdir wd = {0};
 	struct kc_archive_reader *reader = NULL;
+	struct kc_archive_stats as = {0}; /* the reader's, until it ends */
 	char thp_old[16] = "";
 	const char *pf = getenv("KCHECKPOINT_PREFETCH");
 	struct kc_restore_opts o = {.pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = a.pid_wait_ms,
@@ -95,7 +96,6 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 			goto out;
 		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, a.quiet, err) < 0)
 			goto out;
-		struct kc_archive_stats as = {0};
 		/* up to the memory members, which fill the processes from the
 		 * archive once CRIU restored them */
 		struct kc_progress *up = kc_progress_start("unpack", unpacked_so_far, &as);

@@ -23,6 +23,7 @@ void kc_cli_print_states(const struct kc_proc_state *s, size_t n, bool json)
 								   : json_object_new_string(kc_cuda_state_name(s[i].state)));
 			if (s[i].restore_tid)
 				json_object_object_add(o, "restore_tid", json_object_new_int(s[i].restore_tid));
+			json_object_object_add(o, "process", json_object_new_string(s[i].run ? s[i].run : "running"));
 			json_object_array_add(arr, o);
 		}
 		json_object *root = json_object_new_object();
@@ -30,13 +31,14 @@ void kc_cli_print_states(const struct kc_proc_state *s, size_t n, bool json)
 		kc_cli_print_json(root);
 		return;
 	}
-	printf("%-8s %-16s %-13s %s\n", "PID", "COMM", "CUDA", "RESTORE-TID");
+	printf("%-8s %-16s %-13s %-9s %s\n", "PID", "COMM", "CUDA", "PROCESS", "RESTORE-TID");
 	for (size_t i = 0; i < n; i++) {
 		char tid[16] = "-";
 		if (s[i].restore_tid)
 			snprintf(tid, sizeof(tid), "%d", s[i].restore_tid);
-		printf("%-8d %-16s %-13s %s\n", (int)s[i].pid, s[i].comm,
-		       s[i].state == KC_CUDA_NONE ? "-" : kc_cuda_state_name(s[i].state), tid);
+		printf("%-8d %-16s %-13s %-9s %s\n", (int)s[i].pid, s[i].comm,
+		       s[i].state == KC_CUDA_NONE ? "-" : kc_cuda_state_name(s[i].state), s[i].run ? s[i].run : "running",
+		       tid);
 	}
 }
 

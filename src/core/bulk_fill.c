@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "archive_internal.h"
 #include "kc/signals.h"
 #include "kc/thp.h"
 #include "kc/util.h"
@@ -28,57 +29,10 @@
 
 #define CHUNK (16u << 20)
 
-struct src {
-	char file[64];
-	const unsigned char *map;
-	size_t len;
-};
-
 struct dst {
 	pid_t pid;
 	int fd; /* /proc/<pid>/mem */
 };
-
-struct chunk {
-	const unsigned char *from;
-	int to_fd;
-	uint64_t vaddr, len;
-};
-
-struct fill {
-	struct chunk *chunks;
-	size_t n;
-	atomic_size_t next;
-	atomic_uint_fast64_t done;
-	atomic_int failed; /* errno of the first failure */
-	pid_t failed_pid;
-};
-
-static void *worker(void *arg)
-{
-	struct fill *f = arg;
-	for (;;) {
-		/* ^C: the restore is rolled back, the rest need not be written */
-		if (kc_signals_pending())
-			kc_fail_once(&f->failed, EINTR);
-		if (atomic_load(&f->failed))
-			return NULL;
-		size_t i = atomic_fetch_add(&f->next, 1);
-		if (i >= f->n)
-			return NULL;
-		struct chunk *c = &f->chunks[i];
-		if (kc_pwrite_all(c->to_fd, c->from, c->len, c->vaddr) < 0) {
-			kc_fail_once(&f->failed, errno);
-			return NULL;
-		}
-		atomic_fetch_add(&f->done, c->len);
-	}
-}
-
-static uint64_t filled(void *arg)
-{
-	return atomic_load(&((struct fill *)arg)->done);
-}
 
 /* Stopped by CRIU (--leave-stopped) before running one instruction of its
  * own: wait until the kernel shows it, bounded. */
@@ -208,110 +162,6 @@ static uint64_t fill_huge(const struct kc_bulk_region *v, const int *memfd, size
 	return atomic_load(&j.collapsed);
 }
 
-int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t n, unsigned threads,
-		 uint64_t *bytes, struct kc_error **err)
-{
-	struct src *srcs = kc_xcalloc(n, sizeof(*srcs));
-	struct dst *dsts = kc_xcalloc(n, sizeof(*dsts));
-	size_t n_src = 0, n_dst = 0, n_chunks = 0;
-	struct fill f = {0};
-	int rc = -1;
-	*bytes = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		n_chunks += (v[i].bytes + CHUNK - 1) / CHUNK;
-		size_t s = 0;
-		while (s < n_src && strcmp(srcs[s].file, v[i].file))
-			s++;
-		if (s == n_src) {
-			snprintf(srcs[s].file, sizeof(srcs[s].file), "%s", v[i].file);
-			_cleanup_free_ char *path = kc_xasprintf("%s/%s", images_dir, v[i].file);
-			int fd = open(path, O_RDONLY | O_CLOEXEC);
-			struct stat st;
-			if (fd < 0 || fstat(fd, &st) < 0) {
-				kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot open '%s'", path);
-				if (fd >= 0)
-					close(fd);
-				goto out;
-			}
-			srcs[s].len = (size_t)st.st_size;
-			void *m = srcs[s].len ? mmap(NULL, srcs[s].len, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
-			close(fd);
-			if (m == MAP_FAILED) {
-				kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot map '%s'", path);
-				goto out;
-			}
-			srcs[s].map = m;
-			n_src++;
-		}
-		if (v[i].offset > srcs[s].len || v[i].bytes > srcs[s].len - v[i].offset) {
-			kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is shorter than its index says", v[i].file);
-			goto out;
-		}
-		size_t d = 0;
-		while (d < n_dst && dsts[d].pid != v[i].pid)
-			d++;
-		if (d == n_dst) {
-			if (wait_stopped(v[i].pid, err) < 0)
-				goto out;
-			char path[64];
-			snprintf(path, sizeof(path), "/proc/%d/mem", (int)v[i].pid);
-			dsts[d].pid = v[i].pid;
-			dsts[d].fd = open(path, O_RDWR | O_CLOEXEC);
-			if (dsts[d].fd < 0) {
-				kc_error_errno(err, KC_EXIT_CRIU, errno, "cannot open '%s'", path);
-				goto out;
-			}
-			n_dst++;
-		}
-	}
-
-	f.chunks = kc_xcalloc(n_chunks ? n_chunks : 1, sizeof(*f.chunks));
-	for (size_t i = 0; i < n; i++) {
-		size_t s = 0, d = 0;
-		while (strcmp(srcs[s].file, v[i].file))
-			s++;
-		while (dsts[d].pid != v[i].pid)
-			d++;
-		for (uint64_t off = 0; off < v[i].bytes; off += CHUNK)
-			f.chunks[f.n++] = (struct chunk){.from = srcs[s].map + v[i].offset + off, .to_fd = dsts[d].fd,
-							 .vaddr = v[i].vaddr + off,
-							 .len = v[i].bytes - off < CHUNK ? v[i].bytes - off : CHUNK};
-	}
-	{
-		_cleanup_free_ int *fds = kc_xcalloc(n + 1, sizeof(int));
-		for (size_t i = 0; i < n; i++) {
-			size_t d = 0;
-			while (dsts[d].pid != v[i].pid)
-				d++;
-			fds[i] = dsts[d].fd;
-		}
-		fill_huge(v, fds, n, threads);
-	}
-	struct kc_progress *pg = kc_progress_start("memory-fill", filled, &f);
-	kc_run_pool(threads, f.n, worker, &f);
-	kc_progress_stop(pg);
-
-	int e = atomic_load(&f.failed);
-	if (e == EINTR && kc_check_interrupted(err) < 0)
-		goto out;
-	if (e) {
-		kc_error_errno(err, KC_EXIT_CRIU, e, "cannot fill the memory of the restored tree");
-		goto out;
-	}
-	*bytes = atomic_load(&f.done);
-	rc = 0;
-out:
-	for (size_t s = 0; s < n_src; s++)
-		munmap((void *)srcs[s].map, srcs[s].len);
-	for (size_t d = 0; d < n_dst; d++)
-		close(dsts[d].fd);
-	free(srcs);
-	free(dsts);
-	free(f.chunks);
-	return rc;
-}
-
 /* ---- filling from a stream (an archive's memory members) -------------------------------- */
 
 struct tregion {
@@ -431,6 +281,161 @@ int kc_fill_target_check(const struct kc_fill_target *t, struct kc_error **err)
 					    " that its index promises",
 					    t->v[i].r->bytes, (int)t->v[i].r->pid, t->v[i].r->vaddr);
 	return 0;
+}
+
+/* ---- filling from the images dir ---------------------------------------------------------- */
+
+/*
+ * The bulk files are mapped read-only and cut into chunks at 16 MiB of
+ * file offset (whole 1 MiB leaves): a worker hashes a chunk's leaves, for
+ * the manifest's checksum, and writes what the index maps of it into the
+ * processes, one copy per byte from the page cache.
+ */
+struct src {
+	char file[64];
+	const unsigned char *map;
+	size_t len;
+	size_t first_leaf;
+	int member; /* in the manifest, -1: not checked */
+};
+
+struct fchunk {
+	size_t src;
+	uint64_t off, len;
+};
+
+struct ffill {
+	struct kc_fill_target *t;
+	struct src *srcs;
+	struct fchunk *chunks;
+	size_t n;
+	uint8_t (*d)[32];
+	atomic_size_t next;
+	atomic_int failed;
+};
+
+static void *fill_worker(void *arg)
+{
+	struct ffill *f = arg;
+	for (;;) {
+		/* ^C: the restore is rolled back, the rest need not be written */
+		if (kc_signals_pending())
+			kc_fail_once(&f->failed, EINTR);
+		if (atomic_load(&f->failed))
+			return NULL;
+		size_t i = atomic_fetch_add(&f->next, 1);
+		if (i >= f->n)
+			return NULL;
+		const struct fchunk *c = &f->chunks[i];
+		const struct src *s = &f->srcs[c->src];
+		if (s->member >= 0)
+			for (uint64_t o = 0; o < c->len; o += KC_ARCHIVE_LEAF)
+				kc_sha256(s->map + c->off + o, c->len - o < KC_ARCHIVE_LEAF ? c->len - o : KC_ARCHIVE_LEAF,
+					  f->d[s->first_leaf + (c->off + o) / KC_ARCHIVE_LEAF]);
+		if (kc_fill_target_write(f->t, s->file, c->off, s->map + c->off, c->len) < 0) {
+			kc_fail_once(&f->failed, errno);
+			return NULL;
+		}
+	}
+}
+
+int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const struct kc_bulk_region *v, size_t n,
+		 unsigned threads, uint64_t *bytes, struct kc_error **err)
+{
+	struct src *srcs = kc_xcalloc(n + 1, sizeof(*srcs));
+	size_t n_src = 0, n_chunks = 0, leaves = 0;
+	struct ffill f = {.srcs = srcs};
+	int rc = -1;
+	*bytes = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t s = 0;
+		while (s < n_src && strcmp(srcs[s].file, v[i].file))
+			s++;
+		if (s == n_src) {
+			snprintf(srcs[s].file, sizeof(srcs[s].file), "%s", v[i].file);
+			_cleanup_free_ char *path = kc_xasprintf("%s/%s", images_dir, v[i].file);
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			struct stat st;
+			if (fd < 0 || fstat(fd, &st) < 0) {
+				kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot open '%s'", path);
+				if (fd >= 0)
+					close(fd);
+				goto out;
+			}
+			srcs[s].len = (size_t)st.st_size;
+			void *mp = srcs[s].len ? mmap(NULL, srcs[s].len, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+			close(fd);
+			if (mp == MAP_FAILED) {
+				kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot map '%s'", path);
+				goto out;
+			}
+			srcs[s].map = mp;
+			srcs[s].member = -1;
+			for (size_t k = 0; m && k < m->n_members; k++)
+				if (!strcmp(m->members[k].path, srcs[s].file))
+					srcs[s].member = (int)k;
+			if (srcs[s].member >= 0 && m->members[srcs[s].member].size != srcs[s].len) {
+				kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' has %zu bytes, the manifest says %llu", path,
+					     srcs[s].len, (unsigned long long)m->members[srcs[s].member].size);
+				n_src++;
+				goto out;
+			}
+			srcs[s].first_leaf = leaves;
+			leaves += (srcs[s].len + KC_ARCHIVE_LEAF - 1) / KC_ARCHIVE_LEAF;
+			n_chunks += (srcs[s].len + CHUNK - 1) / CHUNK;
+			n_src++;
+		}
+		if (v[i].offset > srcs[s].len || v[i].bytes > srcs[s].len - v[i].offset) {
+			kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is shorter than its index says", v[i].file);
+			goto out;
+		}
+	}
+	if (kc_fill_target_open(v, n, threads, &f.t, err) < 0)
+		goto out;
+	f.chunks = kc_xcalloc(n_chunks + 1, sizeof(*f.chunks));
+	f.d = kc_xcalloc(leaves + 1, sizeof(*f.d));
+	for (size_t s = 0; s < n_src; s++)
+		for (uint64_t off = 0; off < srcs[s].len; off += CHUNK)
+			f.chunks[f.n++] = (struct fchunk){.src = s, .off = off,
+							  .len = srcs[s].len - off < CHUNK ? srcs[s].len - off : CHUNK};
+	struct kc_progress *pg = kc_progress_start("memory-fill", kc_fill_target_done, f.t);
+	kc_run_pool(threads, f.n, fill_worker, &f);
+	kc_progress_stop(pg);
+
+	int e = atomic_load(&f.failed);
+	if (e == EINTR && kc_check_interrupted(err) < 0)
+		goto out;
+	if (e) {
+		kc_error_errno(err, KC_EXIT_CRIU, e, "cannot fill the memory of the restored tree");
+		goto out;
+	}
+	/* the tree is still stopped: a wrong byte never runs */
+	for (size_t s = 0; s < n_src; s++) {
+		if (srcs[s].member < 0)
+			continue;
+		char hex[65];
+		kc_leaves_root((const uint8_t(*)[32])f.d + srcs[s].first_leaf,
+			       (srcs[s].len + KC_ARCHIVE_LEAF - 1) / KC_ARCHIVE_LEAF, hex);
+		if (strcmp(hex, m->members[srcs[s].member].sha256)) {
+			kc_error_set(err, KC_EXIT_IMAGE, 0, "checksum mismatch for member '%s' in '%s'", srcs[s].file,
+				     images_dir);
+			goto out;
+		}
+	}
+	if (kc_fill_target_check(f.t, err) < 0)
+		goto out;
+	*bytes = kc_fill_target_done(f.t);
+	rc = 0;
+out:
+	kc_fill_target_close(f.t);
+	for (size_t s = 0; s < n_src; s++)
+		if (srcs[s].map)
+			munmap((void *)srcs[s].map, srcs[s].len);
+	free(srcs);
+	free(f.chunks);
+	free(f.d);
+	return rc;
 }
 
 /*

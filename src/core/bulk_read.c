@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "archive_internal.h"
 #include "kc/signals.h"
 #include "kc/util.h"
 #include "orchestrator_int.h"
@@ -45,9 +46,9 @@ struct kc_bulk_source {
 struct job {
 	struct kc_bulk_source *src;
 	int out_fd;
-	atomic_size_t next; /* chunk counter over all runs */
-	size_t *first_chunk; /* per run */
+	atomic_size_t next; /* chunk counter */
 	size_t n_chunks;
+	uint8_t (*d)[32]; /* leaf digests */
 	atomic_uint_fast64_t done;
 	atomic_int failed;
 };
@@ -120,7 +121,6 @@ static int scan(pid_t pid, uint64_t start, uint64_t end, struct run **v, size_t 
 static void *reader(void *arg)
 {
 	struct job *j = arg;
-	size_t r = 0;
 	/* through a buffer and pwrite, not into a shared mapping of the file:
 	 * on ext4 every first write fault of a mapped page costs a journal
 	 * handle (page_mkwrite), and the H200 node read at 1.9 GB/s that way */
@@ -137,18 +137,17 @@ static void *reader(void *arg)
 		size_t c = atomic_fetch_add(&j->next, 1);
 		if (c >= j->n_chunks)
 			break;
-		while (r + 1 < j->src->n && j->first_chunk[r + 1] <= c)
-			r++;
-		while (r > 0 && j->first_chunk[r] > c)
-			r--;
-		struct run *x = &j->src->runs[r];
-		uint64_t off = (uint64_t)(c - j->first_chunk[r]) * CHUNK;
-		uint64_t len = x->bytes - off < CHUNK ? x->bytes - off : CHUNK;
-		if (kc_pread_all(j->src->memfd[r], buf, len, x->vaddr + off) < 0 ||
-		    kc_pwrite_all(j->out_fd, buf, len, x->offset + off) < 0) {
+		/* chunks of the file, whole 1 MiB leaves: hashed here, for the
+		 * manifest, while the bytes are at hand */
+		uint64_t off = (uint64_t)c * CHUNK;
+		size_t len = j->src->total - off < CHUNK ? (size_t)(j->src->total - off) : CHUNK;
+		if (kc_bulk_source_read(j->src, buf, len, off) < 0 || kc_pwrite_all(j->out_fd, buf, len, off) < 0) {
 			kc_fail_once(&j->failed, errno);
 			break;
 		}
+		for (size_t o = 0; o < len; o += KC_ARCHIVE_LEAF)
+			kc_sha256(buf + o, len - o < KC_ARCHIVE_LEAF ? len - o : KC_ARCHIVE_LEAF,
+				  j->d[(off + o) / KC_ARCHIVE_LEAF]);
 		atomic_fetch_add(&j->done, len);
 	}
 	free(buf);
@@ -273,17 +272,16 @@ int kc_bulk_write_index(const char *images_dir, const struct kc_bulk_source *s, 
 	return 0;
 }
 
-int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigned threads, struct kc_error **err)
+int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigned threads, char sha256[65],
+		 struct kc_error **err)
 {
 	struct job j = {.src = (struct kc_bulk_source *)s};
 	int rc = -1;
 	_cleanup_free_ char *out_path = kc_xasprintf("%s/" KC_BULK_READ_NAME, images_dir);
 	int out_fd = -1;
-	j.first_chunk = kc_xcalloc(s->n + 1, sizeof(size_t));
-	for (size_t i = 0; i < s->n; i++) {
-		j.first_chunk[i] = j.n_chunks;
-		j.n_chunks += (s->runs[i].bytes + CHUNK - 1) / CHUNK;
-	}
+	j.n_chunks = (size_t)((s->total + CHUNK - 1) / CHUNK);
+	size_t leaves = (size_t)((s->total + KC_ARCHIVE_LEAF - 1) / KC_ARCHIVE_LEAF);
+	j.d = kc_xcalloc(leaves + 1, sizeof(*j.d));
 	struct statvfs sv;
 	if (s->total && statvfs(images_dir, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < s->total) {
 		char need[32], have[32];
@@ -312,6 +310,7 @@ int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigne
 			goto out;
 		}
 	}
+	kc_leaves_root((const uint8_t(*)[32])j.d, leaves, sha256);
 	if (kc_bulk_write_index(images_dir, s, err) < 0)
 		goto out;
 	rc = 0;
@@ -320,6 +319,6 @@ out:
 		close(out_fd);
 	if (rc < 0)
 		unlink(out_path);
-	free(j.first_chunk);
+	free(j.d);
 	return rc;
 }

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -110,6 +111,45 @@ static void fill_gpu_usage(struct kc_manifest *m, const struct kc_backends *b)
 			m->vram_bytes += p->vram_bytes;
 	}
 	free(gp);
+}
+
+/* The resident memory of a process, from /proc/<pid>/status; 0 unknown. */
+static uint64_t rss_bytes(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	char line[256];
+	unsigned long long kb = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
+			break;
+	return (uint64_t)kb * 1024;
+}
+
+/*
+ * An images dir gets about the tree's resident memory plus its VRAM (the
+ * driver copies that into the process before CRIU dumps it): refuse before
+ * anything is locked rather than fill the disk and roll back.  An archive
+ * is compressed to an unknown size; running out there rolls back cleanly.
+ */
+static int check_room(const char *dir, const struct kc_manifest *m, struct kc_error **err)
+{
+	uint64_t need = m->vram_bytes;
+	for (size_t i = 0; i < m->n_procs; i++)
+		need += rss_bytes(m->procs[i].pid);
+	struct statvfs sv;
+	if (statvfs(dir, &sv) < 0)
+		return 0; /* CRIU will say what is wrong with it */
+	uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (have >= need)
+		return 0;
+	char n[32], h[32];
+	kc_format_bytes(need, n, sizeof(n));
+	kc_format_bytes(have, h, sizeof(h));
+	kc_error_set(err, KC_EXIT_IMAGE, ENOSPC,
+		     "'%s' has %s free; the tree's memory and VRAM need about %s: nothing was dumped", dir, h, n);
+	return kc_error_set_hint(err, "use a larger disk, or an archive (-o), which is compressed");
 }
 
 /* Refuse before anything is locked: nothing to roll back yet. */
@@ -288,6 +328,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	int rc = -1;
 	int *pid_locks = NULL;
 	struct kc_bulk_source *bulk = NULL; /* memory we read, not CRIU */
+	struct kc_manifest_member bulk_sum = {0}; /* its checksum, taken as it was read */
 
 	if (check_target(o->pid, err) < 0)
 		return -1;
@@ -367,6 +408,8 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	 * holding the GPU without CUDA is refused while nothing is frozen */
 	if (kc_gpu_dev_preflight(m, o->criu.libdir != NULL, err) < 0 || kc_check_interrupted(err) < 0)
 		goto out;
+	if (!o->archive && check_room(o->images_dir, m, err) < 0)
+		goto out;
 
 	/* GPU stage: lock all, then checkpoint all */
 	secs = kc_xcalloc(n, sizeof(double));
@@ -445,8 +488,12 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 		uint64_t got = kc_bulk_source_size(bulk);
 		/* for an archive the memory is read while the archive is written */
 		if (got && (o->archive ? kc_bulk_write_index(o->images_dir, bulk, err)
-				       : kc_bulk_read(o->images_dir, bulk, o->fill_threads, err)) < 0)
+				       : kc_bulk_read(o->images_dir, bulk, o->fill_threads, bulk_sum.sha256, err)) < 0)
 			goto rollback;
+		if (got && !o->archive) {
+			bulk_sum.path = KC_BULK_READ_NAME;
+			bulk_sum.size = got;
+		}
 		if (got) {
 			m->format = KC_MANIFEST_FORMAT_BULK;
 			if (!o->archive)
@@ -469,6 +516,18 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	dir_locked = false;
 	memcpy(m->stages, r->stages, r->n_stages * sizeof(r->stages[0]));
 	m->n_stages = r->n_stages;
+	/* an images dir carries its checksums as an archive does (an
+	 * archive's are taken as it is written) */
+	if (!o->archive) {
+		t0 = kc_now();
+		struct kc_progress *cp = kc_progress_start("checksum", NULL, NULL);
+		int cr = kc_images_checksum(o->images_dir, m, o->fill_threads ? o->fill_threads : 1, &bulk_sum,
+					    bulk_sum.path ? 1 : 0, err);
+		kc_progress_stop(cp);
+		if (cr < 0)
+			goto rollback;
+		kc_report_add(r, "checksum", kc_now() - t0, 0);
+	}
 	t0 = kc_now();
 	if (kc_manifest_write(m, o->images_dir, err) < 0)
 		goto rollback;

@@ -28,9 +28,17 @@ static inline void kc_fail_once(atomic_int *failed, int e)
 void kc_run_pool(unsigned threads, size_t items, void *(*fn)(void *), void *arg);
 
 /* Writes the regions into the (stopped) restored processes with that many
- * threads (bulk_fill.c); *bytes written. */
-int kc_bulk_fill(const char *images_dir, const struct kc_bulk_region *v, size_t n, unsigned threads,
-		 uint64_t *bytes, struct kc_error **err);
+ * threads (bulk_fill.c); *bytes written.  The bulk files that m lists as
+ * members are checked against their checksums on the way (KC_EXIT_IMAGE). */
+int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const struct kc_bulk_region *v, size_t n,
+		 unsigned threads, uint64_t *bytes, struct kc_error **err);
+
+/* Checksums of a plain images dir (images_sum.c): every file but the
+ * manifest, CRIU's logs and the dir lock becomes a member of m with its
+ * tree hash; known ones (hashed while written) are taken as they are. */
+int kc_images_checksum(const char *dir, struct kc_manifest *m, unsigned threads,
+		       const struct kc_manifest_member *known, size_t n_known, struct kc_error **err);
+void kc_leaves_root(const uint8_t (*d)[32], size_t n, char hex[65]);
 
 /* The stopped restored processes of the regions, written through
  * /proc/<pid>/mem: kc_fill_target_write is a kc_archive_sink (bulk_fill.c). */
@@ -57,8 +65,10 @@ void kc_bulk_source_free(struct kc_bulk_source *s);
 /* The index lines for KC_BULK_READ_NAME (and CRIU's list goes). */
 int kc_bulk_write_index(const char *images_dir, const struct kc_bulk_source *s, struct kc_error **err);
 /* Reads the runs with that many threads into KC_BULK_READ_NAME in the
- * images dir, then writes the index. */
-int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigned threads, struct kc_error **err);
+ * images dir (sha256: its tree hash, computed on the way), then writes the
+ * index. */
+int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigned threads, char sha256[65],
+		 struct kc_error **err);
 
 /* A fill in progress for pid (bulk_fill.c): recover refuses to continue a
  * stopped pid with a mark. */

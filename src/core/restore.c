@@ -222,6 +222,18 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			goto out;
 		planned = true;
 	}
+	/* an images dir's checksums (an archive's were checked as it was
+	 * unpacked): CRIU's images now, the memory files while they fill */
+	if (!o->images_private && m->n_members) {
+		double t0 = kc_now();
+		struct kc_progress *vp = kc_progress_start("verify", NULL, NULL);
+		int vr = kc_images_verify(o->images_dir, m, o->fill_threads ? o->fill_threads : 1,
+					  n_bulk ? kc_archive_is_bulk_member : NULL, err);
+		kc_progress_stop(vp);
+		if (vr < 0)
+			goto out;
+		kc_report_add(r, "verify", kc_now() - t0, 0);
+	}
 	double waited = 0;
 	if (!b->criu->ops->restored_pid && wait_pids_free(m, o->pid_wait_ms, &waited, err) < 0)
 		goto out;
@@ -314,7 +326,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			kc_fill_target_close(ft);
 			if (fr < 0)
 				goto rollback;
-		} else if (kc_bulk_fill(o->images_dir, bulk, n_bulk, o->fill_threads, &filled, err) < 0) {
+		} else if (kc_bulk_fill(o->images_dir, o->images_private ? NULL : m, bulk, n_bulk, o->fill_threads, &filled,
+					err) < 0) {
 			goto rollback;
 		}
 		kc_report_add(r, "memory-fill", kc_now() - t0, filled);

@@ -24,6 +24,11 @@ int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state *
 		struct kc_proc_state *s = &v[k];
 		s->pid = pids[i];
 		kc_pid_comm(pids[i], s->comm, sizeof(s->comm));
+		char st = kc_pid_state(pids[i]);
+		s->run = kc_pid_tracer(pids[i]) > 0	 ? "traced"
+			 : kc_fillmark_blocks(pids[i]) ? "filling"
+			 : st == 'T' || st == 't'	 ? "stopped"
+						 : "running";
 		s->state = KC_CUDA_NONE;
 		if (b->cuda) {
 			struct kc_error *e = NULL;

@@ -268,3 +268,17 @@ time.sleep(30)
     finally:
         prog.kill()
         prog.wait()
+
+
+def test_no_room_to_dump_is_said_before_anything_is_frozen(tmp_path, kc_env, workloads):
+    """Issue 11: an images dir needs about the tree's memory; refused up front."""
+    w = workloads(mb=64)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "kc-test-small", str(small)], check=True)
+    try:
+        p = run_kc(kc_env, "dump", "-D", small / "img", w.pid, check=5)
+        assert "nothing was dumped" in p.stderr and "free" in p.stderr, p.stderr
+        assert w.probe()["ok"] == "1"
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -79,6 +79,11 @@ def test_dump_walk(tmp_path, cuda_env, workloads, kind, stage, sig):
         assert "rolled back" in err or "interrupted" in err, err
     else:
         assert p.returncode == -signal.SIGKILL
+        # state tells what is wrong before recover fixes it
+        st = json.loads(run_kc(cuda_env, "state", "--json", w.pid, check=0).stdout)["processes"][0]
+        want = {"gpu-checkpoint": ("locked", "running"), "criu-dump": ("checkpointed", "running"),
+                "archive": ("checkpointed", "stopped"), "memory-read": ("checkpointed", "stopped")}[stage]
+        assert (st["state"], st["process"]) == want, st
         r = recover_until_done(cuda_env, w.pid)
         assert r.returncode == 0, r.stderr
     assert_running_intact(cuda_env, w)
@@ -111,6 +116,8 @@ def test_restore_walk(tmp_path, cuda_env, workloads, stage, sig):
     elif stage == "memory-fill":
         # stopped by CRIU, memory not back: recover must not let it run
         assert proc_state(w.pid) in ("T", "t"), proc_state(w.pid)
+        st = json.loads(run_kc(cuda_env, "state", "--json", w.pid, check=0).stdout)
+        assert st["processes"][0]["process"] == "filling", st
         r = run_kc(cuda_env, "recover", w.pid)
         assert r.returncode == 7, r.stderr
         assert proc_state(w.pid) in ("T", "t")

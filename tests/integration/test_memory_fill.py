@@ -248,8 +248,15 @@ def test_short_bulk_file_kills_the_restored_tree_and_keeps_the_image(tmp_path, k
     size = bulk.stat().st_size
     os.truncate(bulk, size // 2)
     p = run_kc(kc_env, "restore", img, check=5)
-    assert "shorter than its index says" in p.stderr, p.stderr
+    assert f"has {size // 2} bytes, the manifest says {size}" in p.stderr, p.stderr
     assert not alive(w.pid), "no process runs with half its memory"
+    # an image of 0.1 has no checksums: the index alone catches it
+    man = json.loads((img / "kcheckpoint.json").read_text())
+    man.pop("members")
+    (img / "kcheckpoint.json").write_text(json.dumps(man))
+    p = run_kc(kc_env, "restore", img, check=5)
+    assert "shorter than its index says" in p.stderr, p.stderr
+    assert not alive(w.pid)
     assert (img / "kcheckpoint.json").exists() and (img / "kcheckpoint-bulk.txt").exists()
 
 
@@ -377,3 +384,49 @@ def test_format_2_image_without_its_index_is_refused(tmp_path, kc_env, workloads
     p = run_kc(kc_env, "restore", img, check=5)
     assert "kcheckpoint-bulk.txt' is missing or empty" in p.stderr, p.stderr
     assert not alive(w.pid)
+
+
+def test_images_dir_checksums_refuse_a_tampered_image(tmp_path, kc_env, layouts):
+    """Issue 11, item 15: dump -D records every file's checksum; restore
+    checks CRIU's images before CRIU runs and the memory files while they
+    fill (the tree stays stopped until they match); inspect --verify too."""
+    w = layouts()
+    before = w.sums()
+    img = tmp_path / "img"
+    d = run_kc(kc_env, "dump", "--fill-threads", "2", "-D", img, w.pid, check=0)
+    assert "checksum" in d.stderr
+    w.proc.wait(timeout=10)
+    members = {x["path"]: x for x in json.loads((img / "kcheckpoint.json").read_text())["members"]}
+    files = {p.name for p in img.iterdir()} - {"kcheckpoint.json", "criu-dump.log"}
+    assert set(members) == files, (set(members) ^ files)
+    run_kc(kc_env, "inspect", "--verify", img, check=0)
+
+    def flip(path, where):
+        data = bytearray(path.read_bytes())
+        data[where] ^= 0x01
+        path.write_bytes(bytes(data))
+
+    # a memory file: refused after the fill, the tree never ran
+    bulk = img / "kcheckpoint-bulk-read.img"
+    flip(bulk, bulk.stat().st_size // 3)
+    p = run_kc(kc_env, "inspect", "--verify", img, check=5)
+    assert "kcheckpoint-bulk-read.img" in p.stderr
+    p = run_kc(kc_env, "restore", img, check=5)
+    assert "checksum mismatch for member 'kcheckpoint-bulk-read.img'" in p.stderr, p.stderr
+    assert wait_gone(w.pid), "no process runs with wrong memory"
+    flip(bulk, bulk.stat().st_size // 3)
+
+    # one of CRIU's images: refused before CRIU runs
+    pages = sorted(img.glob("pages-*.img"), key=lambda p: -p.stat().st_size)[0]
+    flip(pages, 0)
+    p = run_kc(kc_env, "restore", img, check=5)
+    assert f"'{pages.name}'" in p.stderr and "checksum mismatch" in p.stderr, p.stderr
+    assert not alive(w.pid)
+    flip(pages, 0)
+    pages.rename(tmp_path / "moved")
+    p = run_kc(kc_env, "restore", img, check=5)
+    assert "missing" in p.stderr, p.stderr
+    (tmp_path / "moved").rename(pages)
+
+    run_kc(kc_env, "restore", img, check=0)
+    assert w.sums() == before
