@@ -267,6 +267,58 @@ int kc_criu_split_bulk(const char *images_dir, uint64_t min_bytes, uint64_t *mov
 	return rc;
 }
 
+static int cmp_file_off(const void *a, const void *b)
+{
+	const struct kc_bulk_region *x = *(const struct kc_bulk_region *const *)a, *y = *(const struct kc_bulk_region *const *)b;
+	int c = strcmp(x->file, y->file);
+	return c ? c : x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static int cmp_pid_vaddr(const void *a, const void *b)
+{
+	const struct kc_bulk_region *x = *(const struct kc_bulk_region *const *)a, *y = *(const struct kc_bulk_region *const *)b;
+	if (x->pid != y->pid)
+		return x->pid < y->pid ? -1 : 1;
+	return x->vaddr < y->vaddr ? -1 : x->vaddr > y->vaddr;
+}
+
+/*
+ * Each byte of a bulk file fills at most one place, and each place of a
+ * process is filled once: overlapping runs would restore one run's bytes
+ * where another's belong.  The file kcheckpoint read itself is its runs
+ * end to end, so a run missing from its index shows too.  (The index is
+ * checksummed with the rest; this catches a damaged or hand-made one that
+ * still parses.)
+ */
+static int check_index(const char *path, const struct kc_bulk_region *v, size_t n, struct kc_error **err)
+{
+	_cleanup_free_ const struct kc_bulk_region **s = kc_xcalloc(n + 1, sizeof(*s));
+	for (size_t i = 0; i < n; i++)
+		s[i] = &v[i];
+	qsort(s, n, sizeof(*s), cmp_file_off);
+	uint64_t next = 0; /* where the runs of a read file have got to */
+	for (size_t i = 0; i < n; i++) {
+		bool same = i && !strcmp(s[i - 1]->file, s[i]->file);
+		if (same && s[i - 1]->offset + s[i - 1]->bytes > s[i]->offset)
+			return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s': runs overlap in '%s' at offset %" PRIu64, path,
+					    s[i]->file, s[i]->offset);
+		if (!strcmp(s[i]->file, "kcheckpoint-bulk-read.img")) {
+			if (!same)
+				next = 0;
+			if (s[i]->offset != next)
+				return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s': no run covers offset %" PRIu64 " of '%s'",
+						    path, next, s[i]->file);
+			next += s[i]->bytes;
+		}
+	}
+	qsort(s, n, sizeof(*s), cmp_pid_vaddr);
+	for (size_t i = 1; i < n; i++)
+		if (s[i - 1]->pid == s[i]->pid && s[i - 1]->vaddr + s[i - 1]->bytes > s[i]->vaddr)
+			return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s': runs overlap in pid %d at 0x%" PRIx64, path,
+					    (int)s[i]->pid, s[i]->vaddr);
+	return 0;
+}
+
 int kc_criu_read_bulk(const char *images_dir, struct kc_bulk_region **out, size_t *n, struct kc_error **err)
 {
 	*out = NULL;
@@ -297,6 +349,8 @@ int kc_criu_read_bulk(const char *images_dir, struct kc_bulk_region **out, size_
 			v = kc_xrealloc(v, (cap *= 2) * sizeof(*v));
 		v[k++] = r;
 	}
+	if (check_index(path, v, k, err) < 0)
+		return -1;
 	*out = steal_ptr(v);
 	*n = k;
 	return 0;

@@ -121,6 +121,8 @@ struct rctx {
 	const char *dest;
 	const char *cur; /* member being read, for messages */
 
+	la_int64_t data_end; /* tar bytes consumed after the last member's data */
+
 	/* two-step extraction (kc_archive_extract_begin/_rest) */
 	bool stop_at_bulk;
 	ssize_t pending; /* the bulk member whose header was read, or -1 */
@@ -1103,6 +1105,14 @@ static int read_members(struct rctx *c, struct archive *a, struct kc_archive_sta
 			}
 			bool bulk = kc_archive_is_bulk_member(c->m->members[idx].path);
 			if (c->stop_at_bulk && bulk) {
+				/* CRIU runs on what came before: all of it must be there */
+				for (size_t i = 0; i < c->m->n_members; i++)
+					if (!c->rm[i].seen && !kc_archive_is_bulk_member(c->m->members[i].path)) {
+						_cleanup_free_ char *p = printable(c->m->members[i].path);
+						return kc_error_set(err, KC_EXIT_IMAGE, 0,
+								    "member '%s' is missing from '%s' before its memory members",
+								    p, c->path);
+					}
 				/* every member so far is written and verified */
 				while (c->lreap < c->lsub)
 					if (reap_one(c, err) < 0)
@@ -1124,8 +1134,15 @@ static int read_members(struct rctx *c, struct archive *a, struct kc_archive_sta
 		}
 		if (read_member_data(c, a, (size_t)idx, st, err) < 0)
 			return -1;
+		c->data_end = archive_filter_bytes(a, 0);
 	}
 	c->cur = NULL;
+	/* tar's two zero blocks after the last member: a stream cut right
+	 * after a member's data (which may itself end in zeros) is a
+	 * truncation, not an end */
+	la_int64_t end = archive_filter_bytes(a, 0);
+	if (end >= 0 && c->data_end >= 0 && end < ((c->data_end + 511) & ~(la_int64_t)511) + 1024)
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is truncated", c->path);
 	while (c->lreap < c->lsub)
 		if (reap_one(c, err) < 0)
 			return -1;

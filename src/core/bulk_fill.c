@@ -198,9 +198,37 @@ void kc_fill_target_close(struct kc_fill_target *t)
 	free(t);
 }
 
+/* Whether [a, b) lies within pid's mappings (adjacent ones may share it):
+ * an index that names memory CRIU did not map is refused as a bad image,
+ * not met as a write error half way through. */
+static bool mapped(pid_t pid, uint64_t a, uint64_t b)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	char line[512];
+	while (f && a < b && fgets(line, sizeof(line), f)) {
+		uint64_t lo, hi;
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64, &lo, &hi) != 2)
+			continue;
+		if (lo <= a && a < hi)
+			a = hi; /* maps are in address order */
+		size_t l = strlen(line);
+		while (l && line[l - 1] != '\n' && fgets(line, sizeof(line), f))
+			l = strlen(line);
+	}
+	return a >= b;
+}
+
 int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, unsigned threads, struct kc_fill_target **out,
 			struct kc_error **err)
 {
+	for (size_t i = 0; i < n; i++)
+		if (!mapped(v[i].pid, v[i].vaddr, v[i].vaddr + v[i].bytes))
+			return kc_error_set(err, KC_EXIT_IMAGE, 0,
+					    "the image's index names %" PRIu64 " bytes at 0x%" PRIx64
+					    " that restored pid %d does not have",
+					    v[i].bytes, v[i].vaddr, (int)v[i].pid);
 	struct kc_fill_target *t = kc_xcalloc(1, sizeof(*t));
 	t->v = kc_xcalloc(n + 1, sizeof(*t->v));
 	t->dsts = kc_xcalloc(n + 1, sizeof(*t->dsts));

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <sys/stat.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,6 +181,31 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 				     (int)bulk[i].pid);
 			free(steal_ptr(bulk));
 			n_bulk = 0; /* no marks were set for these */
+			goto out;
+		}
+	}
+	/* the file kcheckpoint read itself is its runs end to end (the index
+	 * checked they touch): a run dropped at its end shows here */
+	uint64_t read_total = 0;
+	bool has_read = false;
+	for (size_t i = 0; i < n_bulk; i++)
+		if (!strcmp(bulk[i].file, KC_BULK_READ_NAME)) {
+			read_total += bulk[i].bytes;
+			has_read = true;
+		}
+	if (has_read) {
+		int64_t size = -1;
+		for (size_t i = 0; i < m->n_members; i++)
+			if (!strcmp(m->members[i].path, KC_BULK_READ_NAME))
+				size = (int64_t)m->members[i].size;
+		struct stat st;
+		_cleanup_free_ char *rp = kc_xasprintf("%s/" KC_BULK_READ_NAME, o->images_dir);
+		if (size < 0 && stat(rp, &st) == 0)
+			size = (int64_t)st.st_size;
+		if (size >= 0 && (uint64_t)size != read_total) {
+			kc_error_set(err, KC_EXIT_IMAGE, 0,
+				     "'" KC_BULK_INDEX "' accounts for %" PRIu64 " of the %" PRId64 " bytes of '" KC_BULK_READ_NAME
+				     "'", read_total, size);
 			goto out;
 		}
 	}

@@ -462,18 +462,42 @@ int kc_pid_lock(pid_t pid, struct kc_error **err)
 	if (kc_mkdir_p(kc_run_dir(), 0700, err) < 0)
 		return -1;
 	_cleanup_free_ char *path = kc_xasprintf("%s/pid-%d.lock", kc_run_dir(), (int)pid);
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot open '%s'", path);
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
+	for (;;) {
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot open '%s'", path);
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			int e = errno;
+			close(fd);
+			if (e == EWOULDBLOCK)
+				return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
+						    "pid %d is being dumped, restored or recovered by another kcheckpoint",
+						    (int)pid);
+			return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot lock '%s'", path);
+		}
+		/* the holder before us removes the file as it unlocks (so the
+		 * run dir does not fill up with one per pid ever seen): the
+		 * lock counts only on the file that still has the name */
+		struct stat a, b;
+		if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return fd;
 		close(fd);
-		if (e == EWOULDBLOCK)
-			return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
-					    "pid %d is being dumped, restored or recovered by another kcheckpoint", (int)pid);
-		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot lock '%s'", path);
 	}
-	return fd;
+}
+
+/* Removes the lock file while it is still held, then drops the lock. */
+static void pid_unlock(int fd)
+{
+	char link[64], path[PATH_MAX];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, path, sizeof(path) - 1);
+	struct stat a, b;
+	if (n > 0) {
+		path[n] = '\0';
+		if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			unlink(path);
+	}
+	close(fd);
 }
 
 int kc_pids_lock(const pid_t *pids, size_t n, int **fds, struct kc_error **err)
@@ -483,7 +507,7 @@ int kc_pids_lock(const pid_t *pids, size_t n, int **fds, struct kc_error **err)
 		v[i] = kc_pid_lock(pids[i], err);
 		if (v[i] < 0) {
 			for (size_t j = 0; j < i; j++)
-				close(v[j]);
+				pid_unlock(v[j]);
 			free(v);
 			return -1;
 		}
@@ -495,7 +519,7 @@ int kc_pids_lock(const pid_t *pids, size_t n, int **fds, struct kc_error **err)
 void kc_pids_unlock(int *fds, size_t n)
 {
 	for (size_t i = 0; fds && i < n; i++)
-		close(fds[i]); /* closing drops the flock */
+		pid_unlock(fds[i]);
 	free(fds);
 }
 

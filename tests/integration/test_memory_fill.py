@@ -430,3 +430,88 @@ def test_images_dir_checksums_refuse_a_tampered_image(tmp_path, kc_env, layouts)
 
     run_kc(kc_env, "restore", img, check=0)
     assert w.sums() == before
+
+
+def tree_hash(data, leaf=1 << 20):
+    """docs/ARCHIVE.md: SHA-256 tree over 1 MiB leaves."""
+    import hashlib
+    hs = [hashlib.sha256(data[i:i + leaf]).digest() for i in range(0, len(data), leaf)]
+    if not hs:
+        return hashlib.sha256(b"").hexdigest()
+    while len(hs) > 1:
+        hs = [hashlib.sha256(hs[i] + hs[i + 1]).digest() if i + 1 < len(hs) else hs[i] for i in range(0, len(hs), 2)]
+    return hs[0].hex()
+
+
+def rebuild(src, dst, edit=None, order=None):
+    """A plain archive rewritten with members edited (manifest checksums
+    fixed up, as a careless or hostile tool would) or reordered."""
+    import io
+    import tarfile
+    edit = dict(edit or {})
+    with tarfile.open(src) as t:
+        names = [m.name for m in t.getmembers()]
+        man = json.loads(t.extractfile("kcheckpoint.json").read())
+        for mm in man["members"]:
+            if mm["path"] in edit:
+                mm["size"] = len(edit[mm["path"]])
+                mm["sha256_tree"] = tree_hash(edit[mm["path"]])
+        edit["kcheckpoint.json"] = json.dumps(man).encode()
+        with tarfile.open(dst, "w", format=tarfile.PAX_FORMAT) as out:
+            for n in (order(names) if order else names):
+                data = edit[n] if n in edit else t.extractfile(n).read()
+                ti = tarfile.TarInfo(n)
+                ti.size, ti.mode = len(data), 0o600
+                out.addfile(ti, io.BytesIO(data))
+
+
+def test_hostile_archives_are_refused_before_anything_runs(tmp_path, kc_env, layouts):
+    """What a hostile test of the streamed restore found (issue 10/11): an
+    index whose runs overlap or miss a run, one naming memory the process
+    does not have, a member of CRIU's moved behind the memory, and a tar cut
+    right after its last member; each is refused with exit 5 and nothing of
+    the tree runs."""
+    import tarfile
+    w = layouts()
+    before = w.sums()
+    archive = tmp_path / "a.tar"
+    run_kc(kc_env, "dump", "--fill-threads", "2", "--compress", "none", "-o", archive, w.pid, check=0)
+    w.proc.wait(timeout=10)
+    with tarfile.open(archive) as t:
+        index = [l.split() for l in t.extractfile("kcheckpoint-bulk.txt").read().decode().splitlines()]
+        offs = {m.name: (m.offset_data, m.size) for m in t.getmembers()}
+    read = [l for l in index if l[3] == "kcheckpoint-bulk-read.img"]
+    assert len(read) >= 2, index
+
+    def with_index(lines):
+        return {"kcheckpoint-bulk.txt": ("\n".join(" ".join(l) for l in lines) + "\n").encode()}
+
+    overlap = [list(l) for l in index]
+    j = index.index(read[1])
+    overlap[j][4] = read[0][4]
+    dropped = [l for l in index if l is not read[-1]]
+    unmapped = [list(l) for l in index]
+    unmapped[index.index(read[0])][1] = "100000"
+    cases = {
+        "overlap": (dict(edit=with_index(overlap)), "runs overlap"),
+        "dropped": (dict(edit=with_index(dropped)), "accounts for"),
+        "unmapped": (dict(edit=with_index(unmapped)), "does not have"),
+        "late-pstree": (dict(order=lambda ns: [n for n in ns if n != "pstree.img"] + ["pstree.img"]),
+                        "missing from"),
+    }
+    for name, (how, words) in cases.items():
+        bad = tmp_path / f"{name}.tar"
+        rebuild(archive, bad, **how)
+        p = run_kc(kc_env, "restore", bad)
+        assert p.returncode == 5 and words in p.stderr, (name, p.returncode, p.stderr)
+        assert wait_gone(w.pid), name
+    # cut right after the last member's data: no end blocks
+    last = max(o + ((s + 511) // 512) * 512 for o, s in offs.values())
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(archive.read_bytes()[:last])
+    for cmd in (["inspect", "--verify"], ["restore"]):
+        p = run_kc(kc_env, *cmd, cut)
+        assert p.returncode == 5 and "truncated" in p.stderr, (cmd, p.stderr)
+    assert not alive(w.pid)
+    run_kc(kc_env, "restore", archive, check=0)
+    assert w.sums() == before

@@ -279,7 +279,7 @@ static void test_dump_order(void **state)
 	assert_int_equal(p.calls, 1);
 	assert_true(p.saw_manifest);
 
-	expect_stages(&f->r, (const char *[]){"gpu-lock", "gpu-checkpoint", "criu-dump", "manifest", "kill", NULL});
+	expect_stages(&f->r, (const char *[]){"gpu-lock", "gpu-checkpoint", "criu-dump", "checksum", "manifest", "kill", NULL});
 	assert_int_equal(f->r.stages[2].bytes, 8192); /* what the mock CRIU wrote */
 
 	assert_int_equal(f->m.root_pid, a);
@@ -327,7 +327,7 @@ static void test_dump_leave_running(void **state)
 	expect_state(b, KC_CUDA_RUNNING);
 	assert_int_equal(kc_mock_criu_calls()->n_resume, 2);
 	expect_stages(&f->r,
-		      (const char *[]){"gpu-lock", "gpu-checkpoint", "criu-dump", "manifest", "resume", NULL});
+		      (const char *[]){"gpu-lock", "gpu-checkpoint", "criu-dump", "checksum", "manifest", "resume", NULL});
 	assert_true(kc_pid_alive(a) && kc_pid_alive(b));
 }
 
@@ -342,7 +342,7 @@ static void test_dump_without_cuda(void **state)
 	assert_int_equal(f->m.n_procs, 2);
 	assert_false(f->m.procs[0].cuda);
 	assert_int_equal(f->m.cuda_driver_version, 0);
-	expect_stages(&f->r, (const char *[]){"criu-dump", "manifest", "kill", NULL});
+	expect_stages(&f->r, (const char *[]){"criu-dump", "checksum", "manifest", "kill", NULL});
 }
 
 /* Parents before children, ppids right, a non-CUDA parent left alone. */

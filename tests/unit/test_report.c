@@ -7,12 +7,16 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "kc/report.h"
+#include "kc/signals.h"
 #include "kc/util.h"
 
 static void test_rows(void **state)
@@ -276,11 +280,37 @@ static void test_json_criu_and_root(void **state)
 	json_object_put(o);
 }
 
+/* Without a terminal: no progress lines, but a signal that arrives while a
+ * stage runs on is announced (issue 11, item 9). */
 static void test_progress_off(void **state)
 {
 	kc_progress_enabled = false;
-	assert_null(kc_progress_start("criu-dump", NULL, NULL));
-	kc_progress_stop(NULL); /* what callers do with that */
+	char path[] = "/tmp/kc-test-progress-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	fflush(stderr);
+	int saved = dup(2);
+	dup2(fd, 2);
+	struct kc_progress *p = kc_progress_start("criu-dump", NULL, NULL);
+	struct timespec ts = {1, 300000000L}; /* past the 1 s a progress line waits for */
+	nanosleep(&ts, NULL);
+	kc_signals_raise_for_test(SIGTERM);
+	ts = (struct timespec){0, 600000000L};
+	nanosleep(&ts, NULL);
+	kc_progress_stop(p);
+	kc_progress_stop(NULL);
+	kc_signals_reset();
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	char buf[512] = "";
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	unlink(path);
+	assert_true(n > 0);
+	assert_non_null(strstr(buf, "finishing criu-dump, then rolling back"));
+	assert_null(strchr(buf, '\r'));
+	assert_null(strstr(buf, " s  "));
 }
 
 int main(void)
