@@ -1,9 +1,21 @@
 # bash completion for kcheckpoint; the binary itself lists commands and
 # options (`kcheckpoint __complete [CMD]`), so this never goes stale.
+_kcheckpoint_files() { # $1: -f or -d; file names may hold spaces
+	local IFS=$'\n'
+	COMPREPLY=($(compgen "$1" -- "$cur"))
+	compopt -o filenames 2>/dev/null
+}
 _kcheckpoint() {
-	local cur prev cmd line opt kind
+	local cur prev cmd opt kind
 	cur=${COMP_WORDS[COMP_CWORD]}
 	prev=${COMP_WORDS[COMP_CWORD-1]}
+	# --opt=value: bash splits it at '=' (COMP_WORDBREAKS)
+	if [ "$cur" = "=" ]; then
+		prev=${COMP_WORDS[COMP_CWORD-1]}
+		cur=
+	elif [ "$prev" = "=" ] && [ "$COMP_CWORD" -ge 2 ]; then
+		prev=${COMP_WORDS[COMP_CWORD-2]}
+	fi
 	COMPREPLY=()
 	if [ "$COMP_CWORD" -eq 1 ]; then
 		COMPREPLY=($(compgen -W "$(kcheckpoint __complete 2>/dev/null)" -- "$cur"))
@@ -20,8 +32,8 @@ _kcheckpoint() {
 		if [ "${opts[$i]}" = "$prev" ]; then
 			case ${kinds[$i]} in
 			flag) ;;
-			file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-			dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+			file) _kcheckpoint_files -f; return ;;
+			dir) _kcheckpoint_files -d; return ;;
 			arg) return ;;
 			*) COMPREPLY=($(compgen -W "${kinds[$i]}" -- "$cur")); return ;;
 			esac
@@ -32,8 +44,9 @@ _kcheckpoint() {
 		return
 	fi
 	case $cmd in
-	dump | state | recover) COMPREPLY=($(compgen -W "$(ps -eo pid= 2>/dev/null)" -- "$cur")) ;;
-	restore | inspect) COMPREPLY=($(compgen -f -- "$cur")) ;;
+	# every process of the machine, not only this terminal's
+	dump | state | recover) COMPREPLY=($(compgen -W "$(ps -e -o pid= 2>/dev/null)" -- "$cur")) ;;
+	restore | inspect) _kcheckpoint_files -f ;;
 	esac
 }
 complete -F _kcheckpoint kcheckpoint

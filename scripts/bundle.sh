@@ -26,7 +26,6 @@ DEST=$OUT/$NAME
 rm -rf "$DEST"
 mkdir -p "$DEST/bin" "$DEST/lib" "$DEST/share/man/man1" "$DEST/share/completions"
 cp "$BUILD/kcheckpoint" "$KCHECKPOINT_CRIU" "$DEST/bin/"
-[ -x "$BUILD/workload/cpu_workload" ] && cp "$BUILD/workload/cpu_workload" "$DEST/bin/"
 [ -f "$BUILD/criu-plugins/kcheckpoint_gpu_fork.so" ] || { echo "bundle.sh: no CRIU plugin was built" >&2; exit 1; }
 mkdir -p "$DEST/lib/kcheckpoint/criu"
 cp "$BUILD/criu-plugins/kcheckpoint_gpu_fork.so" "$DEST/lib/kcheckpoint/criu/"
@@ -50,12 +49,45 @@ done
 for lib in "$DEST"/lib/*; do
 	[ -f "$lib" ] && patchelf --set-rpath '$ORIGIN' "$lib"
 done
-cat >"$DEST/kcheckpoint.env" <<ENV
-# source this: puts the bundle's kcheckpoint and CRIU first
-KCHECKPOINT_BUNDLE=\$(cd "\$(dirname "\${BASH_SOURCE[0]}")" && pwd)
-export PATH=\$KCHECKPOINT_BUNDLE/bin:\$PATH
-export KCHECKPOINT_CRIU=\$KCHECKPOINT_BUNDLE/bin/criu
-export MANPATH=\$KCHECKPOINT_BUNDLE/share/man:\${MANPATH:-}
+# POSIX sh: works sourced from sh, dash, bash and zsh, from any directory.
+# POSIX gives a sourced file no way to know its own path; bash and zsh have
+# one each, and on Linux any shell holds the file open while it reads it,
+# so /proc/$$/fd names it.
+cat >"$DEST/kcheckpoint.env" <<'ENV'
+# Source this file (". /path/to/kcheckpoint-VERSION/kcheckpoint.env"): puts the
+# bundle's kcheckpoint and CRIU first and enables completion (bash, zsh).
+KCHECKPOINT_BUNDLE=
+if [ -n "${BASH_VERSION:-}" ]; then
+	KCHECKPOINT_BUNDLE=$(cd "$(dirname "${BASH_SOURCE}")" && pwd)
+elif [ -n "${ZSH_VERSION:-}" ]; then
+	eval 'KCHECKPOINT_BUNDLE=${${(%):-%x}:A:h}'
+else
+	for kc_fd in /proc/$$/fd/*; do
+		kc_f=$(readlink "$kc_fd" 2>/dev/null) || continue
+		case $kc_f in */kcheckpoint.env) KCHECKPOINT_BUNDLE=${kc_f%/kcheckpoint.env} ;; esac
+	done
+	unset kc_fd kc_f
+fi
+if [ ! -x "$KCHECKPOINT_BUNDLE/bin/kcheckpoint" ]; then
+	echo "kcheckpoint.env: cannot tell where the bundle is; source it by its full path" >&2
+	return 1 2>/dev/null || exit 1
+fi
+export KCHECKPOINT_BUNDLE
+PATH=$KCHECKPOINT_BUNDLE/bin:$PATH
+export PATH
+KCHECKPOINT_CRIU=$KCHECKPOINT_BUNDLE/bin/criu
+export KCHECKPOINT_CRIU
+MANPATH=$KCHECKPOINT_BUNDLE/share/man:${MANPATH:-}
+export MANPATH
+if [ -n "${BASH_VERSION:-}" ] && command -v complete >/dev/null 2>&1; then
+	. "$KCHECKPOINT_BUNDLE/share/completions/kcheckpoint.bash"
+elif [ -n "${ZSH_VERSION:-}" ]; then
+	# zsh syntax, hidden from other shells' parsers
+	eval 'fpath=("$KCHECKPOINT_BUNDLE/share/completions" $fpath)
+	if command -v compdef >/dev/null 2>&1; then
+		autoload -Uz _kcheckpoint && compdef _kcheckpoint kcheckpoint
+	fi' 
+fi
 ENV
 tar -C "$OUT" -czf "$OUT/$NAME.tar.gz" "$NAME"
 echo "$OUT/$NAME.tar.gz"

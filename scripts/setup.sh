@@ -32,8 +32,9 @@ pkgs=(cmake make gcc pkg-config libjson-c-dev libarchive-dev libzstd-dev libcurl
 if [ "$TESTS" = 1 ]; then
 	# containerd + runc + iptables: the containerd tests start a private containerd;
 	# busybox-static is the rootfs of their test image; util-linux for setpriv
+	# zsh and dash: the completion and bundle env tests; dpkg-dev: the .deb
 	pkgs+=(libcmocka-dev python3-pytest containerd runc iptables busybox-static util-linux clang
-	       libclang-rt-14-dev)
+	       libclang-rt-14-dev zsh dash dpkg-dev patchelf man-db)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -48,8 +49,8 @@ fi
 CRIU=$("$ROOT/scripts/build-criu.sh" | tail -n 1)
 [ -x "$CRIU" ] || { echo "setup.sh: no usable CRIU" >&2; exit 1; }
 
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKC_SANITIZE="$SANITIZE" \
-	-DKC_TESTS=$([ "$TESTS" = 1 ] && echo ON || echo OFF) >/dev/null
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKC_SANITIZE="$SANITIZE" -DKC_WERROR=ON \
+	-DBUILD_TESTING=$([ "$TESTS" = 1 ] && echo ON || echo OFF) >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" >/dev/null
 # for scripts that follow: which CRIU the build goes with
 echo "KCHECKPOINT_CRIU=$CRIU" >"$BUILD/criu.env"

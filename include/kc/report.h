@@ -42,14 +42,22 @@ void kc_report_print(const struct kc_report *r, FILE *f);
 void *kc_report_to_json(const struct kc_report *r);
 
 /*
- * One-line live progress on a terminal: "<stage>  12.3 s  4.1 GB".
- * Does nothing unless stderr is a tty and quiet is off.  bytes_fn may be
- * NULL; it runs on the progress thread.
+ * Live progress of a stage, on stderr: on a terminal one line
+ * "<stage>  12.3 s  4.1 GB / 26.3 GB  16%  3.2 GB/s  ETA 7 s"; with
+ * KC_PROGRESS_JSON one JSON object per line and second
+ * ({"stage","seconds","bytes","total","percent","bytes_per_second",
+ * "eta_seconds"}, the unknown ones null) for CI dashboards.  bytes_fn may
+ * be NULL; it runs on the progress thread.  A signal that arrives while a
+ * stage runs on is announced unless quiet.
  */
+enum kc_progress_mode { KC_PROGRESS_NONE, KC_PROGRESS_TTY, KC_PROGRESS_JSON };
 struct kc_progress;
 struct kc_progress *kc_progress_start(const char *stage, uint64_t (*bytes_fn)(void *arg), void *arg);
+/* The stage's byte total, when it is known (for %, ETA). */
+void kc_progress_total(struct kc_progress *p, uint64_t total);
 void kc_progress_stop(struct kc_progress *p);
-/* Global switch set by main from -q / isatty. */
-extern bool kc_progress_enabled;
+/* Set by the CLI from --progress, isatty and -q. */
+extern enum kc_progress_mode kc_progress_mode;
+extern bool kc_progress_quiet;
 
 #endif

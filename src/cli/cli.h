@@ -50,6 +50,7 @@ enum kc_opt_id {
 	OPT_ADDRESS,
 	OPT_RW_LAYER,
 	OPT_THP,
+	OPT_PROGRESS,
 };
 
 struct kc_option {

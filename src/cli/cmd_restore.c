@@ -69,6 +69,7 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	struct kc_workdir wd = {0};
 	struct kc_archive_reader *reader = NULL;
 	struct kc_archive_stats as = {0}; /* the reader's, until it ends */
+	uint64_t unpack_total = 0;
 	char thp_old[16] = "";
 	const char *pf = getenv("KCHECKPOINT_PREFETCH");
 	struct kc_restore_opts o = {.pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = a.pid_wait_ms,
@@ -91,6 +92,10 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 		/* and room for it: a small archive can hold a lot of memory */
 		if (pr == 0)
 			pr = kc_restore_check_space(&pre, kc_workdir_parent(a.work_dir), err);
+		bool streamed = kc_archive_bulk_last(&pre);
+		for (size_t i = 0; i < pre.n_members; i++)
+			if (!streamed || !kc_archive_is_bulk_member(pre.members[i].path))
+				unpack_total += pre.members[i].size;
 		kc_manifest_free(&pre);
 		if (pr < 0)
 			goto out;
@@ -99,6 +104,7 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 		/* up to the memory members, which fill the processes from the
 		 * archive once CRIU restored them */
 		struct kc_progress *up = kc_progress_start("unpack", unpacked_so_far, &as);
+		kc_progress_total(up, unpack_total);
 		int ur = kc_archive_extract_begin(image, wd.path, &m, &as, &reader, err);
 		kc_progress_stop(up);
 		if (ur < 0)

@@ -79,10 +79,23 @@ static void sanitize_json(json_object *o)
 	}
 }
 
+/* Every JSON document says which shape it has (the man page's JSON
+ * OUTPUT): a script can refuse one it does not know. */
+#define KC_JSON_SCHEMA_VERSION 1
+
 void kc_cli_print_json(void *obj)
 {
 	json_printed = true;
 	sanitize_json(obj);
+	if (json_object_is_type(obj, json_type_object) && !json_object_object_get_ex(obj, "schema_version", NULL)) {
+		/* first, where a reader looks */
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "schema_version", json_object_new_int(KC_JSON_SCHEMA_VERSION));
+		json_object_object_foreach(obj, k, v)
+			json_object_object_add(o, k, json_object_get(v));
+		json_object_put(obj);
+		obj = o;
+	}
 	fputs(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE), stdout);
 	fputc('\n', stdout);
 	fflush(stdout);
@@ -122,7 +135,7 @@ int main(int argc, char **argv)
 	/* a closed stdout (`... --json | head -c0`) must not kill us before
 	 * the cleanup: work dir, THP mode */
 	signal(SIGPIPE, SIG_IGN);
-	kc_progress_enabled = isatty(STDERR_FILENO);
+	kc_progress_mode = isatty(STDERR_FILENO) ? KC_PROGRESS_TTY : KC_PROGRESS_NONE;
 	_cleanup_error_ struct kc_error *err = NULL;
 	if (cmd->run(argc - 1, argv + 1, &err) < 0) {
 		int code = err ? err->exit_code : KC_EXIT_FAILURE;

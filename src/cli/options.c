@@ -13,14 +13,15 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "kc/report.h"
 #include "kc/util.h"
 
 #define D CMD_DUMP
 #define R CMD_RESTORE
 
 const struct kc_option kc_options[] = {
-	{"images-dir", 'D', "DIR", D | CMD_CHECK, OPT_IMAGES_DIR, "dir",
-	 "write the CRIU images to DIR (kept, no archive); for check: where free space matters"},
+	{"images-dir", 'D', "DIR", D, OPT_IMAGES_DIR, "dir", "write the CRIU images to DIR (kept, no archive)"},
+	{"images-dir", 'D', "DIR", CMD_CHECK, OPT_IMAGES_DIR, "dir", "where images will go: its free space is checked"},
 	{"output", 'o', "FILE", D, OPT_OUTPUT, "file",
 	 "archive to write (default kcheckpoint-<pid>-<UTC time>.tar.zst)"},
 	{"work-dir", 0, "DIR", D | R, OPT_WORK_DIR, "dir",
@@ -59,7 +60,9 @@ const struct kc_option kc_options[] = {
 	{"verify", 0, NULL, CMD_INSPECT, OPT_VERIFY, NULL, "check every member's checksum"},
 	{"json", 0, NULL, CMD_ALL, OPT_JSON, NULL, "print one JSON document on stdout"},
 	{"verbose", 'v', NULL, CMD_ALL, OPT_VERBOSE, NULL, "say more (why there is no GPU stage, say)"},
-	{"quiet", 'q', NULL, CMD_ALL, OPT_QUIET, NULL, "no report and no progress on stderr"},
+	{"progress", 0, "WHEN", D | R, OPT_PROGRESS, "auto tty json none",
+	 "live progress on stderr: auto (on a terminal, the default), tty, json (a JSON line a second), none"},
+	{"quiet", 'q', NULL, CMD_ALL, OPT_QUIET, NULL, "nothing on stderr but errors (no report, no progress)"},
 	{"help", 'h', NULL, CMD_ALL, OPT_HELP, NULL, "show this help"},
 };
 const size_t kc_n_options = KC_ARRAY_SIZE(kc_options);
@@ -242,6 +245,17 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 		case OPT_ADDRESS: a->address = optarg; break;
 		case OPT_RW_LAYER: a->rw_layer = true; break;
 		case OPT_THP: a->thp = optarg; break;
+		case OPT_PROGRESS:
+			if (!strcmp(optarg, "tty"))
+				kc_progress_mode = KC_PROGRESS_TTY;
+			else if (!strcmp(optarg, "json"))
+				kc_progress_mode = KC_PROGRESS_JSON;
+			else if (!strcmp(optarg, "none"))
+				kc_progress_mode = KC_PROGRESS_NONE;
+			else if (strcmp(optarg, "auto"))
+				return kc_error_set(err, KC_EXIT_USAGE, 0,
+						    "'--progress' is auto, tty, json or none, not '%s'", optarg);
+			break;
 		case ':':
 			return kc_error_set(err, KC_EXIT_USAGE, 0, "option '%s' needs an argument", argv[optind - 1]);
 		default:
@@ -251,6 +265,7 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 	}
 	a->pos = argv + optind;
 	a->n_pos = argc - optind;
+	kc_progress_quiet = a->quiet;
 	return 0;
 }
 

@@ -295,6 +295,14 @@ int kc_fill_target_write(void *arg, const char *file, uint64_t off, const void *
 	return 0;
 }
 
+uint64_t kc_bulk_regions_bytes(const struct kc_bulk_region *v, size_t n)
+{
+	uint64_t t = 0;
+	for (size_t i = 0; i < n; i++)
+		t += v[i].bytes;
+	return t;
+}
+
 uint64_t kc_fill_target_done(void *arg)
 {
 	return atomic_load(&((struct kc_fill_target *)arg)->done);
@@ -428,6 +436,7 @@ int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const stru
 			f.chunks[f.n++] = (struct fchunk){.src = s, .off = off,
 							  .len = srcs[s].len - off < CHUNK ? srcs[s].len - off : CHUNK};
 	struct kc_progress *pg = kc_progress_start("memory-fill", kc_fill_target_done, f.t);
+	kc_progress_total(pg, kc_bulk_regions_bytes(v, n));
 	kc_run_pool(threads, f.n, fill_worker, &f);
 	kc_progress_stop(pg);
 

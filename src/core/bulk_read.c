@@ -299,6 +299,7 @@ int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigne
 		}
 		j.out_fd = out_fd;
 		struct kc_progress *pg = kc_progress_start("memory-read", read_so_far, &j);
+		kc_progress_total(pg, s->total);
 		kc_run_pool(threads, j.n_chunks, reader, &j);
 		kc_progress_stop(pg);
 		int e = atomic_load(&j.failed);

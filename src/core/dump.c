@@ -546,6 +546,7 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 		}
 		struct kc_archive_stats st = {0};
 		struct kc_progress *ap = kc_progress_start("archive", archived_so_far, &st);
+		kc_progress_total(ap, kc_dir_size(o->images_dir) + bs.size);
 		int ar = kc_archive_write(o->images_dir, m, o->archive, &ao, &st, err);
 		kc_progress_stop(ap);
 		if (ar < 0) {

@@ -8,8 +8,9 @@
 #include "kc/error.h"
 #include "kc/util.h"
 
-static int error_vset(struct kc_error **err, int exit_code, int cause, const char *suffix,
-		      const char *fmt, va_list ap)
+/* fmt is the caller's literal, checked where kc_error_set is called */
+__attribute__((format(printf, 5, 0))) static int error_vset(struct kc_error **err, int exit_code, int cause,
+							    const char *suffix, const char *fmt, va_list ap)
 {
 	if (!err || *err)
 		return -1;

@@ -47,6 +47,7 @@ int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, unsigned threa
 			struct kc_error **err);
 int kc_fill_target_write(void *t, const char *file, uint64_t off, const void *data, size_t len);
 uint64_t kc_fill_target_done(void *t);
+uint64_t kc_bulk_regions_bytes(const struct kc_bulk_region *v, size_t n);
 /* Every byte of every region written exactly once; KC_EXIT_IMAGE if not. */
 int kc_fill_target_check(const struct kc_fill_target *t, struct kc_error **err);
 void kc_fill_target_close(struct kc_fill_target *t);

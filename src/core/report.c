@@ -11,7 +11,8 @@
 #include "kc/signals.h"
 #include "kc/util.h"
 
-bool kc_progress_enabled;
+enum kc_progress_mode kc_progress_mode;
+bool kc_progress_quiet;
 
 void kc_report_init(struct kc_report *r, const char *command)
 {
@@ -94,9 +95,52 @@ struct kc_progress {
 	double started;
 	uint64_t (*bytes_fn)(void *arg);
 	void *arg;
-	bool show;     /* progress lines: stderr is a terminal */
+	uint64_t total; /* 0: unknown */
+	enum kc_progress_mode mode;
 	bool noticed;  /* the interruption was announced */
+	double last_json;
 };
+
+static void put_json_line(struct kc_progress *p, double el, bool have, uint64_t bytes, double rate)
+{
+	char pct[32] = "null", eta[32] = "null", rt[32] = "null", tot[32] = "null", by[32] = "null";
+	if (have) {
+		snprintf(by, sizeof(by), "%llu", (unsigned long long)bytes);
+		snprintf(rt, sizeof(rt), "%.0f", rate);
+	}
+	if (have && p->total) {
+		snprintf(tot, sizeof(tot), "%llu", (unsigned long long)p->total);
+		snprintf(pct, sizeof(pct), "%.1f", 100.0 * (double)bytes / (double)p->total);
+		if (rate > 0 && bytes <= p->total)
+			snprintf(eta, sizeof(eta), "%.1f", (double)(p->total - bytes) / rate);
+	}
+	fprintf(stderr,
+		"{\"schema_version\":1,\"stage\":\"%s\",\"seconds\":%.1f,\"bytes\":%s,\"total\":%s,\"percent\":%s,"
+		"\"bytes_per_second\":%s,\"eta_seconds\":%s}\n",
+		p->stage, el, by, tot, pct, rt, eta);
+}
+
+static void put_tty_line(struct kc_progress *p, double el, bool have, uint64_t bytes, double rate)
+{
+	char line[160];
+	int n = snprintf(line, sizeof(line), "%s  %.1f s", p->stage, el);
+	if (have && n > 0 && (size_t)n < sizeof(line)) {
+		char b[32], t[32], r[32];
+		kc_format_bytes(bytes, b, sizeof(b));
+		kc_format_bytes((uint64_t)rate, r, sizeof(r));
+		if (p->total) {
+			kc_format_bytes(p->total, t, sizeof(t));
+			double left = rate > 0 && bytes <= p->total ? (double)(p->total - bytes) / rate : -1;
+			n += snprintf(line + n, sizeof(line) - (size_t)n, "  %s / %s  %.0f%%  %s/s", b, t,
+				      100.0 * (double)bytes / (double)p->total, r);
+			if (left >= 0 && (size_t)n < sizeof(line))
+				snprintf(line + n, sizeof(line) - (size_t)n, "  ETA %.0f s", left);
+		} else {
+			snprintf(line + n, sizeof(line) - (size_t)n, "  %s  %s/s", b, r);
+		}
+	}
+	fprintf(stderr, "\r\033[K%s", line);
+}
 
 static void *progress_main(void *p_)
 {
@@ -117,31 +161,43 @@ static void *progress_main(void *p_)
 		/* a signal is acted on between stages: say so while one runs
 		 * on (CRIU cannot be stopped halfway without harm to the tree) */
 		int sig = kc_signals_pending();
-		if (sig && !p->noticed) {
+		if (sig && !p->noticed && !kc_progress_quiet) {
 			p->noticed = true;
 			fprintf(stderr, "%skcheckpoint: %s received: finishing %s, then rolling back\n",
-				p->show ? "\r\033[K" : "", strsignal(sig), p->stage);
+				p->mode == KC_PROGRESS_TTY ? "\r\033[K" : "", strsignal(sig), p->stage);
 			fflush(stderr);
 		}
-		if (!p->show)
+		/* stay quiet for short stages: no flicker, no noise */
+		if (p->mode == KC_PROGRESS_NONE || el < 1.0)
 			continue;
-		/* stay quiet for short stages: no flicker */
-		if (el < 1.0)
+		if (p->mode == KC_PROGRESS_JSON && el - p->last_json < 1.0)
 			continue;
-		char b[32] = "";
-		if (p->bytes_fn) {
-			uint64_t bytes = p->bytes_fn(p->arg);
-			kc_format_bytes(bytes, b, sizeof(b));
+		bool have = p->bytes_fn != NULL;
+		uint64_t bytes = have ? p->bytes_fn(p->arg) : 0;
+		double rate = el > 0 ? (double)bytes / el : 0;
+		if (p->mode == KC_PROGRESS_JSON) {
+			p->last_json = el;
+			put_json_line(p, el, have, bytes, rate);
+		} else {
+			put_tty_line(p, el, have, bytes, rate);
 		}
-		fprintf(stderr, "\r\033[K%s  %.1f s  %s", p->stage, el, b);
 		fflush(stderr);
 	}
 	pthread_mutex_unlock(&p->lock);
-	if (p->show && kc_now() - p->started >= 1.0) {
+	if (p->mode == KC_PROGRESS_TTY && kc_now() - p->started >= 1.0) {
 		fprintf(stderr, "\r\033[K");
 		fflush(stderr);
 	}
 	return NULL;
+}
+
+void kc_progress_total(struct kc_progress *p, uint64_t total)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->total = total;
+	pthread_mutex_unlock(&p->lock);
 }
 
 /*
@@ -171,7 +227,7 @@ struct kc_progress *kc_progress_start(const char *stage, uint64_t (*bytes_fn)(vo
 {
 	test_pause(stage);
 	struct kc_progress *p = kc_xcalloc(1, sizeof(*p));
-	p->show = kc_progress_enabled;
+	p->mode = kc_progress_quiet ? KC_PROGRESS_NONE : kc_progress_mode;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	snprintf(p->stage, sizeof(p->stage), "%s", stage);

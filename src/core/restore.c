@@ -345,6 +345,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			if (kc_fill_target_open(bulk, n_bulk, o->fill_threads, &ft, err) < 0)
 				goto rollback;
 			struct kc_progress *fp = kc_progress_start("memory-fill", kc_fill_target_done, ft);
+			kc_progress_total(fp, kc_bulk_regions_bytes(bulk, n_bulk));
 			int fr = kc_archive_extract_rest(o->archive, kc_fill_target_write, ft, err);
 			kc_progress_stop(fp);
 			filled = kc_fill_target_done(ft);

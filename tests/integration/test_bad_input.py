@@ -282,3 +282,22 @@ def test_no_room_to_dump_is_said_before_anything_is_frozen(tmp_path, kc_env, wor
         assert w.probe()["ok"] == "1"
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_progress_modes_and_quiet(tmp_path, cuda_env, workloads):
+    """Issue 12: --progress json gives one JSON line a second per long
+    stage; -q leaves stderr empty; --progress tty rewrites one line."""
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    cuda_env["KC_FAKE_CUDA_DELAY_MS"] = "checkpoint:2300"
+    p = run_kc(cuda_env, "dump", "--leave-running", "--progress", "json", "-D", tmp_path / "a", w.pid, check=0)
+    lines = [json.loads(l) for l in p.stderr.splitlines() if l.startswith("{")]
+    gpu = [l for l in lines if l["stage"] == "gpu-checkpoint"]
+    assert len(gpu) >= 2, p.stderr
+    assert gpu[0]["schema_version"] == 1 and gpu[0]["bytes"] is None and gpu[0]["percent"] is None
+    assert gpu[-1]["seconds"] > gpu[0]["seconds"]
+    p = run_kc(cuda_env, "dump", "-q", "--leave-running", "--progress", "json", "-D", tmp_path / "b", w.pid, check=0)
+    assert p.stderr == "", p.stderr
+    p = run_kc(cuda_env, "dump", "--leave-running", "--progress", "tty", "-D", tmp_path / "c", w.pid, check=0)
+    assert "\x1b[Kgpu-checkpoint  1." in p.stderr, repr(p.stderr)  # text mode reads \r as \n
+    p = run_kc(cuda_env, "dump", "--progress", "sometimes", "-D", tmp_path / "d", w.pid, check=2)
+    assert "'--progress' is auto, tty, json or none" in p.stderr

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The option table, --help, completions and the man page agree."""
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -52,19 +53,55 @@ def test_man_page_documents_exit_codes():
         assert re.search(r"^\.IP " + num + r"\b", exits, re.M), f"exit code {num} ({name}) undocumented"
 
 
-def test_completion_scripts_use_the_binary():
-    bash = (SRC / "completions" / "kcheckpoint.bash").read_text()
-    zsh = (SRC / "completions" / "_kcheckpoint").read_text()
-    assert "__complete" in bash and "__complete" in zsh
-    # and the bash completion really completes: run it
+def bash_complete(words, cword, cwd=None):
+    """COMPREPLY of the bash completion for COMP_WORDS=words, one per line."""
+    arr = " ".join("'" + w.replace("'", "'\\''") + "'" for w in words)
     script = f"""source {SRC}/completions/kcheckpoint.bash
 PATH={KC.parent}:$PATH
-COMP_WORDS=(kcheckpoint dump --lock); COMP_CWORD=2; _kcheckpoint; echo "${{COMPREPLY[@]}}"
-COMP_WORDS=(kcheckpoint res); COMP_CWORD=1; _kcheckpoint; echo "${{COMPREPLY[@]}}"
+COMP_WORDS=({arr}); COMP_CWORD={cword}; _kcheckpoint; printf '%s\\n' "${{COMPREPLY[@]}}"
 """
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout.splitlines()
-    assert out[0].strip() == "--lock-timeout"
-    assert out[1].strip() == "restore"
+    p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=cwd)
+    return [l for l in p.stdout.splitlines() if l]
+
+
+def test_bash_completion(tmp_path):
+    assert "__complete" in (SRC / "completions" / "kcheckpoint.bash").read_text()
+    assert bash_complete(["kcheckpoint", "dump", "--lock"], 2) == ["--lock-timeout"]
+    assert bash_complete(["kcheckpoint", "res"], 1) == ["restore"]
+    # option values, also as --opt=value (bash splits at '=')
+    assert bash_complete(["kcheckpoint", "dump", "--compress", "zstd:"], 3) == ["zstd:1", "zstd:3", "zstd:9"]
+    assert sorted(bash_complete(["kcheckpoint", "dump", "--thp", "="], 3)) == ["always", "madvise", "never"]
+    assert sorted(bash_complete(["kcheckpoint", "dump", "--thp", "=", ""], 4)) == ["always", "madvise", "never"]
+    # file names with spaces stay whole
+    (tmp_path / "my ckpt.tar.zst").write_bytes(b"")
+    (tmp_path / "other").mkdir()
+    assert bash_complete(["kcheckpoint", "restore", "my"], 2, cwd=tmp_path) == ["my ckpt.tar.zst"]
+    assert bash_complete(["kcheckpoint", "dump", "--output", "=", "my"], 4, cwd=tmp_path) == ["my ckpt.tar.zst"]
+    assert bash_complete(["kcheckpoint", "dump", "-D", "o"], 3, cwd=tmp_path) == ["other"]
+    # pids of the whole machine: pid 1 is no terminal's
+    assert "1" in bash_complete(["kcheckpoint", "state", ""], 2)
+
+
+def test_zsh_completion_specs():
+    """zsh's _arguments specs as the script builds them (zsh's completion
+    system itself is stubbed: _arguments prints what it was given)."""
+    assert shutil.which("zsh"), "zsh is not installed (scripts/setup.sh --tests installs it)"
+    script = f"""PATH={KC.parent}:$PATH
+_arguments() {{ print -rl -- "$@"; state=pids; return 1 }}
+compadd() {{ shift; print -rl -- "PIDS" ${{(P)1}} }}
+_describe() {{ }}
+source {SRC}/completions/_kcheckpoint
+words=(kcheckpoint dump --compress ''); CURRENT=4
+_kcheckpoint
+"""
+    p = subprocess.run(["zsh", "-f", "-c", script], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    comp = [l for l in lines if l.startswith("--compress[")]
+    assert comp and comp[0].endswith(r":value:(zstd zstd\:1 zstd\:3 zstd\:9 none)"), comp
+    assert "*:pid:->pids" in lines
+    pids = lines[lines.index("PIDS") + 1:]
+    assert "1" in pids, "every pid of the machine"
 
 
 def test_version_and_help():

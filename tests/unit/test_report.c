@@ -284,7 +284,7 @@ static void test_json_criu_and_root(void **state)
  * stage runs on is announced (issue 11, item 9). */
 static void test_progress_off(void **state)
 {
-	kc_progress_enabled = false;
+	kc_progress_mode = KC_PROGRESS_NONE;
 	char path[] = "/tmp/kc-test-progress-XXXXXX";
 	int fd = mkstemp(path);
 	assert_true(fd >= 0);
