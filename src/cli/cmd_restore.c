@@ -81,6 +81,14 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 
 	if (a.thp && kc_thp_set(a.thp, thp_old, sizeof(thp_old), err) < 0)
 		goto out;
+	/* a CRIU that is not there is found before gigabytes are unpacked */
+	if (!a.containerd) {
+		_cleanup_free_ char *ver = NULL;
+		if (cb.criu.ops->version(cb.criu.h, &o.criu, &ver, err) < 0) {
+			kc_error_prefix(err, "CRIU");
+			goto out;
+		}
+	}
 	if (S_ISREG(st.st_mode)) {
 		/* a missing link remap is known from the manifest alone: refuse
 		 * before gigabytes are unpacked */

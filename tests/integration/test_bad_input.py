@@ -301,3 +301,16 @@ def test_progress_modes_and_quiet(tmp_path, cuda_env, workloads):
     assert "\x1b[Kgpu-checkpoint  1." in p.stderr, repr(p.stderr)  # text mode reads \r as \n
     p = run_kc(cuda_env, "dump", "--progress", "sometimes", "-D", tmp_path / "d", w.pid, check=2)
     assert "'--progress' is auto, tty, json or none" in p.stderr
+
+
+def test_restore_without_criu_says_so_before_unpacking(tmp_path, kc_env, workloads):
+    """Issue 12: no CRIU is found before a large archive is unpacked."""
+    w = workloads(mb=16)
+    archive = tmp_path / "a.tar.zst"
+    run_kc(kc_env, "dump", "-o", archive, w.pid, check=0)
+    w.reap()
+    work = tmp_path / "work"
+    work.mkdir()
+    p = run_kc(kc_env, "restore", "--criu", tmp_path / "no-criu", "--work-dir", work, archive, check=3)
+    assert "CRIU: cannot run" in p.stderr, p.stderr
+    assert not list(work.iterdir()), "nothing was unpacked"
