@@ -21,7 +21,10 @@ struct kc_containerd_opts {
 	/* NULL: $KCHECKPOINT_CONTAINERD_NAMESPACE, $CONTAINERD_NAMESPACE, default */
 	const char *ns;
 	const char *container_id; /* dump: the container; restore: the id to create */
-	bool with_rw_layer;       /* dump: put the container's writable layer into the image */
+	/* dump: the container's writable layer into the image (as podman and
+	 * the kubelet do): KC_RW_AUTO when the container has a rootfs
+	 * snapshot, KC_RW_YES or an error, KC_RW_NO (--ignore-rootfs) */
+	enum { KC_RW_AUTO, KC_RW_YES, KC_RW_NO } rw_layer;
 };
 
 /*

@@ -65,7 +65,7 @@ struct ctrd {
 	char *address;
 	char *ns;
 	char *id;
-	bool with_rw_layer;
+	int rw_layer; /* KC_RW_*; AUTO becomes YES or NO once the container is known */
 	char *version; /* containerd's */
 
 	/* dump */
@@ -172,7 +172,7 @@ static int ctrd_connect(const struct kc_containerd_opts *o, struct ctrd **out,
 	c->address = kc_xstrdup(kc_containerd_address(o));
 	c->ns = kc_xstrdup(kc_containerd_namespace(o));
 	c->id = kc_xstrdup(o->container_id);
-	c->with_rw_layer = o->with_rw_layer;
+	c->rw_layer = o->rw_layer;
 	if (!valid_id(c->ns)) {
 		kc_error_set(err, KC_EXIT_USAGE, 0, "invalid containerd namespace '%s'", c->ns);
 		goto fail;
@@ -514,11 +514,14 @@ int kc_containerd_open_dump(const struct kc_containerd_opts *o, struct kc_criu *
 			     c->id);
 		goto fail;
 	}
-	if (c->with_rw_layer && !(ct->snapshot_key && *ct->snapshot_key)) {
+	bool has_rootfs = ct->snapshot_key && *ct->snapshot_key;
+	if (c->rw_layer == KC_RW_YES && !has_rootfs) {
 		kc_error_set(err, KC_EXIT_USAGE, 0,
 			     "container '%s' has no rootfs snapshot, so no rw layer to save", c->id);
 		goto fail;
 	}
+	if (c->rw_layer == KC_RW_AUTO)
+		c->rw_layer = has_rootfs ? KC_RW_YES : KC_RW_NO;
 	c->task_pid = (pid_t)p->pid;
 	free_msg(task);
 	*task_pid = c->task_pid;
@@ -675,7 +678,7 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 	free_msg(resp);
 
 	/* the files as they are now, with the task still frozen */
-	if (c->with_rw_layer && save_rw_layer(c, parent, dir, &rw, err) < 0)
+	if (c->rw_layer == KC_RW_YES && save_rw_layer(c, parent, dir, &rw, err) < 0)
 		goto rollback;
 
 	struct kc_ctrd_dumpinfo di = {
@@ -1181,5 +1184,6 @@ void *kc_containerd_manifest_section(struct kc_criu *cpu)
 	json_object_object_add(o, "runtime", json_object_new_string(runtime ? runtime : ""));
 	json_object_object_add(o, "task_pid",
 			       json_object_new_int(c->restored_pid > 0 ? c->restored_pid : c->task_pid));
+	json_object_object_add(o, "rw_layer", json_object_new_boolean(c->rw_layer == KC_RW_YES));
 	return o;
 }

@@ -51,6 +51,7 @@ enum kc_opt_id {
 	OPT_RW_LAYER,
 	OPT_THP,
 	OPT_PROGRESS,
+	OPT_IGNORE_ROOTFS,
 };
 
 struct kc_option {
@@ -79,7 +80,8 @@ extern const size_t kc_n_commands;
 /* Everything any command can be given; each command reads its part. */
 struct kc_args {
 	bool json, verbose, quiet, keep_images, leave_running, tcp_established, tcp_close, shell_job,
-		file_locks, verify, rw_layer;
+		file_locks, verify;
+	int rw_layer; /* 1 --with-rw-layer, -1 --ignore-rootfs, 0 neither */
 	char *criu_opts[33]; /* --criu-opt, NULL-terminated */
 	size_t n_criu_opts;
 	const char *images_dir, *output, *work_dir, *compress, *criu, *libcuda, *gpu_map, *containerd,

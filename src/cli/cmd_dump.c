@@ -123,6 +123,8 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 		return kc_error_set(err, KC_EXIT_USAGE, 0,
 				    "'--images-dir' writes a plain images dir: it does not go with '--output', "
 				    "'--compress', '--work-dir' or '--keep-images'");
+	if (a.rw_layer && !a.containerd)
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "'--ignore-rootfs' and '--with-rw-layer' are for '--containerd'");
 	if (a.tcp_established && a.tcp_close)
 		return kc_error_set(err, KC_EXIT_USAGE, 0,
 				    "'--tcp-established' keeps connections, '--tcp-close' closes them: choose one");
@@ -160,7 +162,7 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 
 	if (a.containerd) {
 		struct kc_containerd_opts co = {.address = a.address, .ns = a.ns, .container_id = a.containerd,
-						.with_rw_layer = a.rw_layer};
+						.rw_layer = a.rw_layer > 0 ? KC_RW_YES : a.rw_layer < 0 ? KC_RW_NO : KC_RW_AUTO};
 		if (kc_containerd_open_dump(&co, &cb.criu, &pid, err) < 0)
 			goto out;
 		cb.containerd = true;

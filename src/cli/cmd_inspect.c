@@ -21,6 +21,17 @@ static void print_human(const struct kc_manifest *m, const char *image, uint64_t
 	       m->tool_version ? m->tool_version : "?", m->kernel ? m->kernel : "?",
 	       m->criu_version ? m->criu_version : "?", m->driver_version ? m->driver_version : "-",
 	       m->cuda_driver_version / 1000, (m->cuda_driver_version % 1000) / 10);
+	if (m->containerd) {
+		/* the manifest's containerd section (a json-c object) */
+		json_object *c = m->containerd, *v;
+#define CSTR(k) (json_object_object_get_ex(c, k, &v) && json_object_get_string(v) ? json_object_get_string(v) : "?")
+		printf("container:   '%s' in namespace '%s', image %s\n", CSTR("id"), CSTR("namespace"), CSTR("image"));
+		printf("             runtime %s, snapshotter %s, containerd %s, rw layer %s\n", CSTR("runtime"),
+		       CSTR("snapshotter"), CSTR("containerd_version"),
+		       json_object_object_get_ex(c, "rw_layer", &v) ? (json_object_get_boolean(v) ? "in the image" : "left out")
+								   : "?");
+#undef CSTR
+	}
 	kc_format_bytes(m->vram_bytes, b, sizeof(b));
 	printf("root pid:    %d, %zu process%s, VRAM %s\n", (int)m->root_pid, m->n_procs, m->n_procs == 1 ? "" : "es", b);
 	printf("criu:        tcp-established %s, tcp-close %s, shell-job %s, file-locks %s, link-remap %s\n",

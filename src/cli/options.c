@@ -54,7 +54,10 @@ const struct kc_option kc_options[] = {
 	{"namespace", 0, "NS", D | R, OPT_NAMESPACE, NULL, "containerd namespace (default k8s.io)"},
 	{"address", 0, "SOCKET", D | R, OPT_ADDRESS, "file",
 	 "containerd socket (default /run/containerd/containerd.sock)"},
-	{"with-rw-layer", 0, NULL, D, OPT_RW_LAYER, NULL, "containerd: put the container's rw layer into the image"},
+	{"ignore-rootfs", 0, NULL, D, OPT_IGNORE_ROOTFS, NULL,
+	 "containerd: leave the container's rw layer (files it wrote) out of the image"},
+	{"with-rw-layer", 0, NULL, D, OPT_RW_LAYER, NULL,
+	 "containerd: the rw layer is required (it is included by default when there is one)"},
 	{"thp", 0, "MODE", D | R, OPT_THP, "always madvise never",
 	 "transparent huge pages mode while this runs (put back after)"},
 	{"verify", 0, NULL, CMD_INSPECT, OPT_VERIFY, NULL, "check every member's checksum"},
@@ -243,7 +246,8 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 		case OPT_CONTAINERD: a->containerd = optarg; break;
 		case OPT_NAMESPACE: a->ns = optarg; break;
 		case OPT_ADDRESS: a->address = optarg; break;
-		case OPT_RW_LAYER: a->rw_layer = true; break;
+		case OPT_RW_LAYER: a->rw_layer = 1; break;
+		case OPT_IGNORE_ROOTFS: a->rw_layer = -1; break;
 		case OPT_THP: a->thp = optarg; break;
 		case OPT_PROGRESS:
 			if (!strcmp(optarg, "tty"))

@@ -407,7 +407,10 @@ def test_rw_layer_roundtrip(ctrd, ctrs, env, tmp_path):
     while rw_state(c)[1] < 20 and time.time() < deadline:
         time.sleep(0.1)
     archive = tmp_path / "rw.tar.zst"
-    run_kc(env, "dump", "--containerd", c.id, "--with-rw-layer", "-o", archive, check=0)
+    # the rw layer goes in by default (issue 12), as with podman and the kubelet
+    run_kc(env, "dump", "--containerd", c.id, "-o", archive, check=0)
+    info = run_kc(env, "inspect", archive, check=0).stdout
+    assert f"container:   '{c.id}' in namespace" in info and "rw layer in the image" in info, info
     _, dumped_i, _, _ = rw_state(c)
     assert c.id not in containers(ctrd)
     run_kc(env, "restore", "--containerd", c.id, archive, check=0)
@@ -424,7 +427,8 @@ def test_rw_layer_roundtrip(ctrd, ctrs, env, tmp_path):
 def test_without_rw_layer_restore_fails_cleanly(ctrd, ctrs, env, tmp_path):
     c = ctrs("kc-norw", args=["sh", "-c", RW_SCRIPT])
     archive = tmp_path / "norw.tar.zst"
-    run_kc(env, "dump", "--containerd", c.id, "-o", archive, check=0)
+    run_kc(env, "dump", "--containerd", c.id, "--ignore-rootfs", "-o", archive, check=0)
+    assert "rw layer left out" in run_kc(env, "inspect", archive, check=0).stdout
     p = run_kc(env, "restore", "--containerd", c.id, archive, check=7)
     msg = one_line_error(p)
     assert f"cannot restore container '{c.id}': CRIU failed:" in msg
