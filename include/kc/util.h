@@ -51,6 +51,10 @@ int kc_write_file_atomic(const char *path, const void *buf, size_t len, mode_t m
 int kc_mkdir_p(const char *path, mode_t mode, struct kc_error **err);
 /* rm -rf; refuses "/" and empty paths. */
 int kc_rm_rf(const char *path, struct kc_error **err);
+/* The whole file to fd (a pipe: dump -o -), and fd to a new file
+ * (restore -): -1 with the error on a short write or read. */
+int kc_copy_to_fd(const char *path, int out, struct kc_error **err);
+int kc_copy_from_fd(int in, const char *path, struct kc_error **err);
 /* Sum of st_size of regular files below path. */
 uint64_t kc_dir_size(const char *path);
 

@@ -178,8 +178,19 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 		o.images_dir = a.images_dir;
 	} else {
 		output = a.output ? kc_xstrdup(a.output) : default_output(pid, a.compress, a.containerd);
-		if (check_output(output, a.quiet, err) < 0)
+		if (!strcmp(output, "-")) {
+			/* the archive goes to stdout (a pipe, ssh): nothing else may */
+			if (a.json) {
+				kc_error_set(err, KC_EXIT_USAGE, 0, "'-o -' writes the archive to stdout: it does not go with '--json'");
+				goto out;
+			}
+			if (isatty(STDOUT_FILENO)) {
+				kc_error_set(err, KC_EXIT_USAGE, 0, "refusing to write an archive to a terminal ('-o -')");
+				goto out;
+			}
+		} else if (check_output(output, a.quiet, err) < 0) {
 			goto out;
+		}
 		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, a.quiet, err) < 0)
 			goto out;
 		o.images_dir = wd.path;
@@ -194,7 +205,7 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	if (!a.quiet) {
 		kc_report_print(&r, stderr);
 		fprintf(stderr, "dumped pid %d (%zu process%s) to '%s'%s\n", (int)m.root_pid, m.n_procs,
-			m.n_procs == 1 ? "" : "es", output ? output : o.images_dir,
+			m.n_procs == 1 ? "" : "es", output ? (strcmp(output, "-") ? output : "stdout") : o.images_dir,
 			a.leave_running ? ", left running" : "");
 	}
 	if (a.json)

@@ -22,6 +22,9 @@ static uint64_t unpacked_so_far(void *arg)
 	return __atomic_load_n(&((struct kc_archive_stats *)arg)->done, __ATOMIC_RELAXED);
 }
 
+static int restore_image(const struct kc_args *ap, const char *image, struct kc_gpu_pair *pairs, size_t n_pairs,
+			 bool map_checked, struct kc_error **err);
+
 int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 {
 	const struct kc_command *cmd = kc_cli_find("restore");
@@ -48,6 +51,32 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 			return -1;
 		map_checked = true;
 	}
+	/* "-": an archive on stdin (ssh node kcheckpoint dump -o - | ...):
+	 * spooled into a work dir of its own, since the manifest is read
+	 * before the members and the members after CRIU */
+	struct kc_workdir spool = {0};
+	_cleanup_free_ char *spooled = NULL;
+	if (!strcmp(image, "-")) {
+		if (isatty(STDIN_FILENO))
+			return kc_error_set(err, KC_EXIT_USAGE, 0, "'restore -' reads an archive from stdin, not a terminal");
+		if (kc_require_root(err) < 0 || kc_workdir_create(&spool, a.work_dir, false, a.quiet, err) < 0)
+			return -1;
+		spooled = kc_xasprintf("%s/stdin.tar", spool.path);
+		if (kc_copy_from_fd(STDIN_FILENO, spooled, err) < 0) {
+			kc_workdir_finish(&spool, true, NULL);
+			return kc_error_prefix(err, "archive from stdin");
+		}
+		image = spooled;
+	}
+	int rc = restore_image(&a, image, pairs, n_pairs, map_checked, err);
+	kc_workdir_finish(&spool, true, NULL);
+	return rc;
+}
+
+static int restore_image(const struct kc_args *ap, const char *image, struct kc_gpu_pair *pairs, size_t n_pairs,
+			 bool map_checked, struct kc_error **err)
+{
+	struct kc_args a = *ap;
 	struct stat st;
 	if (stat(image, &st) < 0)
 		return kc_error_errno(err, KC_EXIT_NOENT, errno, "cannot open image '%s'", image);

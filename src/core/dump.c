@@ -318,6 +318,42 @@ static uint64_t archived_so_far(void *arg)
 	return __atomic_load_n(&((struct kc_archive_stats *)arg)->done, __ATOMIC_RELAXED);
 }
 
+/* The archive of the images dir; bulk: memory to read from the stopped
+ * tree into it (NULL: all of it is in the images dir). */
+static int write_archive(const struct kc_dump_opts *o, struct kc_manifest *m, struct kc_bulk_source *bulk,
+			 struct kc_report *r, struct kc_error **err)
+{
+	struct kc_archive_opts ao = o->archive_opts;
+	struct kc_archive_stream bs = {.path = KC_BULK_READ_NAME, .size = kc_bulk_source_size(bulk),
+				       .read = kc_bulk_source_read, .arg = bulk};
+	if (bs.size) {
+		ao.streams = &bs;
+		ao.n_streams = 1;
+	}
+	/* "-": the manifest goes first yet holds every checksum, so the
+	 * archive is made whole in the images dir (which it skips), then sent */
+	bool to_stdout = !strcmp(o->archive, "-");
+	_cleanup_free_ char *spool = to_stdout ? kc_xasprintf("%s/.kcheckpoint-stdout.tar", o->images_dir) : NULL;
+	struct kc_archive_stats st = {0};
+	struct kc_progress *ap = kc_progress_start("archive", archived_so_far, &st);
+	kc_progress_total(ap, kc_dir_size(o->images_dir) + bs.size);
+	int ar = kc_archive_write(o->images_dir, m, spool ? spool : o->archive, &ao, &st, err);
+	kc_progress_stop(ap);
+	if (ar < 0)
+		return kc_error_prefix(err, "archive '%s'", o->archive);
+	kc_report_add_io(r, "archive", st.seconds - st.sync_seconds, st.bytes_in, st.bytes_out);
+	kc_report_add(r, "archive-sync", st.sync_seconds, 0);
+	if (spool) {
+		double t0 = kc_now();
+		int sr = kc_copy_to_fd(spool, STDOUT_FILENO, err);
+		unlink(spool);
+		if (sr < 0)
+			return kc_error_prefix(err, "archive to stdout");
+		kc_report_add(r, "archive-send", kc_now() - t0, st.bytes_out);
+	}
+	return 0;
+}
+
 int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc_manifest *m,
 	    struct kc_report *r, struct kc_error **err)
 {
@@ -329,6 +365,10 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 	int *pid_locks = NULL;
 	struct kc_bulk_source *bulk = NULL; /* memory we read, not CRIU */
 	struct kc_manifest_member bulk_sum = {0}; /* its checksum, taken as it was read */
+	/* --leave-running -o: the tree resumes right after CRIU and the
+	 * memory read, and the archive is written from the images while it
+	 * runs (as podman's -R does), not while it stays stopped */
+	bool archive_late = o->archive && o->leave_running;
 
 	if (check_target(o->pid, err) < 0)
 		return -1;
@@ -486,17 +526,19 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 		if (kc_bulk_source_open(o->images_dir, &bulk, err) < 0)
 			goto rollback;
 		uint64_t got = kc_bulk_source_size(bulk);
-		/* for an archive the memory is read while the archive is written */
-		if (got && (o->archive ? kc_bulk_write_index(o->images_dir, bulk, err)
-				       : kc_bulk_read(o->images_dir, bulk, o->fill_threads, bulk_sum.sha256, err)) < 0)
+		/* for an archive the memory is read while the archive is written;
+		 * a tree left running gets going before that, so it is read now */
+		bool stream = o->archive && !archive_late;
+		if (got && (stream ? kc_bulk_write_index(o->images_dir, bulk, err)
+				   : kc_bulk_read(o->images_dir, bulk, o->fill_threads, bulk_sum.sha256, err)) < 0)
 			goto rollback;
-		if (got && !o->archive) {
+		if (got && !stream) {
 			bulk_sum.path = KC_BULK_READ_NAME;
 			bulk_sum.size = got;
 		}
 		if (got) {
 			m->format = KC_MANIFEST_FORMAT_BULK;
-			if (!o->archive)
+			if (!stream)
 				kc_report_add(r, "memory-read", kc_now() - t0, got);
 		}
 	}
@@ -536,26 +578,8 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 
 	/* once the archive is published the dump is committed: a signal
 	 * from here on must not roll back a dump whose archive stays */
-	if (o->archive) {
-		struct kc_archive_opts ao = o->archive_opts;
-		struct kc_archive_stream bs = {.path = KC_BULK_READ_NAME, .size = kc_bulk_source_size(bulk),
-					       .read = kc_bulk_source_read, .arg = bulk};
-		if (bs.size) {
-			ao.streams = &bs;
-			ao.n_streams = 1;
-		}
-		struct kc_archive_stats st = {0};
-		struct kc_progress *ap = kc_progress_start("archive", archived_so_far, &st);
-		kc_progress_total(ap, kc_dir_size(o->images_dir) + bs.size);
-		int ar = kc_archive_write(o->images_dir, m, o->archive, &ao, &st, err);
-		kc_progress_stop(ap);
-		if (ar < 0) {
-			kc_error_prefix(err, "archive '%s'", o->archive);
-			goto rollback;
-		}
-		kc_report_add_io(r, "archive", st.seconds - st.sync_seconds, st.bytes_in, st.bytes_out);
-		kc_report_add(r, "archive-sync", st.sync_seconds, 0);
-	}
+	if (o->archive && !archive_late && write_archive(o, m, bulk, r, err) < 0)
+		goto rollback;
 	if (o->post_dump && o->post_dump(o->post_dump_arg, o->images_dir, m, r, err) < 0)
 		goto rollback;
 
@@ -572,6 +596,9 @@ int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc
 			goto out;
 		}
 		kc_report_add(r, "resume", kc_now() - t0, 0);
+		/* the tree runs on; the dump succeeds once its archive is out */
+		if (archive_late && write_archive(o, m, NULL, r, err) < 0)
+			goto out;
 	} else {
 		kc_undo_discard(&undo);
 		int fr = b->criu->ops->finish ? b->criu->ops->finish(b->criu->h, pids, n, err)

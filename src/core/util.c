@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -641,4 +642,57 @@ pid_t kc_parse_pid(const char *s)
 	if (errno || *end || v <= 0 || v > 4194304 || s[0] == '+' || s[0] == ' ')
 		return -1;
 	return (pid_t)v;
+}
+
+int kc_copy_to_fd(const char *path, int out, struct kc_error **err)
+{
+	_cleanup_close_ int in = open(path, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot open '%s'", path);
+	/* sendfile to a pipe or file; a plain copy where it cannot */
+	for (;;) {
+		ssize_t n = sendfile(out, in, NULL, 1 << 30);
+		if (n == 0)
+			return 0;
+		if (n > 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno != EINVAL && errno != ENOSYS)
+			return kc_error_errno(err, KC_EXIT_FAILURE, errno,
+					      "cannot write");
+		break;
+	}
+	char buf[1 << 16];
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot read '%s'", path);
+		if (n == 0)
+			return 0;
+		if (kc_write_all(out, buf, (size_t)n) < 0)
+			return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot write");
+	}
+}
+
+int kc_copy_from_fd(int in, const char *path, struct kc_error **err)
+{
+	_cleanup_close_ int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create '%s'", path);
+	char buf[1 << 16];
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot read");
+		if (n == 0)
+			return 0;
+		if (kc_write_all(out, buf, (size_t)n) < 0)
+			return kc_error_errno(err, errno == ENOSPC ? KC_EXIT_IMAGE : KC_EXIT_FAILURE, errno,
+					      "cannot write '%s'", path);
+	}
 }

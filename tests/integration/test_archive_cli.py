@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 
-from conftest import alive, cuda_state, proc_state, run_kc, wait_gone
+from conftest import KC, alive, cuda_state, proc_state, run_kc, wait_gone
 
 
 def test_archive_roundtrip_and_inspect(tmp_path, kc_env, workloads):
@@ -68,3 +68,35 @@ def test_existing_output_is_not_overwritten(tmp_path, kc_env, workloads):
     out.write_text("precious")
     run_kc(kc_env, "dump", "-o", out, w.pid, check=2)
     assert out.read_text() == "precious" and alive(w.pid)
+
+
+def test_archive_through_a_pipe(tmp_path, kc_env, workloads):
+    """Issue 12: `dump -o - PID | restore -`, as over ssh; each end says
+    no to a terminal and to --json on the archive's stdout."""
+    w = workloads(mb=64, seed=5)
+    before = w.probe()
+    dump = subprocess.Popen([str(KC), "dump", "-o", "-", str(w.pid)], env=kc_env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    restore = subprocess.Popen([str(KC), "restore", "-"], env=kc_env, stdin=dump.stdout,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dump.stdout.close()
+    derr = dump.stderr.read().decode()
+    dump.wait(timeout=120)
+    w.reap()  # our child: its pid is free once reaped
+    out, rerr = restore.communicate(timeout=120)
+    assert dump.returncode == 0, derr
+    assert "to 'stdout'" in derr and "archive-send" in derr, derr
+    assert restore.returncode == 0, rerr
+    assert int(out.strip()) == w.pid
+    after = w.probe()
+    assert after["ok"] == "1" and after["checksum"] == before["checksum"]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("kcheckpoint-")], os.listdir(tmp_path)
+    p = run_kc(kc_env, "dump", "--json", "-o", "-", w.pid, check=2)
+    assert "does not go with '--json'" in p.stderr
+    # a reader that goes away: the dump is rolled back, the process runs on
+    dump = subprocess.Popen([str(KC), "dump", "-o", "-", str(w.pid)], env=kc_env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    dump.stdout.close()
+    dump.wait(timeout=120)
+    assert dump.returncode != 0
+    assert w.probe()["ok"] == "1"

@@ -515,3 +515,21 @@ def test_hostile_archives_are_refused_before_anything_runs(tmp_path, kc_env, lay
     assert not alive(w.pid)
     run_kc(kc_env, "restore", archive, check=0)
     assert w.sums() == before
+
+
+def test_leave_running_resumes_before_the_archive_is_written(tmp_path, kc_env, layouts):
+    """Issue 12: --leave-running -o lets the tree go as soon as CRIU and the
+    memory read are done; the archive is written while it runs, and holds
+    the state of the moment of the dump."""
+    w = layouts()
+    before = w.sums()
+    archive = tmp_path / "a.tar.zst"
+    p = run_kc(kc_env, "dump", "--json", "--fill-threads", "2", "--leave-running", "-o", archive, w.pid, check=0)
+    stages = [s["stage"] for s in json.loads(p.stdout)["stages"]]
+    assert stages.index("resume") < stages.index("archive"), stages
+    assert "memory-read" in stages, stages
+    assert w.sums() == before, "left running, intact"
+    w.kill()
+    assert wait_gone(w.pid)
+    run_kc(kc_env, "restore", archive, check=0)
+    assert w.sums() == before
