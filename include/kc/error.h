@@ -40,6 +40,8 @@ int kc_error_errno(struct kc_error **err, int exit_code, int errno_value, const 
 	__attribute__((format(printf, 4, 5)));
 /* Rewrites (*err)->msg as "<prefix>: <msg>"; returns -1. */
 int kc_error_prefix(struct kc_error **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "<msg>; <more>": what went wrong after the error (a failed undo). */
+int kc_error_append(struct kc_error **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends "; <hint>" (what the user should do next); returns -1. */
 int kc_error_set_hint(struct kc_error **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Moves src into *dst when *dst is empty, frees it otherwise. */

@@ -700,7 +700,7 @@ rollback:
 	if (c->we_paused) {
 		struct kc_error *re = NULL;
 		if (task_simple(c, "Resume", &re) < 0) {
-			kc_error_prefix(err, "and resuming it failed too (%s)", re->msg);
+			kc_error_append(err, "and resuming it failed too (%s)", re->msg);
 			(*err)->exit_code = KC_EXIT_ROLLBACK;
 			kc_error_free(re);
 		} else {
@@ -1055,8 +1055,7 @@ static int op_restore(void *h, const struct kc_criu_opts *o, const char *images_
 fail: {
 	struct kc_error *ue = NULL;
 	if (undo_restore(c, &ue) < 0) {
-		kc_error_prefix(err, "%s; and removing the half-restored container failed (%s)",
-				(*err)->msg, ue->msg);
+		kc_error_append(err, "and removing the half-restored container failed (%s)", ue->msg);
 		(*err)->exit_code = KC_EXIT_ROLLBACK;
 	}
 	kc_error_free(ue);

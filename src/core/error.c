@@ -114,3 +114,20 @@ void kc_error_freep(struct kc_error **e)
 	kc_error_free(*e);
 	*e = NULL;
 }
+
+int kc_error_append(struct kc_error **err, const char *fmt, ...)
+{
+	if (!err || !*err)
+		return -1;
+	va_list ap;
+	char *more = NULL;
+	va_start(ap, fmt);
+	if (vasprintf(&more, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	char *full = kc_xasprintf("%s; %s", (*err)->msg, more);
+	free(more);
+	free((*err)->msg);
+	(*err)->msg = full;
+	return -1;
+}

@@ -166,7 +166,9 @@ def test_criu_opt_criu_rejects_is_named(tmp_path, kc_env, workloads):
 def test_json_failure_is_json_too(kc_env):
     p = run_kc(kc_env, "dump", "--json", "-D", "/nonexistent/img", "999999", check=3)
     doc = json.loads(p.stdout)
-    assert doc == {"error": {"command": "dump", "message": "no process with pid 999999", "exit_code": 3}}, doc
+    assert doc == {"schema_version": 1,
+                   "error": {"command": "dump", "message": "no process with pid 999999", "exit_code": 3}}, doc
+    assert list(doc)[0] == "schema_version", "first, where a reader looks"
     assert "no process with pid 999999" in p.stderr
     p = run_kc(kc_env, "restore", "--json", "/nonexistent/archive", check=3)
     assert json.loads(p.stdout)["error"]["exit_code"] == 3

@@ -51,6 +51,20 @@ static int setup(void **state)
 	return 0;
 }
 
+/* A failed undo adds its part after the error it follows, once
+ * (containerd's rollback said it first, or said the error twice). */
+static void test_error_append_and_prefix(void **state)
+{
+	struct kc_error *err = NULL;
+	kc_error_set(&err, KC_EXIT_CRIU, 0, "criu dump failed");
+	kc_error_append(&err, "and resuming it failed too (%s)", "no such task");
+	kc_error_prefix(&err, "container '%s'", "c1");
+	assert_string_equal(err->msg, "container 'c1': criu dump failed; and resuming it failed too (no such task)");
+	assert_int_equal(err->exit_code, KC_EXIT_CRIU);
+	kc_error_free(err);
+	assert_int_equal(kc_error_append(NULL, "x"), -1);
+}
+
 static void test_reverse_order(void **state)
 {
 	struct kc_undo u = {0};
@@ -201,6 +215,7 @@ static void test_frees_args(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_error_append_and_prefix),
 		cmocka_unit_test_setup(test_reverse_order, setup),
 		cmocka_unit_test_setup(test_grows, setup),
 		cmocka_unit_test_setup(test_keeps_going_reports_first, setup),
