@@ -28,7 +28,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 pkgs=(cmake make gcc pkg-config libjson-c-dev libarchive-dev libzstd-dev libcurl4-openssl-dev
-      libprotobuf-c-dev libssl-dev zstd python3)
+      libprotobuf-c-dev protobuf-c-compiler libssl-dev zstd python3)
 if [ "$TESTS" = 1 ]; then
 	# containerd + runc + iptables: the containerd tests start a private containerd;
 	# busybox-static is the rootfs of their test image; util-linux for setpriv
