@@ -10,6 +10,7 @@
 
 #include "archive_internal.h"
 #include "kc/archive.h"
+#include "kc/threads.h"
 #include "kc/util.h"
 
 int kc_archive_parse_compression(const char *spec, int *level, struct kc_error **err)
@@ -98,12 +99,7 @@ int kc_archive_online_cpus(void)
 
 int kc_ar_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
 {
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	int r = pthread_create(t, NULL, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return r;
+	return kc_thread_start(t, fn, arg);
 }
 
 static void *pool_main(void *arg)

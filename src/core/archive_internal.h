@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "kc/error.h"
+#include "kc/sha256.h"
 
 /*
  * Member checksums are SHA-256 tree hashes over 1 MiB leaves (the scheme
@@ -32,35 +33,6 @@
  */
 #define KC_ARCHIVE_JOB_CAP (KC_ARCHIVE_LEAF + ((size_t)64 << 10))
 #define KC_ZSTD_HINT_MAGIC 0x184D2A5BU
-
-struct kc_sha256 {
-	uint32_t h[8];
-	uint64_t len;
-	uint8_t buf[64];
-	size_t n;
-};
-
-void kc_sha256_init(struct kc_sha256 *c);
-void kc_sha256_update(struct kc_sha256 *c, const void *p, size_t n);
-void kc_sha256_final(struct kc_sha256 *c, uint8_t out[32]);
-void kc_sha256(const void *p, size_t n, uint8_t out[32]);
-/* Test hooks: whether SHA-NI is in use, and a switch to the portable code. */
-bool kc_sha256_accelerated(void);
-void kc_sha256_force_portable(bool on);
-
-struct kc_treehash {
-	uint8_t d[64][32];
-	uint8_t level[64];
-	unsigned n;
-	uint64_t leaves;
-};
-
-void kc_treehash_init(struct kc_treehash *t);
-void kc_treehash_add(struct kc_treehash *t, const uint8_t leaf[32]);
-/* Root as 64 lowercase hex digits. */
-void kc_treehash_final(struct kc_treehash *t, char hex[65]);
-
-void kc_hex(const uint8_t *d, size_t n, char *out);
 
 /*
  * Member paths are relative, canonical ("a/b", never "./a", "a//b", "a/",

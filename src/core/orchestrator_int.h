@@ -15,17 +15,7 @@ int kc_rollback(struct kc_undo *u, struct kc_error **err);
 void kc_fill_host_info(struct kc_manifest *m, const struct kc_backends *b);
 int kc_prepare_images_dir(const char *dir, struct kc_error **err);
 
-/* Keeps the first of several workers' failures (an errno). */
-static inline void kc_fail_once(atomic_int *failed, int e)
-{
-	int zero = 0;
-	atomic_compare_exchange_strong(failed, &zero, e);
-}
-
-/* Runs fn(arg) in that many threads, at most one per work item and at
- * least one (signals blocked in them), and waits for all; fn takes its
- * work from arg until there is none. */
-void kc_run_pool(unsigned threads, size_t items, void *(*fn)(void *), void *arg);
+#include "kc/threads.h"
 
 /* Writes the regions into the (stopped) restored processes with that many
  * threads (bulk_fill.c); *bytes written.  The bulk files that m lists as

@@ -66,25 +66,3 @@ int kc_parallel(const struct kc_backends *b, const pid_t *pids, size_t n, kc_pid
 	return rc;
 }
 
-void kc_run_pool(unsigned threads, size_t items, void *(*fn)(void *), void *arg)
-{
-	if (threads > items) /* more would find nothing to do */
-		threads = (unsigned)items;
-	if (threads < 1)
-		threads = 1;
-	pthread_t *tids = kc_xcalloc(threads, sizeof(*tids));
-	unsigned started = 0;
-	/* signals stay with the main thread, which decides about rollback */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	for (; started < threads; started++)
-		if (pthread_create(&tids[started], NULL, fn, arg) != 0)
-			break;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (!started) /* no thread to be had: the work still gets done */
-		fn(arg);
-	for (unsigned t = 0; t < started; t++)
-		pthread_join(tids[t], NULL);
-	free(tids);
-}

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "kc/error.h"
-#include "kc/util.h"
+#include "kc/alloc.h"
 
 /* fmt is the caller's literal, checked where kc_error_set is called */
 __attribute__((format(printf, 5, 0))) static int error_vset(struct kc_error **err, int exit_code, int cause,

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * SHA-256 (FIPS 180-4) with the x86 SHA extensions when the CPU has them,
- * and the Glacier-style tree hash built on it (see archive_internal.h).
+ * and the Glacier-style tree hash built on it (see kc/sha256.h).
  * Self-contained rather than libcrypto: the SHA-NI path runs at the same
  * speed as OpenSSL's (1.3 GB/s a core on the Xeon we target, 1.6 on
  * EPYC) and the build needs no new dependency.
@@ -14,7 +14,7 @@
 #include <immintrin.h>
 #endif
 
-#include "archive_internal.h"
+#include "kc/sha256.h"
 
 static const uint32_t K[64] = {
 	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
