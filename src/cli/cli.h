@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "kc/cuda.h"
+#include "kc/orchestrator.h"
 #include "kc/error.h"
 
 /* Commands, as bits, so one option can belong to several. */
@@ -105,6 +105,10 @@ int kc_cli_want_args(const struct kc_command *cmd, const struct kc_args *a, int 
 int kc_cli_parse_gpu_map(const char *s, struct kc_gpu_pair **pairs, size_t *n, struct kc_error **err);
 
 int kc_require_root(struct kc_error **err);
+
+struct kc_criu_opts;
+/* The CRIU options the command line gives (the plugin unless containerd). */
+void kc_cli_criu_opts(const struct kc_args *a, struct kc_criu_opts *o);
 
 int kc_cmd_dump(int argc, char **argv, struct kc_error **err);
 int kc_cmd_restore(int argc, char **argv, struct kc_error **err);

@@ -7,7 +7,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "backends.h"
+#include "kc/backends.h"
 #include "cli.h"
 #include "kc/util.h"
 

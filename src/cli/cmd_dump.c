@@ -10,10 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backends.h"
+#include "kc/backends.h"
 #include "cli.h"
 #include "kc/archive.h"
-#include "kc/containerd.h"
 #include "kc/orchestrator.h"
 #include "kc/thp.h"
 #include "kc/util.h"
@@ -138,8 +137,8 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	struct kc_report r;
 	kc_report_init(&r, "dump");
 	double t0 = kc_now();
-	struct kc_cli_backends cb;
-	if (kc_cli_open_backends(&a, &cb, true, err) < 0)
+	struct kc_backend_set cb;
+	if (kc_backends_open(&cb, true, a.libcuda, a.verbose, err) < 0)
 		return -1;
 	if (cb.b.cuda)
 		kc_report_add(&r, "gpu-init", kc_now() - t0, 0);
@@ -161,15 +160,12 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	kc_cli_criu_opts(&a, &o.criu);
 
 	if (a.containerd) {
-		struct kc_containerd_opts co = {.address = a.address, .ns = a.ns, .container_id = a.containerd,
-						.rw_layer = a.rw_layer > 0 ? KC_RW_YES : a.rw_layer < 0 ? KC_RW_NO : KC_RW_AUTO};
-		if (kc_containerd_open_dump(&co, &cb.criu, &pid, err) < 0)
-			goto out;
-		cb.containerd = true;
-		if (kc_containerd_list_pids(&cb.criu, &task_pids, &o.n_pids, err) < 0)
+		struct kc_container_opts co = {.address = a.address, .ns = a.ns, .id = a.containerd,
+					       .rw_layer = a.rw_layer};
+		if (kc_backends_use_container_dump(&cb, &co, &pid, &task_pids, &o.n_pids, err) < 0)
 			goto out;
 		o.pids = task_pids;
-		m.containerd = kc_containerd_manifest_section(&cb.criu);
+		m.containerd = kc_backends_container_section(&cb);
 	}
 	o.pid = pid;
 
@@ -216,6 +212,6 @@ out:
 	/* the log is kept where the error names it: a failure of CRIU */
 	kc_workdir_finish(&wd, a.quiet, rc != 0 && err && *err && (*err)->exit_code == KC_EXIT_CRIU ? "criu-dump.log" : NULL);
 	kc_manifest_free(&m);
-	kc_cli_close_backends(&cb);
+	kc_backends_close(&cb);
 	return rc;
 }

@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "backends.h"
+#include "kc/backends.h"
 #include "cli.h"
 #include "kc/orchestrator.h"
 #include "kc/util.h"
@@ -21,15 +21,15 @@ int kc_cmd_recover(int argc, char **argv, struct kc_error **err)
 		return kc_error_set(err, KC_EXIT_USAGE, 0, "'%s' is not a pid", a.pos[0]);
 	if (kc_require_root(err) < 0)
 		return -1;
-	struct kc_cli_backends cb;
+	struct kc_backend_set cb;
 	/* without a driver there is still a stopped tree or a TCP lock to undo */
-	if (kc_cli_open_backends(&a, &cb, true, err) < 0)
+	if (kc_backends_open(&cb, true, a.libcuda, a.verbose, err) < 0)
 		return -1;
 	_cleanup_free_ struct kc_proc_state *s = NULL;
 	size_t n;
 	int rc = kc_recover(pid, &cb.b, &s, &n, err);
 	if (rc == 0)
 		kc_cli_print_states(s, n, a.json);
-	kc_cli_close_backends(&cb);
+	kc_backends_close(&cb);
 	return rc;
 }

@@ -7,10 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backends.h"
+#include "kc/backends.h"
 #include "cli.h"
 #include "kc/archive.h"
-#include "kc/containerd.h"
 #include "kc/gpumap.h"
 #include "kc/orchestrator.h"
 #include "kc/thp.h"
@@ -87,11 +86,11 @@ static int restore_image(const struct kc_args *ap, const char *image, struct kc_
 
 	struct kc_report r;
 	kc_report_init(&r, "restore");
-	struct kc_cli_backends cb;
-	if (kc_cli_open_backends(&a, &cb, false, err) < 0)
+	struct kc_backend_set cb;
+	if (kc_backends_open(&cb, false, a.libcuda, a.verbose, err) < 0)
 		return -1;
 	/* driver start-up runs while we unpack and CRIU restores */
-	kc_cli_open_gpu_async(&a, &cb);
+	kc_backends_open_gpu_async(&cb, a.libcuda, a.verbose);
 	int rc = -1;
 	struct kc_manifest m;
 	kc_manifest_init(&m);
@@ -103,7 +102,7 @@ static int restore_image(const struct kc_args *ap, const char *image, struct kc_
 	const char *pf = getenv("KCHECKPOINT_PREFETCH");
 	struct kc_restore_opts o = {.pairs = pairs, .n_pairs = n_pairs, .pid_wait_ms = a.pid_wait_ms,
 				    .prefetch = pf && strcmp(pf, "1") == 0,
-				    .gpu_ready = kc_cli_gpu_ready, .gpu_ready_arg = &cb, .map_checked = map_checked,
+				    .gpu_ready = kc_backends_gpu_ready, .gpu_ready_arg = &cb, .map_checked = map_checked,
 				    .fill_threads = a.fill_threads > 0 ? (unsigned)a.fill_threads
 								       : (unsigned)sysconf(_SC_NPROCESSORS_ONLN)};
 	kc_cli_criu_opts(&a, &o.criu);
@@ -163,10 +162,9 @@ static int restore_image(const struct kc_args *ap, const char *image, struct kc_
 	}
 
 	if (a.containerd) {
-		struct kc_containerd_opts co = {.address = a.address, .ns = a.ns, .container_id = a.containerd};
-		if (kc_containerd_open_restore(&co, &cb.criu, err) < 0)
+		struct kc_container_opts co = {.address = a.address, .ns = a.ns, .id = a.containerd};
+		if (kc_backends_use_container_restore(&cb, &co, err) < 0)
 			goto out;
-		cb.containerd = true;
 	}
 
 	pid_t root = 0;
@@ -188,6 +186,6 @@ out:
 	/* the log is kept where the error names it: a failure of CRIU */
 	kc_workdir_finish(&wd, a.quiet, rc != 0 && err && *err && (*err)->exit_code == KC_EXIT_CRIU ? "criu-restore.log" : NULL);
 	kc_manifest_free(&m);
-	kc_cli_close_backends(&cb);
+	kc_backends_close(&cb);
 	return rc;
 }

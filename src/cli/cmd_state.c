@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "backends.h"
+#include "kc/backends.h"
 #include "cli.h"
 #include "kc/orchestrator.h"
 #include "kc/util.h"
@@ -56,8 +56,8 @@ int kc_cmd_state(int argc, char **argv, struct kc_error **err)
 		return kc_error_set(err, KC_EXIT_USAGE, 0, "'%s' is not a pid", a.pos[0]);
 	if (kc_require_root(err) < 0)
 		return -1;
-	struct kc_cli_backends cb = {0};
-	if (kc_cli_open_gpu(&a, &cb, err) < 0)
+	struct kc_backend_set cb = {0};
+	if (kc_backends_open_gpu(&cb, a.libcuda, a.verbose, err) < 0)
 		return -1;
 	cb.b.criu = NULL;
 	_cleanup_free_ struct kc_proc_state *s = NULL;
@@ -65,6 +65,6 @@ int kc_cmd_state(int argc, char **argv, struct kc_error **err)
 	int rc = kc_tree_state(pid, &cb.b, &s, &n, err);
 	if (rc == 0)
 		kc_cli_print_states(s, n, a.json);
-	kc_cli_close_backends(&cb);
+	kc_backends_close(&cb);
 	return rc;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "kc/backends.h"
 #include "kc/report.h"
 #include "kc/util.h"
 
@@ -314,4 +315,19 @@ int kc_require_root(struct kc_error **err)
 	if (geteuid() != 0)
 		return kc_error_set(err, KC_EXIT_PERM, EPERM, "must run as root (CRIU and the CUDA checkpoint API need it)");
 	return 0;
+}
+
+void kc_cli_criu_opts(const struct kc_args *a, struct kc_criu_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->criu_path = a->criu;
+	o->tcp_established = a->tcp_established;
+	o->tcp_close = a->tcp_close;
+	o->shell_job = a->shell_job;
+	o->link_remap = !a->containerd; /* containerd's CRIU has its own settings */
+	o->extra = a->n_criu_opts ? a->criu_opts : NULL;
+	/* containerd runs its own CRIU, which loads no plugin of ours */
+	o->libdir = a->containerd ? NULL : kc_backends_plugin_dir();
+	o->file_locks = a->file_locks;
+	o->verbose = a->verbose;
 }

@@ -4,10 +4,10 @@
 
 Every #include "..." of a source or header is mapped to the layer that
 implements the header; a file may include only its own layer and those
-below it.  The CLI's remaining includes of backend headers are listed in
-KNOWN below (work left for issue 13: opening backends and `check`'s probes
-belong in core): the test fails on any new arrow, and on an entry of KNOWN
-that is gone, so the list only shrinks.
+below it, and the CLI includes no backend header (it reaches backends
+through core: src/core/backends.c opens them).  KNOWN lists arrows still to
+remove: the test fails on any new arrow, and on an entry of KNOWN that is
+gone, so the list only shrinks.
 """
 import re
 import sys
@@ -19,14 +19,14 @@ HEADERS = {
     "base": ["alloc", "error", "util", "signals", "proctree", "sha256", "threads", "version"],
     "backend": ["criu", "cuda", "nvml", "containerd", "grpc", "gpu_device", "dlib", "containerd_int", "criu_pb",
                 "cuda_abi"],
-    "core": ["archive", "manifest", "orchestrator", "report", "thp", "undo", "gpumap", "prefetch",
+    "core": ["archive", "manifest", "orchestrator", "report", "thp", "undo", "gpumap", "prefetch", "backends",
              "orchestrator_int", "archive_internal", "gpu_stage"],
-    "cli": ["cli", "backends", "workdir"],
+    "cli": ["cli", "workdir"],
 }
-KNOWN = {
-    ("src/cli/cli.h", "cuda"), ("src/cli/cmd_dump.c", "containerd"), ("src/cli/cmd_restore.c", "containerd"),
-    ("src/cli/backends.c", "containerd"),
-}
+# (file, header) arrows still to remove; empty now.  Not caught here: the
+# CLI still calls backend functions declared in headers that core's own
+# public headers include (`check`'s probes in cmd_check.c).
+KNOWN = set()
 
 
 def layer_of_header(name):
