@@ -51,6 +51,10 @@ int kc_backends_use_container_restore(struct kc_backend_set *s, const struct kc_
 				      struct kc_error **err);
 void *kc_backends_container_section(struct kc_backend_set *s);
 
+/* The CRIU binary runs (its version answers): checked before an archive
+ * is unpacked.  "CRIU: cannot run ..." otherwise. */
+int kc_backends_criu_runs(struct kc_backend_set *s, const struct kc_criu_opts *o, struct kc_error **err);
+
 /* kcheckpoint's CRIU plugin dir (criu --libdir), NULL if there is none. */
 const char *kc_backends_plugin_dir(void);
 

@@ -110,13 +110,8 @@ static int restore_image(const struct kc_args *ap, const char *image, struct kc_
 	if (a.thp && kc_thp_set(a.thp, thp_old, sizeof(thp_old), err) < 0)
 		goto out;
 	/* a CRIU that is not there is found before gigabytes are unpacked */
-	if (!a.containerd) {
-		_cleanup_free_ char *ver = NULL;
-		if (cb.criu.ops->version(cb.criu.h, &o.criu, &ver, err) < 0) {
-			kc_error_prefix(err, "CRIU");
-			goto out;
-		}
-	}
+	if (!a.containerd && kc_backends_criu_runs(&cb, &o.criu, err) < 0)
+		goto out;
 	if (S_ISREG(st.st_mode)) {
 		/* a missing link remap is known from the manifest alone: refuse
 		 * before gigabytes are unpacked */

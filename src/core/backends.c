@@ -122,3 +122,11 @@ const char *kc_backends_plugin_dir(void)
 {
 	return kc_criu_plugin_dir();
 }
+
+int kc_backends_criu_runs(struct kc_backend_set *s, const struct kc_criu_opts *o, struct kc_error **err)
+{
+	_cleanup_free_ char *ver = NULL;
+	if (s->criu.ops->version(s->criu.h, o, &ver, err) < 0)
+		return kc_error_prefix(err, "CRIU");
+	return 0;
+}
