@@ -64,12 +64,25 @@ struct kc_option {
 	const char *help;
 };
 
+/* What a command takes after its options (checked before it runs). */
+enum kc_cmd_args {
+	KC_ARGS_NONE,
+	KC_ARGS_PID,	      /* one pid, parsed into kc_args.pid */
+	KC_ARGS_PID_OR_CTR,   /* a pid, or nothing with --containerd */
+	KC_ARGS_IMAGE,	      /* one archive or images dir */
+};
+
+struct kc_args;
+/* A command: its name, arguments and privileges are checked by main from
+ * this table (git's way), so run starts with what it was given. */
 struct kc_command {
 	const char *name;
 	unsigned bit;
 	const char *args;
 	const char *summary;
-	int (*run)(int argc, char **argv, struct kc_error **err);
+	enum kc_cmd_args takes;
+	bool root;
+	int (*run)(const struct kc_args *a, struct kc_error **err);
 };
 
 extern const struct kc_option kc_options[];
@@ -91,7 +104,13 @@ struct kc_args {
 	unsigned lock_timeout_ms, pid_wait_ms;
 	char **pos; /* positional arguments */
 	int n_pos;
+	pid_t pid; /* KC_ARGS_PID, KC_ARGS_PID_OR_CTR */
 };
+
+/* Options, arguments and privileges of cmd as its table entry says; *done
+ * after --help.  Only main calls it. */
+int kc_cli_prepare(const struct kc_command *cmd, int argc, char **argv, struct kc_args *a, bool *done,
+		   struct kc_error **err);
 
 /* getopt_long over the options of cmd; --help prints and sets *done. */
 int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_args *a, bool *done,
@@ -110,12 +129,12 @@ struct kc_criu_opts;
 /* The CRIU options the command line gives (the plugin unless containerd). */
 void kc_cli_criu_opts(const struct kc_args *a, struct kc_criu_opts *o);
 
-int kc_cmd_dump(int argc, char **argv, struct kc_error **err);
-int kc_cmd_restore(int argc, char **argv, struct kc_error **err);
-int kc_cmd_state(int argc, char **argv, struct kc_error **err);
-int kc_cmd_recover(int argc, char **argv, struct kc_error **err);
-int kc_cmd_check(int argc, char **argv, struct kc_error **err);
-int kc_cmd_inspect(int argc, char **argv, struct kc_error **err);
+int kc_cmd_dump(const struct kc_args *a, struct kc_error **err);
+int kc_cmd_restore(const struct kc_args *a, struct kc_error **err);
+int kc_cmd_state(const struct kc_args *a, struct kc_error **err);
+int kc_cmd_recover(const struct kc_args *a, struct kc_error **err);
+int kc_cmd_check(const struct kc_args *a, struct kc_error **err);
+int kc_cmd_inspect(const struct kc_args *a, struct kc_error **err);
 
 struct kc_proc_state;
 /* The per-process table of `state` and `recover`. */

@@ -33,15 +33,9 @@ static void item(void *arg, const char *status, const char *name, const char *de
 	}
 }
 
-int kc_cmd_check(int argc, char **argv, struct kc_error **err)
+int kc_cmd_check(const struct kc_args *ap, struct kc_error **err)
 {
-	const struct kc_command *cmd = kc_cli_find("check");
-	struct kc_args a;
-	bool done;
-	if (kc_cli_parse(cmd, argc, argv, &a, &done, err) < 0 || done)
-		return done ? 0 : -1;
-	if (kc_cli_want_args(cmd, &a, 0, err) < 0)
-		return -1;
+	const struct kc_args a = *ap;
 	struct checks c = {.json = a.json, .items = a.json ? json_object_new_array() : NULL};
 	struct kc_check_opts co = {.criu = a.criu, .libcuda = a.libcuda, .images_dir = a.images_dir};
 	kc_check_run(&co, item, &c);

@@ -106,18 +106,10 @@ static void *dump_json(const struct kc_report *r, const struct kc_manifest *m, c
 	return o;
 }
 
-int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
+int kc_cmd_dump(const struct kc_args *ap, struct kc_error **err)
 {
-	const struct kc_command *cmd = kc_cli_find("dump");
-	struct kc_args a;
-	bool done;
-	if (kc_cli_parse(cmd, argc, argv, &a, &done, err) < 0 || done)
-		return done ? 0 : -1;
-	if (kc_cli_want_args(cmd, &a, a.containerd ? 0 : 1, err) < 0)
-		return -1;
-	pid_t pid = 0;
-	if (!a.containerd && (pid = kc_parse_pid(a.pos[0])) < 0)
-		return kc_error_set(err, KC_EXIT_USAGE, 0, "'%s' is not a pid", a.pos[0]);
+	const struct kc_args a = *ap;
+	pid_t pid = a.containerd ? 0 : a.pid;
 	if (a.images_dir && (a.output || a.compress || a.work_dir || a.keep_images))
 		return kc_error_set(err, KC_EXIT_USAGE, 0,
 				    "'--images-dir' writes a plain images dir: it does not go with '--output', "
@@ -130,8 +122,6 @@ int kc_cmd_dump(int argc, char **argv, struct kc_error **err)
 	int level;
 	if (a.compress && kc_archive_parse_compression(a.compress, &level, err) < 0)
 		return kc_error_prefix(err, "option '--compress'");
-	if (kc_require_root(err) < 0)
-		return -1;
 
 	/* the total counts driver start-up too: the command's wall time */
 	struct kc_report r;

@@ -79,15 +79,9 @@ static void print_human(const struct kc_manifest *m, const char *image, uint64_t
 	}
 }
 
-int kc_cmd_inspect(int argc, char **argv, struct kc_error **err)
+int kc_cmd_inspect(const struct kc_args *ap, struct kc_error **err)
 {
-	const struct kc_command *cmd = kc_cli_find("inspect");
-	struct kc_args a;
-	bool done;
-	if (kc_cli_parse(cmd, argc, argv, &a, &done, err) < 0 || done)
-		return done ? 0 : -1;
-	if (kc_cli_want_args(cmd, &a, 1, err) < 0)
-		return -1;
+	const struct kc_args a = *ap;
 	const char *image = a.pos[0];
 	struct stat st;
 	if (stat(image, &st) < 0)

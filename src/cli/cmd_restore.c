@@ -24,15 +24,9 @@ static uint64_t unpacked_so_far(void *arg)
 static int restore_image(const struct kc_args *ap, const char *image, struct kc_gpu_pair *pairs, size_t n_pairs,
 			 bool map_checked, struct kc_error **err);
 
-int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
+int kc_cmd_restore(const struct kc_args *ap, struct kc_error **err)
 {
-	const struct kc_command *cmd = kc_cli_find("restore");
-	struct kc_args a;
-	bool done;
-	if (kc_cli_parse(cmd, argc, argv, &a, &done, err) < 0 || done)
-		return done ? 0 : -1;
-	if (kc_cli_want_args(cmd, &a, 1, err) < 0)
-		return -1;
+	const struct kc_args a = *ap;
 	const char *image = a.pos[0];
 	_cleanup_free_ struct kc_gpu_pair *pairs = NULL;
 	size_t n_pairs = 0;
@@ -58,7 +52,7 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 	if (!strcmp(image, "-")) {
 		if (isatty(STDIN_FILENO))
 			return kc_error_set(err, KC_EXIT_USAGE, 0, "'restore -' reads an archive from stdin, not a terminal");
-		if (kc_require_root(err) < 0 || kc_workdir_create(&spool, a.work_dir, false, a.quiet, err) < 0)
+		if (kc_workdir_create(&spool, a.work_dir, false, a.quiet, err) < 0)
 			return -1;
 		spooled = kc_xasprintf("%s/stdin.tar", spool.path);
 		if (kc_copy_from_fd(STDIN_FILENO, spooled, err) < 0) {
@@ -75,14 +69,12 @@ int kc_cmd_restore(int argc, char **argv, struct kc_error **err)
 static int restore_image(const struct kc_args *ap, const char *image, struct kc_gpu_pair *pairs, size_t n_pairs,
 			 bool map_checked, struct kc_error **err)
 {
-	struct kc_args a = *ap;
+	const struct kc_args a = *ap;
 	struct stat st;
 	if (stat(image, &st) < 0)
 		return kc_error_errno(err, KC_EXIT_NOENT, errno, "cannot open image '%s'", image);
 	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
 		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is neither an archive nor an images dir", image);
-	if (kc_require_root(err) < 0)
-		return -1;
 
 	struct kc_report r;
 	kc_report_init(&r, "restore");

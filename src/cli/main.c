@@ -137,7 +137,12 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	kc_progress_mode = isatty(STDERR_FILENO) ? KC_PROGRESS_TTY : KC_PROGRESS_NONE;
 	_cleanup_error_ struct kc_error *err = NULL;
-	if (cmd->run(argc - 1, argv + 1, &err) < 0) {
+	struct kc_args a;
+	bool done = false;
+	int r = kc_cli_prepare(cmd, argc - 1, argv + 1, &a, &done, &err);
+	if (r == 0 && !done)
+		r = cmd->run(&a, &err);
+	if (r < 0) {
 		int code = err ? err->exit_code : KC_EXIT_FAILURE;
 		/* a script that asked for --json gets the failure as JSON too */
 		if (wants_json(argc, argv) && !json_printed) {

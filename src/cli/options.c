@@ -72,12 +72,18 @@ const struct kc_option kc_options[] = {
 const size_t kc_n_options = KC_ARRAY_SIZE(kc_options);
 
 const struct kc_command kc_commands[] = {
-	{"dump", CMD_DUMP, "<pid>", "checkpoint a process tree (GPU, then CRIU) into an archive or dir", kc_cmd_dump},
-	{"restore", CMD_RESTORE, "<image>", "restore from an archive or images dir (CRIU, then GPU)", kc_cmd_restore},
-	{"state", CMD_STATE, "<pid>", "show the CUDA state of each process of the tree", kc_cmd_state},
-	{"recover", CMD_RECOVER, "<pid>", "bring LOCKED or CHECKPOINTED processes back to RUNNING", kc_cmd_recover},
-	{"check", CMD_CHECK, "", "preflight: root, CRIU, driver, GPUs, huge pages, free space", kc_cmd_check},
-	{"inspect", CMD_INSPECT, "<image>", "show what an archive or images dir holds", kc_cmd_inspect},
+	{"dump", CMD_DUMP, "<pid>", "checkpoint a process tree (GPU, then CRIU) into an archive or dir",
+	 KC_ARGS_PID_OR_CTR, true, kc_cmd_dump},
+	{"restore", CMD_RESTORE, "<image>", "restore from an archive or images dir (CRIU, then GPU)", KC_ARGS_IMAGE,
+	 true, kc_cmd_restore},
+	{"state", CMD_STATE, "<pid>", "show the CUDA state of each process of the tree", KC_ARGS_PID, true,
+	 kc_cmd_state},
+	{"recover", CMD_RECOVER, "<pid>", "bring LOCKED or CHECKPOINTED processes back to RUNNING", KC_ARGS_PID, true,
+	 kc_cmd_recover},
+	{"check", CMD_CHECK, "", "preflight: root, CRIU, driver, GPUs, huge pages, free space", KC_ARGS_NONE, false,
+	 kc_cmd_check},
+	{"inspect", CMD_INSPECT, "<image>", "show what an archive or images dir holds", KC_ARGS_IMAGE, false,
+	 kc_cmd_inspect},
 };
 const size_t kc_n_commands = KC_ARRAY_SIZE(kc_commands);
 
@@ -271,6 +277,22 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 	a->pos = argv + optind;
 	a->n_pos = argc - optind;
 	kc_progress_quiet = a->quiet;
+	return 0;
+}
+
+int kc_cli_prepare(const struct kc_command *cmd, int argc, char **argv, struct kc_args *a, bool *done,
+		   struct kc_error **err)
+{
+	if (kc_cli_parse(cmd, argc, argv, a, done, err) < 0 || *done)
+		return *done ? 0 : -1;
+	int n = cmd->takes == KC_ARGS_NONE || (cmd->takes == KC_ARGS_PID_OR_CTR && a->containerd) ? 0 : 1;
+	if (kc_cli_want_args(cmd, a, n, err) < 0)
+		return -1;
+	if (n && (cmd->takes == KC_ARGS_PID || cmd->takes == KC_ARGS_PID_OR_CTR) &&
+	    (a->pid = kc_parse_pid(a->pos[0])) < 0)
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "'%s' is not a pid", a->pos[0]);
+	if (cmd->root)
+		return kc_require_root(err);
 	return 0;
 }
 
