@@ -16,6 +16,13 @@ _kcheckpoint() {
 	elif [ "$prev" = "=" ] && [ "$COMP_CWORD" -ge 2 ]; then
 		prev=${COMP_WORDS[COMP_CWORD-2]}
 	fi
+	# and at ':' (zstd:3): the option is the word before the value
+	local k=$COMP_CWORD
+	while [ "$k" -ge 2 ] && { [ "${COMP_WORDS[k-1]}" = ":" ] || [ "${COMP_WORDS[k]}" = ":" ]; }; do
+		k=$((k - 2))
+		[ "${COMP_WORDS[k]}" = "=" ] && k=$((k - 1))
+		prev=${COMP_WORDS[k-1]}
+	done
 	COMPREPLY=()
 	if [ "$COMP_CWORD" -eq 1 ]; then
 		COMPREPLY=($(compgen -W "$(kcheckpoint __complete 2>/dev/null)" -- "$cur"))
@@ -35,7 +42,17 @@ _kcheckpoint() {
 			file) _kcheckpoint_files -f; return ;;
 			dir) _kcheckpoint_files -d; return ;;
 			arg) return ;;
-			*) COMPREPLY=($(compgen -W "${kinds[$i]}" -- "$cur")); return ;;
+			*)
+				# values hold ':' (zstd:3), a word break of bash's: match
+				# the whole value, hand back only what follows the last ':'
+				local line=${COMP_LINE:0:COMP_POINT} val
+				val=${line##*[[:space:]=]}
+				COMPREPLY=($(compgen -W "${kinds[$i]}" -- "$val"))
+				if [[ $val == *:* ]]; then
+					COMPREPLY=("${COMPREPLY[@]#"${val%:*}:"}")
+				fi
+				return
+				;;
 			esac
 		fi
 	done

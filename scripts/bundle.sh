@@ -58,7 +58,7 @@ cat >"$DEST/kcheckpoint.env" <<'ENV'
 # bundle's kcheckpoint and CRIU first and enables completion (bash, zsh).
 KCHECKPOINT_BUNDLE=
 if [ -n "${BASH_VERSION:-}" ]; then
-	KCHECKPOINT_BUNDLE=$(cd "$(dirname "${BASH_SOURCE}")" && pwd)
+	KCHECKPOINT_BUNDLE=$(dirname -- "$(readlink -f -- "${BASH_SOURCE}")")
 elif [ -n "${ZSH_VERSION:-}" ]; then
 	eval 'KCHECKPOINT_BUNDLE=${${(%):-%x}:A:h}'
 else

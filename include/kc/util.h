@@ -69,6 +69,9 @@ void kc_pid_each_fd(pid_t pid, void (*fn)(int fd, const char *link, const char *
 /* State letter and parent from /proc/<pid>/stat (either may be NULL);
  * -1 if the process is gone. */
 int kc_pid_stat(pid_t pid, char *state, pid_t *ppid);
+/* Start time of pid (clock ticks after boot, /proc/<pid>/stat field 22),
+ * 0 if gone: with the pid, it names one process, not a reused number. */
+uint64_t kc_pid_starttime(pid_t pid);
 /* Single state letter from /proc/<pid>/stat, 0 if gone. */
 char kc_pid_state(pid_t pid);
 

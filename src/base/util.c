@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kc/signals.h"
 #include "kc/util.h"
 
 
@@ -148,7 +149,13 @@ int kc_rm_rf(const char *path, struct kc_error **err)
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot remove '%s'", path);
+	struct stat top;
+	if (fstat(fd, &top) < 0) {
+		close(fd);
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot remove '%s'", path);
+	}
 	char **names = NULL;
+	struct stat *dirs = NULL; /* each level's own (dev, ino), to check ".." against */
 	size_t depth = 0, cap = 0;
 	int e = 0;
 	for (;;) {
@@ -176,8 +183,25 @@ int kc_rm_rf(const char *path, struct kc_error **err)
 				e = errno;
 				continue;
 			}
-			if (depth == cap)
-				names = kc_xrealloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*names));
+			/* never into another filesystem or mount (a bind mount in a
+			 * work dir has the same st_dev: the mount-root bit tells) */
+			struct stat cs;
+			struct statx sx;
+			bool mount_root = statx(child, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &sx) == 0 &&
+					  (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+					  (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+			if (fstat(child, &cs) < 0 || cs.st_dev != top.st_dev || mount_root) {
+				close(child);
+				child = -1;
+				e = EXDEV;
+				continue;
+			}
+			if (depth == cap) {
+				cap = cap ? cap * 2 : 16;
+				names = kc_xrealloc(names, cap * sizeof(*names));
+				dirs = kc_xrealloc(dirs, cap * sizeof(*dirs));
+			}
+			fstat(fd, &dirs[depth]);
 			names[depth++] = kc_xstrdup(de->d_name);
 			break;
 		}
@@ -193,6 +217,14 @@ int kc_rm_rf(const char *path, struct kc_error **err)
 		close(fd);
 		fd = parent;
 		char *name = names[--depth];
+		/* ".." must be where we came down from: a dir moved meanwhile
+		 * must not lead the removal elsewhere */
+		struct stat ps;
+		if (fd < 0 || fstat(fd, &ps) < 0 || ps.st_dev != dirs[depth].st_dev || ps.st_ino != dirs[depth].st_ino) {
+			free(name);
+			e = fd < 0 ? errno : EXDEV;
+			break;
+		}
 		int r = fd >= 0 ? unlinkat(fd, name, AT_REMOVEDIR) : -1;
 		free(name);
 		if (r < 0 && errno != ENOENT) {
@@ -205,6 +237,7 @@ int kc_rm_rf(const char *path, struct kc_error **err)
 	while (depth)
 		free(names[--depth]);
 	free(names);
+	free(dirs);
 	if (!e && rmdir(path) < 0 && errno != ENOENT)
 		e = errno;
 	if (e)
@@ -242,6 +275,26 @@ void kc_format_bytes(uint64_t bytes, char *buf, size_t len)
 		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
 	else
 		snprintf(buf, len, "%.2f %s", v, units[u]);
+}
+
+uint64_t kc_pid_starttime(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	char *rp = strrchr(buf, ')');
+	unsigned long long t = 0;
+	/* field 22 (starttime); the fields after ')' start at field 3 */
+	if (!rp || sscanf(rp + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+			  &t) != 1)
+		return 0;
+	return (uint64_t)t;
 }
 
 int kc_pid_stat(pid_t pid, char *state, pid_t *ppid)
@@ -562,14 +615,16 @@ int kc_copy_to_fd(const char *path, int out, struct kc_error **err)
 	_cleanup_close_ int in = open(path, O_RDONLY | O_CLOEXEC);
 	if (in < 0)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot open '%s'", path);
-	/* sendfile to a pipe or file; a plain copy where it cannot */
+	/* sendfile to a pipe or file; a plain copy where it cannot.  Chunks
+	 * of 16 MiB, so a signal (^C while the reader stalls) is seen soon:
+	 * until the last byte is out the dump is not done */
 	for (;;) {
-		ssize_t n = sendfile(out, in, NULL, 1 << 30);
+		if (kc_signals_pending())
+			return kc_error_set(err, KC_EXIT_INTERRUPTED, EINTR, "interrupted");
+		ssize_t n = sendfile(out, in, NULL, 16 << 20);
 		if (n == 0)
 			return 0;
-		if (n > 0)
-			continue;
-		if (errno == EINTR)
+		if (n > 0 || errno == EINTR)
 			continue;
 		if (errno != EINVAL && errno != ENOSYS)
 			return kc_error_errno(err, KC_EXIT_FAILURE, errno,
@@ -578,6 +633,8 @@ int kc_copy_to_fd(const char *path, int out, struct kc_error **err)
 	}
 	char buf[1 << 16];
 	for (;;) {
+		if (kc_signals_pending())
+			return kc_error_set(err, KC_EXIT_INTERRUPTED, EINTR, "interrupted");
 		ssize_t n = read(in, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -172,6 +173,14 @@ int kc_cmd_dump(const struct kc_args *ap, struct kc_error **err)
 			}
 			if (isatty(STDOUT_FILENO)) {
 				kc_error_set(err, KC_EXIT_USAGE, 0, "refusing to write an archive to a terminal ('-o -')");
+				goto out;
+			}
+			/* a closed stdout would be reused by the next open() */
+			struct stat so;
+			if (fstat(STDOUT_FILENO, &so) < 0 ||
+			    !(S_ISFIFO(so.st_mode) || S_ISSOCK(so.st_mode) || S_ISREG(so.st_mode))) {
+				kc_error_set(err, KC_EXIT_USAGE, 0,
+					     "'-o -' needs stdout open on a pipe, socket or file");
 				goto out;
 			}
 		} else if (check_output(output, a.quiet, err) < 0) {

@@ -74,8 +74,11 @@ static void print_human(const struct kc_manifest *m, const char *image, uint64_t
 		kc_format_bytes(total, b, sizeof(b));
 		char a[32];
 		kc_format_bytes(archive_bytes, a, sizeof(a));
-		printf("\n%zu members, %s; archive %s (%s), ratio %.2f\n", m->n_members, b, a,
-		       m->compression ? m->compression : "none", archive_bytes ? (double)total / (double)archive_bytes : 0.0);
+		if (archive_bytes)
+			printf("\n%zu members, %s; archive %s (%s), ratio %.2f\n", m->n_members, b, a,
+			       m->compression ? m->compression : "none", (double)total / (double)archive_bytes);
+		else
+			printf("\n%zu members, %s\n", m->n_members, b);
 	}
 }
 

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,17 +33,37 @@ static void sweep(const char *parent, bool quiet)
 	_cleanup_closedir_ DIR *d = opendir(parent);
 	struct dirent *de;
 	while (d && (de = readdir(d))) {
-		size_t n = strlen(de->d_name);
-		if (strncmp(de->d_name, "kcheckpoint-", 12) || n < 6 || strcmp(de->d_name + n - 5, ".lock"))
+		/* exactly what kc_workdir_create makes: kcheckpoint-XXXXXX.lock
+		 * beside a dir kcheckpoint-XXXXXX, both ours */
+		const char *nm = de->d_name;
+		if (strlen(nm) != 23 || strncmp(nm, "kcheckpoint-", 12) || strcmp(nm + 18, ".lock"))
 			continue;
-		_cleanup_free_ char *lock = kc_xasprintf("%s/%s", parent, de->d_name);
+		bool ok = true;
+		for (int i = 12; i < 18 && ok; i++)
+			ok = isalnum((unsigned char)nm[i]);
+		if (!ok)
+			continue;
+		_cleanup_free_ char *lock = kc_xasprintf("%s/%s", parent, nm);
+		_cleanup_free_ char *dir = kc_xstrdup(lock);
+		dir[strlen(dir) - 5] = '\0';
+		struct stat ls, ds;
+		if (lstat(lock, &ls) < 0 || !S_ISREG(ls.st_mode) || ls.st_uid != geteuid() || lstat(dir, &ds) < 0 ||
+		    !S_ISDIR(ds.st_mode) || ds.st_uid != geteuid())
+			continue;
+		struct statx sx; /* a mount point is nobody's leftover */
+		if (statx(AT_FDCWD, dir, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &sx) == 0 &&
+		    (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT))
+			continue;
 		_cleanup_close_ int fd = open(lock, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0)
 			continue; /* a live kcheckpoint's */
-		_cleanup_free_ char *dir = kc_xstrdup(lock);
-		dir[strlen(dir) - 5] = '\0';
 		uint64_t bytes = kc_dir_size(dir);
-		if (kc_rm_rf(dir, NULL) == 0) {
+		_cleanup_error_ struct kc_error *e = NULL;
+		if (kc_rm_rf(dir, &e) < 0) {
+			if (!quiet)
+				fprintf(stderr, "kcheckpoint: cannot remove '%s', left by a kcheckpoint that was killed: %s\n",
+					dir, e->msg);
+		} else {
 			unlink(lock);
 			if (!quiet) {
 				char b[32];

@@ -391,9 +391,12 @@ int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const stru
 		if (s == n_src) {
 			snprintf(srcs[s].file, sizeof(srcs[s].file), "%s", v[i].file);
 			_cleanup_free_ char *path = kc_xasprintf("%s/%s", images_dir, v[i].file);
-			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			/* a file of the image, not a link out of it */
+			int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 			struct stat st;
-			if (fd < 0 || fstat(fd, &st) < 0) {
+			if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+				if (fd >= 0)
+					errno = EINVAL;
 				kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot open '%s'", path);
 				if (fd >= 0)
 					close(fd);
@@ -502,6 +505,16 @@ int kc_fillmark_set(pid_t pid, struct kc_error **err)
 	return 0;
 }
 
+/* Once CRIU made the process: its start time goes into the mark, so a
+ * later process that gets the same pid is not taken for it. */
+void kc_fillmark_stamp(pid_t pid)
+{
+	_cleanup_free_ char *path = mark_path(pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "we");
+	if (f)
+		fprintf(f, "%llu\n", (unsigned long long)kc_pid_starttime(pid));
+}
+
 void kc_fillmark_clear(pid_t pid)
 {
 	_cleanup_free_ char *path = mark_path(pid);
@@ -511,10 +524,15 @@ void kc_fillmark_clear(pid_t pid)
 bool kc_fillmark_blocks(pid_t pid)
 {
 	_cleanup_free_ char *path = mark_path(pid);
-	if (access(path, F_OK) < 0)
+	_cleanup_free_ char *text = NULL;
+	if (kc_read_file(path, &text, NULL, NULL) < 0)
 		return false;
+	/* a stamp of another process with this pid: stale (empty: the
+	 * restore was killed before CRIU made it, so this one may be it) */
+	unsigned long long t;
+	bool other = sscanf(text, "%llu", &t) == 1 && t != kc_pid_starttime(pid);
 	char st = kc_pid_state(pid);
-	if (st == 'T' || st == 't')
+	if (!other && (st == 'T' || st == 't'))
 		return true;
 	unlink(path); /* stale */
 	return false;

@@ -283,6 +283,22 @@ int kc_images_verify(const char *dir, const struct kc_manifest *m, unsigned thre
 		files[n] = (struct hfile){.path = mm->path, .size = mm->size};
 		which[n++] = i;
 	}
+	/* and nothing else: a file the manifest does not list would go to
+	 * CRIU unchecked (an archive refuses such a member too) */
+	struct list l = {0};
+	if (rc == 0)
+		rc = scan(dfd, "", dir, &l, err);
+	for (size_t i = 0; rc == 0 && i < l.n; i++) {
+		bool listed = false;
+		for (size_t k = 0; k < m->n_members && !listed; k++)
+			listed = !strcmp(m->members[k].path, l.paths[i]);
+		if (!listed)
+			rc = kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s/%s' is not in the manifest", dir, l.paths[i]);
+	}
+	for (size_t i = 0; i < l.n; i++)
+		free(l.paths[i]);
+	free(l.paths);
+	free(l.sizes);
 	if (rc == 0)
 		rc = hash_files(dfd, dir, files, n, threads, roots, err);
 	if (rc == 0) {

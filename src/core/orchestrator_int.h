@@ -65,6 +65,7 @@ int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigne
  * stopped pid with a mark. */
 int kc_fillmark_set(pid_t pid, struct kc_error **err);
 void kc_fillmark_clear(pid_t pid);
+void kc_fillmark_stamp(pid_t pid);
 bool kc_fillmark_blocks(pid_t pid);
 
 /* GPU devices a process still has open or mapped (gpu_devices.c). */

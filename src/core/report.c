@@ -163,7 +163,7 @@ static void *progress_main(void *p_)
 		int sig = kc_signals_pending();
 		if (sig && !p->noticed && !kc_progress_quiet) {
 			p->noticed = true;
-			fprintf(stderr, "%skcheckpoint: %s received: finishing %s, then rolling back\n",
+			fprintf(stderr, "%skcheckpoint: %s received: rolling back as soon as %s allows\n",
 				p->mode == KC_PROGRESS_TTY ? "\r\033[K" : "", strsignal(sig), p->stage);
 			fflush(stderr);
 		}

@@ -321,6 +321,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (kc_check_interrupted(err) < 0)
 		goto rollback;
 	if (n_bulk) {
+		for (size_t i = 0; i < n_bulk; i++)
+			kc_fillmark_stamp(bulk[i].pid);
 		_cleanup_free_ pid_t *tree = NULL;
 		size_t n_tree = 0;
 		if (kc_proctree(root, &tree, &n_tree, err) < 0)

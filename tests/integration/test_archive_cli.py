@@ -2,7 +2,9 @@
 """dump -o -> restore <archive> with real CRIU; the archive's safety from the CLI."""
 import json
 import os
+import signal
 import subprocess
+import time
 
 from conftest import KC, alive, cuda_state, proc_state, run_kc, wait_gone
 
@@ -100,3 +102,27 @@ def test_archive_through_a_pipe(tmp_path, kc_env, workloads):
     dump.wait(timeout=120)
     assert dump.returncode != 0
     assert w.probe()["ok"] == "1"
+
+
+def test_archive_to_stdout_refuses_a_closed_stdout_and_hears_sigint(tmp_path, kc_env, workloads):
+    """Hostile test: with stdout closed the archive went into the next file
+    opened and the process was ended; ^C while the reader stalls was
+    ignored.  Both now keep the process running."""
+    w = workloads(mb=64, seed=3)
+    p = subprocess.run(f"exec '{KC}' dump -o - {w.pid} >&-", shell=True, env=kc_env, capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and "needs stdout open on a pipe" in p.stderr, p.stderr
+    assert w.probe()["ok"] == "1"
+    r, wfd = os.pipe()  # nobody reads: the send blocks once the pipe is full
+    dump = subprocess.Popen([str(KC), "dump", "-o", "-", str(w.pid)], env=kc_env, stdin=subprocess.DEVNULL,
+                            stdout=wfd, stderr=subprocess.PIPE, text=True)
+    os.close(wfd)
+    deadline = time.time() + 60
+    while proc_state(w.pid) not in ("T", "t") and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # into archive-send, blocked on the full pipe
+    dump.send_signal(signal.SIGINT)
+    _, err = dump.communicate(timeout=60)
+    os.close(r)
+    assert dump.returncode == 130, err
+    assert w.probe()["ok"] == "1", "rolled back: still running"

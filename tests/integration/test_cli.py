@@ -56,9 +56,16 @@ def test_man_page_documents_exit_codes():
 def bash_complete(words, cword, cwd=None):
     """COMPREPLY of the bash completion for COMP_WORDS=words, one per line."""
     arr = " ".join("'" + w.replace("'", "'\\''") + "'" for w in words)
+    # the line as bash would have it: words split at ':' and '=' come back together
+    line = ""
+    for i, w in enumerate(words):
+        glue = "" if i == 0 or w in (":", "=") or words[i - 1] in (":", "=") else " "
+        line += glue + w
+    line = line.replace("'", "'\\''")
     script = f"""source {SRC}/completions/kcheckpoint.bash
 PATH={KC.parent}:$PATH
-COMP_WORDS=({arr}); COMP_CWORD={cword}; _kcheckpoint; printf '%s\\n' "${{COMPREPLY[@]}}"
+COMP_WORDS=({arr}); COMP_CWORD={cword}; COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}
+_kcheckpoint; printf '%s\\n' "${{COMPREPLY[@]}}"
 """
     p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=cwd)
     return [l for l in p.stdout.splitlines() if l]
@@ -69,7 +76,10 @@ def test_bash_completion(tmp_path):
     assert bash_complete(["kcheckpoint", "dump", "--lock"], 2) == ["--lock-timeout"]
     assert bash_complete(["kcheckpoint", "res"], 1) == ["restore"]
     # option values, also as --opt=value (bash splits at '=')
-    assert bash_complete(["kcheckpoint", "dump", "--compress", "zstd:"], 3) == ["zstd:1", "zstd:3", "zstd:9"]
+    assert bash_complete(["kcheckpoint", "dump", "--compress", "zs"], 3) == ["zstd", "zstd:1", "zstd:3", "zstd:9"]
+    # bash splits zstd:3 at ':': the values after it, not pids
+    assert bash_complete(["kcheckpoint", "dump", "--compress", "zstd", ":", ""], 5) == ["1", "3", "9"]
+    assert bash_complete(["kcheckpoint", "dump", "--compress", "zstd", ":", "3"], 5) == ["3"]
     assert sorted(bash_complete(["kcheckpoint", "dump", "--thp", "="], 3)) == ["always", "madvise", "never"]
     assert sorted(bash_complete(["kcheckpoint", "dump", "--thp", "=", ""], 4)) == ["always", "madvise", "never"]
     # file names with spaces stay whole

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KC, alive, cuda_state, kill_pid, proc_state, run_kc, wait_gone
+from conftest import KC, alive, cuda_state, kill_pid, proc_state, run_kc, wait_gone, wait_state
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
 
@@ -123,6 +123,26 @@ def test_restore_walk(tmp_path, cuda_env, workloads, stage, sig):
         assert proc_state(w.pid) in ("T", "t")
         kill_pid(w.pid)
         assert wait_gone(w.pid)
+        # a stopped process that later gets the pid is not the one whose
+        # fill did not finish: the mark holds that one's start time
+        deadline = time.time() + 20  # until init has reaped it too
+        while os.path.exists(f"/proc/{w.pid}") and time.time() < deadline:
+            time.sleep(0.05)
+        other = None
+        for _ in range(5):
+            Path("/proc/sys/kernel/ns_last_pid").write_text(str(w.pid - 1))
+            other = subprocess.Popen(["sleep", "60"])
+            if other.pid == w.pid:
+                break
+            other.kill()
+            other.wait()
+        assert other.pid == w.pid, "could not get the pid again"
+        os.kill(other.pid, signal.SIGSTOP)
+        assert wait_state(other.pid, "T")
+        st = json.loads(run_kc(cuda_env, "state", "--json", other.pid, check=0).stdout)
+        assert st["processes"][0]["process"] == "stopped", st
+        other.kill()
+        other.wait()
     elif stage == "gpu-restore":
         # memory back, the tree runs, its GPU still checkpointed: recover
         r = recover_until_done(cuda_env, w.pid)
@@ -182,3 +202,32 @@ def test_sigkill_leftovers_are_removed_by_the_next_run(tmp_path, cuda_env, workl
     assert "removed" not in r.stderr
     assert (work / now[0]).is_dir()
     kill_pid(w.pid)
+
+
+def test_sweep_removes_only_its_own_dirs_and_stays_on_their_filesystem(tmp_path, kc_env, workloads):
+    """Hostile test: the sweep took any kcheckpoint-* with a .lock beside
+    it and followed a bind mount inside one."""
+    w = workloads(mb=8)
+    work = tmp_path / "work"
+    work.mkdir()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("x")
+    # a dead kcheckpoint's work dir with a bind mount inside
+    dead = work / "kcheckpoint-dddddd"
+    (dead / "mnt").mkdir(parents=True)
+    (work / "kcheckpoint-dddddd.lock").write_text("")
+    subprocess.run(["mount", "--bind", str(precious), str(dead / "mnt")], check=True)
+    # names that are not a work dir's
+    for name in ("kcheckpoint-foo", "kcheckpoint-ffffff"):
+        (work / f"{name}.lock").write_text("")
+    (work / "kcheckpoint-foo").mkdir()
+    (work / "kcheckpoint-ffffff").write_text("a file")
+    try:
+        p = run_kc(kc_env, "dump", "--leave-running", "--work-dir", work, "-o", tmp_path / "a.tar.zst", w.pid,
+                   check=0)
+        assert (precious / "keep.txt").read_text() == "x", "nothing across the mount"
+        assert "cannot remove" in p.stderr and "kcheckpoint-dddddd" in p.stderr, p.stderr
+        assert (work / "kcheckpoint-foo").is_dir() and (work / "kcheckpoint-ffffff").is_file()
+    finally:
+        subprocess.run(["umount", str(dead / "mnt")], check=False)

@@ -533,3 +533,16 @@ def test_leave_running_resumes_before_the_archive_is_written(tmp_path, kc_env, l
     assert wait_gone(w.pid)
     run_kc(kc_env, "restore", archive, check=0)
     assert w.sums() == before
+
+
+def test_images_dir_with_a_file_the_manifest_does_not_list_is_refused(tmp_path, kc_env, layouts):
+    """Hostile test: an unlisted file went to CRIU unchecked."""
+    w = layouts()
+    img = tmp_path / "img"
+    run_kc(kc_env, "dump", "-D", img, w.pid, check=0)
+    w.proc.wait(timeout=10)
+    (img / "cgroup.img").write_bytes(b"garbage")
+    for cmd in (["inspect", "--verify"], ["restore"]):
+        p = run_kc(kc_env, *cmd, img, check=5)
+        assert "cgroup.img' is not in the manifest" in p.stderr, p.stderr
+    assert not alive(w.pid)

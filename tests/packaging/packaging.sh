@@ -64,6 +64,12 @@ for sh in sh dash bash zsh; do
 	echo "$got" | sed -n 3p | grep -q '^kcheckpoint ' || fail "$sh: kcheckpoint does not run"
 done
 (cd / && bash -c ". $B/kcheckpoint.env && complete -p kcheckpoint") | grep -q _kcheckpoint || fail "bash: no completion"
+# through a symlink to the file, and with CDPATH set (cd would print)
+mkdir -p "$T/links" && ln -s "$B/kcheckpoint.env" "$T/links/kcheckpoint.env"
+for sh in dash bash zsh; do
+	got=$(cd "$T" && CDPATH=.:/usr $sh -c ". links/kcheckpoint.env && command -v kcheckpoint")
+	[ "$got" = "$B/bin/kcheckpoint" ] || fail "$sh, through a symlink with CDPATH: $got"
+done
 (cd / && zsh -fc "autoload -Uz compinit && compinit -u -D && . $B/kcheckpoint.env && print -r -- \${_comps[kcheckpoint]}") |
 	grep -q _kcheckpoint || fail "zsh: no completion"
 echo "packaging: all steps passed"
