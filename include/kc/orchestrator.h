@@ -49,6 +49,13 @@ struct kc_dump_opts {
 	 * into the archive, not through the images dir. */
 	const char *archive;
 	struct kc_archive_opts archive_opts;
+	/* With an archive and no images_dir: where the work dir goes (NULL:
+	 * $TMPDIR, else /var/tmp) and whether it stays; the THP mode while
+	 * the dump runs; quiet for notices. */
+	const char *work_dir;
+	bool keep_images;
+	const char *thp;
+	bool quiet;
 	/* Test seam: runs after the archive (if any) was published. */
 	int (*post_dump)(void *arg, const char *images_dir, struct kc_manifest *m,
 			 struct kc_report *r, struct kc_error **err);
@@ -64,6 +71,13 @@ struct kc_restore_opts {
 	 * members (kc_archive_extract_begin), which fill the processes
 	 * straight from it. */
 	struct kc_archive_reader *archive;
+	/* kc_restore_image: where an archive is unpacked (NULL: $TMPDIR, else
+	 * /var/tmp), whether that dir stays, the THP mode while it runs, and
+	 * quiet for its notices */
+	const char *work_dir;
+	bool keep_images;
+	const char *thp;
+	bool quiet;
 	/* images_dir is this command's own (an unpacked archive): CRIU's log
 	 * and stats may go there.  Otherwise they go to a private dir, so a
 	 * read-only images dir restores and the image is left as it was. */
@@ -98,6 +112,12 @@ int kc_restore_check_space(const struct kc_manifest *m, const char *dir, struct 
 
 int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,
 	       struct kc_report *r, pid_t *root_pid, struct kc_error **err);
+/* restore, whole: image is an archive or an images dir.  THP set and put
+ * back; CRIU, link remaps and room checked before an archive is unpacked;
+ * the archive unpacked up to its memory into a work dir, which goes at the
+ * end (CRIU's log stays when CRIU failed); then kc_restore. */
+int kc_restore_image(const struct kc_restore_opts *o, const char *image, const struct kc_backends *b,
+		     struct kc_manifest *m, struct kc_report *r, pid_t *root_pid, struct kc_error **err);
 
 struct kc_proc_state {
 	pid_t pid;

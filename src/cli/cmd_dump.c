@@ -15,9 +15,7 @@
 #include "cli.h"
 #include "kc/archive.h"
 #include "kc/orchestrator.h"
-#include "kc/thp.h"
 #include "kc/util.h"
-#include "workdir.h"
 
 /*
  * Where the filesystem has no O_TMPFILE the archive is written under
@@ -137,8 +135,6 @@ int kc_cmd_dump(const struct kc_args *ap, struct kc_error **err)
 	struct kc_manifest m;
 	kc_manifest_init(&m);
 	_cleanup_free_ char *output = NULL;
-	struct kc_workdir wd = {0};
-	char thp_old[16] = "";
 	_cleanup_free_ pid_t *task_pids = NULL;
 	/* containerd's CRIU writes its own images: they stay as they are */
 	struct kc_dump_opts o = {.lock_timeout_ms = a.lock_timeout_ms, .leave_running = a.leave_running,
@@ -147,7 +143,8 @@ int kc_cmd_dump(const struct kc_args *ap, struct kc_error **err)
 								    : (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
 				 /* by default only where there are cores to read with; an explicit
 				  * --fill-threads always reads */
-				 .read_min_threads = a.fill_threads > 0 ? 1 : 4};
+				 .read_min_threads = a.fill_threads > 0 ? 1 : 4,
+				 .work_dir = a.work_dir, .keep_images = a.keep_images, .thp = a.thp, .quiet = a.quiet};
 	kc_cli_criu_opts(&a, &o.criu);
 
 	if (a.containerd) {
@@ -186,14 +183,9 @@ int kc_cmd_dump(const struct kc_args *ap, struct kc_error **err)
 		} else if (check_output(output, a.quiet, err) < 0) {
 			goto out;
 		}
-		if (kc_workdir_create(&wd, a.work_dir, a.keep_images, a.quiet, err) < 0)
-			goto out;
-		o.images_dir = wd.path;
 		o.archive = output;
 	}
 
-	if (a.thp && kc_thp_set(a.thp, thp_old, sizeof(thp_old), err) < 0)
-		goto out;
 	if (kc_dump(&o, &cb.b, &m, &r, err) < 0)
 		goto out;
 	kc_report_finish(&r);
@@ -207,9 +199,6 @@ int kc_cmd_dump(const struct kc_args *ap, struct kc_error **err)
 		kc_cli_print_json(dump_json(&r, &m, o.images_dir, output));
 	rc = 0;
 out:
-	kc_thp_put_back(thp_old);
-	/* the log is kept where the error names it: a failure of CRIU */
-	kc_workdir_finish(&wd, a.quiet, rc != 0 && err && *err && (*err)->exit_code == KC_EXIT_CRIU ? "criu-dump.log" : NULL);
 	kc_manifest_free(&m);
 	kc_backends_close(&cb);
 	return rc;

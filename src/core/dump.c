@@ -16,6 +16,8 @@
 #include "kc/proctree.h"
 #include "kc/signals.h"
 #include "kc/undo.h"
+#include "kc/workdir.h"
+#include "kc/thp.h"
 #include "kc/util.h"
 #include "kc/version.h"
 #include "orchestrator_int.h"
@@ -354,8 +356,32 @@ static int write_archive(const struct kc_dump_opts *o, struct kc_manifest *m, st
 	return 0;
 }
 
-int kc_dump(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc_manifest *m,
+static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc_manifest *m,
+		      struct kc_report *r, struct kc_error **err);
+
+/* dump, whole: the work dir of an archive and the THP mode around the
+ * steps below; CRIU's log stays in the work dir when CRIU failed. */
+int kc_dump(const struct kc_dump_opts *opts, const struct kc_backends *b, struct kc_manifest *m,
 	    struct kc_report *r, struct kc_error **err)
+{
+	struct kc_dump_opts o = *opts;
+	struct kc_workdir wd = {0};
+	char thp_old[16] = "";
+	int rc = -1;
+	if (o.archive && !o.images_dir) {
+		if (kc_workdir_create(&wd, o.work_dir, o.keep_images, o.quiet, err) < 0)
+			return -1;
+		o.images_dir = wd.path;
+	}
+	if (!o.thp || kc_thp_set(o.thp, thp_old, sizeof(thp_old), err) == 0)
+		rc = dump_steps(&o, b, m, r, err);
+	kc_thp_put_back(thp_old);
+	kc_workdir_finish(&wd, o.quiet, rc != 0 && err && *err && (*err)->exit_code == KC_EXIT_CRIU ? KC_FAILED_LOG : NULL);
+	return rc;
+}
+
+static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b, struct kc_manifest *m,
+		      struct kc_report *r, struct kc_error **err)
 {
 	_cleanup_free_ pid_t *pids = NULL;
 	_cleanup_free_ double *secs = NULL;

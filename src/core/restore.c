@@ -15,6 +15,9 @@
 #include "kc/prefetch.h"
 #include "kc/proctree.h"
 #include "kc/undo.h"
+#include "kc/workdir.h"
+#include "kc/thp.h"
+#include "kc/archive.h"
 #include "kc/util.h"
 #include "orchestrator_int.h"
 
@@ -433,5 +436,87 @@ out:
 	free(to_restore);
 	free(to_unlock);
 	free(pairs);
+	return rc;
+}
+
+static uint64_t unpacked_so_far(void *arg)
+{
+	return __atomic_load_n(&((struct kc_archive_stats *)arg)->done, __ATOMIC_RELAXED);
+}
+
+int kc_restore_image(const struct kc_restore_opts *opts, const char *image, const struct kc_backends *b,
+		     struct kc_manifest *m, struct kc_report *r, pid_t *root_pid, struct kc_error **err)
+{
+	struct kc_restore_opts o = *opts;
+	struct stat st;
+	if (stat(image, &st) < 0)
+		return kc_error_errno(err, KC_EXIT_NOENT, errno, "cannot open image '%s'", image);
+	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is neither an archive nor an images dir", image);
+	if (S_ISDIR(st.st_mode) && (o.work_dir || o.keep_images))
+		return kc_error_set(err, KC_EXIT_USAGE, 0, "'--work-dir' and '--keep-images' are for archives; '%s' is a dir",
+				    image);
+	bool containerd = b->criu->ops->restored_pid != NULL;
+	int rc = -1;
+	struct kc_workdir wd = {0};
+	struct kc_archive_reader *reader = NULL;
+	struct kc_archive_stats as = {0}; /* the reader's, until it ends */
+	char thp_old[16] = "";
+
+	if (o.thp && kc_thp_set(o.thp, thp_old, sizeof(thp_old), err) < 0)
+		goto out;
+	/* a CRIU that is not there is found before gigabytes are unpacked */
+	if (!containerd) {
+		_cleanup_free_ char *ver = NULL;
+		if (b->criu->ops->version(b->criu->h, &o.criu, &ver, err) < 0) {
+			kc_error_prefix(err, "CRIU");
+			goto out;
+		}
+	}
+	if (S_ISREG(st.st_mode)) {
+		/* a missing link remap and too little room are known from the
+		 * manifest alone: refused before gigabytes are unpacked */
+		struct kc_manifest pre;
+		kc_manifest_init(&pre);
+		uint64_t unpack_total = 0;
+		int pr = kc_archive_read_manifest(image, &pre, err);
+		if (pr == 0 && !containerd)
+			pr = kc_restore_check_links(&pre, err);
+		if (pr == 0)
+			pr = kc_restore_check_space(&pre, kc_workdir_parent(o.work_dir), err);
+		bool streamed = kc_archive_bulk_last(&pre);
+		for (size_t i = 0; i < pre.n_members; i++)
+			if (!streamed || !kc_archive_is_bulk_member(pre.members[i].path))
+				unpack_total += pre.members[i].size;
+		kc_manifest_free(&pre);
+		if (pr < 0)
+			goto out;
+		if (kc_workdir_create(&wd, o.work_dir, o.keep_images, o.quiet, err) < 0)
+			goto out;
+		/* up to the memory members, which fill the processes from the
+		 * archive once CRIU restored them */
+		struct kc_progress *up = kc_progress_start("unpack", unpacked_so_far, &as);
+		kc_progress_total(up, unpack_total);
+		int ur = kc_archive_extract_begin(image, wd.path, m, &as, &reader, err);
+		kc_progress_stop(up);
+		if (ur < 0)
+			goto out;
+		kc_report_add_io(r, "unpack", as.seconds, as.bytes_in, as.bytes_out);
+		o.images_dir = wd.path;
+		o.images_private = true;
+		if (kc_archive_extract_pending(reader))
+			o.archive = reader;
+	} else {
+		if (kc_manifest_read(image, m, err) < 0)
+			goto out;
+		o.images_dir = image;
+	}
+	rc = kc_restore(&o, b, m, r, root_pid, err);
+out:
+	kc_archive_extract_end(reader);
+	kc_thp_put_back(thp_old);
+	/* the log is kept where the error names it: a failure of CRIU */
+	kc_workdir_finish(&wd, o.quiet,
+			  rc != 0 && err && *err && (*err)->exit_code == KC_EXIT_CRIU ? "criu-restore.log" : NULL);
 	return rc;
 }

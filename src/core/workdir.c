@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "kc/util.h"
-#include "workdir.h"
+#include "kc/workdir.h"
 
 const char *kc_workdir_parent(const char *given)
 {

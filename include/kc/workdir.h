@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#ifndef KC_CLI_WORKDIR_H
-#define KC_CLI_WORKDIR_H
+#ifndef KC_WORKDIR_H
+#define KC_WORKDIR_H
 
 #include <stdbool.h>
 
