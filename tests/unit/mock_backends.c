@@ -413,7 +413,7 @@ static void copy_pids(pid_t *dst, size_t *n_dst, const pid_t *src, size_t n)
 
 /* SIGKILL and reap; grandchildren reach us once their parent died
  * (the tests make themselves a child subreaper). */
-static void kill_and_reap(const pid_t *pids, size_t n)
+void kc_mock_kill_and_reap(const pid_t *pids, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		kill(pids[i], SIGKILL);
@@ -433,7 +433,7 @@ static int mock_criu_finish(void *h, const pid_t *pids, size_t n, struct kc_erro
 	if (cause)
 		return criu_error(KC_MOCK_CRIU_FINISH, cause, err);
 	if (kills)
-		kill_and_reap(pids, n);
+		kc_mock_kill_and_reap(pids, n);
 	return 0;
 }
 

@@ -120,4 +120,7 @@ void kc_mock_assert_log_at(const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 #define kc_mock_assert_no_log() kc_mock_assert_log("%s", "")
 
+/* SIGKILL the pids and reap those that are our children. */
+void kc_mock_kill_and_reap(const pid_t *pids, size_t n);
+
 #endif
