@@ -673,13 +673,13 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 	log = take_log(dir, "dump.log", "criu-dump.log");
 	if (cr < 0) {
 		criu_failure(err, e, "checkpoint", c->id, log);
-		goto rollback;
+		goto out; /* paused: the undo stack resumes it */
 	}
 	free_msg(resp);
 
 	/* the files as they are now, with the task still frozen */
 	if (c->rw_layer == KC_RW_YES && save_rw_layer(c, parent, dir, &rw, err) < 0)
-		goto rollback;
+		goto out; /* paused: the undo stack resumes it */
 
 	struct kc_ctrd_dumpinfo di = {
 		.ns = c->ns,
@@ -692,21 +692,13 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 		.rw = rw.file ? &rw : NULL,
 	};
 	if (kc_ctrd_saved_write(&di, dir, err) < 0)
-		goto rollback;
+		goto out; /* paused: the undo stack resumes it */
 	rc = 0;
 	goto out;
 
-rollback:
-	if (c->we_paused) {
-		struct kc_error *re = NULL;
-		if (task_simple(c, "Resume", &re) < 0) {
-			kc_error_append(err, "and resuming it failed too (%s)", re->msg);
-			(*err)->exit_code = KC_EXIT_ROLLBACK;
-			kc_error_free(re);
-		} else {
-			c->we_paused = false;
-		}
-	}
+	/* on failure the task stays paused: the command's undo stack resumes
+	 * it (op_resume, the "resume" entry kc_dump pushed before this call),
+	 * as it does for a tree CRIU stopped; no second rollback here */
 out:
 	kc_ctrd_rw_clear(&rw);
 	if (task)
