@@ -62,6 +62,12 @@ struct kc_option {
 	enum kc_opt_id id;
 	const char *complete; /* completion hint: "file", "dir", "pid", or a word list */
 	const char *help;
+	/* how kc_cli_parse stores it (curl's way): a flag sets a bool, a
+	 * string keeps optarg, a number is checked against 0..max and
+	 * starts at def; OPT_CUSTOM ones are handled by name */
+	enum kc_opt_type { KC_OPT_CUSTOM, KC_OPT_FLAG, KC_OPT_STR, KC_OPT_NUM } type;
+	size_t field; /* offsetof(struct kc_args, ...) */
+	long def, max;
 };
 
 /* What a command takes after its options (checked before it runs). */
@@ -101,7 +107,7 @@ struct kc_args {
 		*ns, *address, *thp;
 	long threads;
 	long fill_threads; /* -1: all online CPUs */
-	unsigned lock_timeout_ms, pid_wait_ms;
+	long lock_timeout_ms, pid_wait_ms;
 	char **pos; /* positional arguments */
 	int n_pos;
 	pid_t pid; /* KC_ARGS_PID, KC_ARGS_PID_OR_CTR */

@@ -2,11 +2,14 @@
 /*
  * The single table of commands and options.  getopt_long, --help, the
  * completion helper (`kcheckpoint __complete`) and the man page test all
- * read it, so adding an option here is the whole job (plus the man page,
- * which the test then demands).
+ * read it, and each row says where the option goes in struct kc_args, its
+ * default and its range (FLAG, STR, NUM; the few others are handled by
+ * name in kc_cli_parse), so adding an option here is the whole job (plus
+ * the man page, which the test then demands).
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,55 +22,59 @@
 
 #define D CMD_DUMP
 #define R CMD_RESTORE
+/* where each option goes in struct kc_args, and its default and range */
+#define FLAG(f) .type = KC_OPT_FLAG, .field = offsetof(struct kc_args, f)
+#define STR(f) .type = KC_OPT_STR, .field = offsetof(struct kc_args, f)
+#define NUM(f, d, m) .type = KC_OPT_NUM, .field = offsetof(struct kc_args, f), .def = (d), .max = (m)
 
 const struct kc_option kc_options[] = {
-	{"images-dir", 'D', "DIR", D, OPT_IMAGES_DIR, "dir", "write the CRIU images to DIR (kept, no archive)"},
-	{"images-dir", 'D', "DIR", CMD_CHECK, OPT_IMAGES_DIR, "dir", "where images will go: its free space is checked"},
+	{"images-dir", 'D', "DIR", D, OPT_IMAGES_DIR, "dir", "write the CRIU images to DIR (kept, no archive)", STR(images_dir)},
+	{"images-dir", 'D', "DIR", CMD_CHECK, OPT_IMAGES_DIR, "dir", "where images will go: its free space is checked", STR(images_dir)},
 	{"output", 'o', "FILE", D, OPT_OUTPUT, "file",
-	 "archive to write (default kcheckpoint-<pid>-<UTC time>.tar.zst)"},
+	 "archive to write (default kcheckpoint-<pid>-<UTC time>.tar.zst)", STR(output)},
 	{"work-dir", 0, "DIR", D | R, OPT_WORK_DIR, "dir",
-	 "private dir for the images while archiving/unpacking (default under $TMPDIR)"},
-	{"keep-images", 0, NULL, D | R, OPT_KEEP_IMAGES, NULL, "do not remove the work dir at the end"},
+	 "private dir for the images while archiving/unpacking (default under $TMPDIR)", STR(work_dir)},
+	{"keep-images", 0, NULL, D | R, OPT_KEEP_IMAGES, NULL, "do not remove the work dir at the end", FLAG(keep_images)},
 	{"compress", 0, "SPEC", D, OPT_COMPRESS, "zstd zstd:1 zstd:3 zstd:9 none",
-	 "archive compression: zstd[:LEVEL] (default) or none"},
-	{"threads", 0, "N", D, OPT_THREADS, NULL, "compression threads (default: all CPUs)"},
+	 "archive compression: zstd[:LEVEL] (default) or none", STR(compress)},
+	{"threads", 0, "N", D, OPT_THREADS, NULL, "compression threads (default: all CPUs)", NUM(threads, 0, 1024)},
 	{"fill-threads", 0, "N", D | R, OPT_FILL_THREADS, NULL,
-	 "threads that restore large memory (default: all CPUs; dump: 0 leaves it all to CRIU)"},
+	 "threads that restore large memory (default: all CPUs; dump: 0 leaves it all to CRIU)", NUM(fill_threads, -1, 1024)},
 	{"leave-running", 0, NULL, D, OPT_LEAVE_RUNNING, NULL,
-	 "let the process run on after the dump (GPU restored and unlocked)"},
+	 "let the process run on after the dump (GPU restored and unlocked)", FLAG(leave_running)},
 	{"lock-timeout", 0, "MS", D, OPT_LOCK_TIMEOUT, NULL,
-	 "wait at most MS for the GPU lock (default 10000, 0 waits forever)"},
-	{"tcp-established", 0, NULL, D, OPT_TCP_ESTABLISHED, NULL, "dump established TCP connections"},
+	 "wait at most MS for the GPU lock (default 10000, 0 waits forever)", NUM(lock_timeout_ms, 10000, 3600000)},
+	{"tcp-established", 0, NULL, D, OPT_TCP_ESTABLISHED, NULL, "dump established TCP connections", FLAG(tcp_established)},
 	{"tcp-close", 0, NULL, D, OPT_TCP_CLOSE, NULL,
-	 "restore established TCP connections closed (servers whose clients reconnect)"},
+	 "restore established TCP connections closed (servers whose clients reconnect)", FLAG(tcp_close)},
 	{"criu-opt", 0, "OPT", D | R, OPT_CRIU_OPT, NULL,
-	 "pass OPT to CRIU as it is (repeatable; dump's are kept for restore)"},
-	{"shell-job", 0, NULL, D, OPT_SHELL_JOB, NULL, "the process was started from a shell (has a tty)"},
-	{"file-locks", 0, NULL, D, OPT_FILE_LOCKS, NULL, "dump file locks"},
-	{"criu", 0, "PATH", D | R | CMD_CHECK, OPT_CRIU, "file", "criu binary (default $KCHECKPOINT_CRIU, else criu in PATH)"},
+	 "pass OPT to CRIU as it is (repeatable; dump's are kept for restore)", .type = KC_OPT_CUSTOM},
+	{"shell-job", 0, NULL, D, OPT_SHELL_JOB, NULL, "the process was started from a shell (has a tty)", FLAG(shell_job)},
+	{"file-locks", 0, NULL, D, OPT_FILE_LOCKS, NULL, "dump file locks", FLAG(file_locks)},
+	{"criu", 0, "PATH", D | R | CMD_CHECK, OPT_CRIU, "file", "criu binary (default $KCHECKPOINT_CRIU, else criu in PATH)", STR(criu)},
 	{"libcuda", 0, "PATH", D | R | CMD_STATE | CMD_RECOVER | CMD_CHECK, OPT_LIBCUDA, "file",
-	 "CUDA driver library (default $KCHECKPOINT_LIBCUDA, else libcuda.so.1)"},
-	{"gpu-map", 0, "OLD=NEW[,...]", R, OPT_GPU_MAP, NULL, "restore onto other GPUs, by UUID"},
+	 "CUDA driver library (default $KCHECKPOINT_LIBCUDA, else libcuda.so.1)", STR(libcuda)},
+	{"gpu-map", 0, "OLD=NEW[,...]", R, OPT_GPU_MAP, NULL, "restore onto other GPUs, by UUID", STR(gpu_map)},
 	{"pid-wait", 0, "MS", R, OPT_PID_WAIT, NULL,
-	 "wait at most MS for the dumped pids to be free (default 10000)"},
+	 "wait at most MS for the dumped pids to be free (default 10000)", NUM(pid_wait_ms, 10000, 3600000)},
 	{"containerd", 0, "ID", D | R, OPT_CONTAINERD, NULL,
-	 "act on containerd container ID instead of a pid (restore: the id to create)"},
-	{"namespace", 0, "NS", D | R, OPT_NAMESPACE, NULL, "containerd namespace (default k8s.io)"},
+	 "act on containerd container ID instead of a pid (restore: the id to create)", STR(containerd)},
+	{"namespace", 0, "NS", D | R, OPT_NAMESPACE, NULL, "containerd namespace (default k8s.io)", STR(ns)},
 	{"address", 0, "SOCKET", D | R, OPT_ADDRESS, "file",
-	 "containerd socket (default /run/containerd/containerd.sock)"},
+	 "containerd socket (default /run/containerd/containerd.sock)", STR(address)},
 	{"ignore-rootfs", 0, NULL, D, OPT_IGNORE_ROOTFS, NULL,
-	 "containerd: leave the container's rw layer (files it wrote) out of the image"},
+	 "containerd: leave the container's rw layer (files it wrote) out of the image", .type = KC_OPT_CUSTOM},
 	{"with-rw-layer", 0, NULL, D, OPT_RW_LAYER, NULL,
-	 "containerd: the rw layer is required (it is included by default when there is one)"},
+	 "containerd: the rw layer is required (it is included by default when there is one)", .type = KC_OPT_CUSTOM},
 	{"thp", 0, "MODE", D | R, OPT_THP, "always madvise never",
-	 "transparent huge pages mode while this runs (put back after)"},
-	{"verify", 0, NULL, CMD_INSPECT, OPT_VERIFY, NULL, "check every member's checksum"},
-	{"json", 0, NULL, CMD_ALL, OPT_JSON, NULL, "print one JSON document on stdout"},
-	{"verbose", 'v', NULL, CMD_ALL, OPT_VERBOSE, NULL, "say more (why there is no GPU stage, say)"},
+	 "transparent huge pages mode while this runs (put back after)", STR(thp)},
+	{"verify", 0, NULL, CMD_INSPECT, OPT_VERIFY, NULL, "check every member's checksum", FLAG(verify)},
+	{"json", 0, NULL, CMD_ALL, OPT_JSON, NULL, "print one JSON document on stdout", FLAG(json)},
+	{"verbose", 'v', NULL, CMD_ALL, OPT_VERBOSE, NULL, "say more (why there is no GPU stage, say)", FLAG(verbose)},
 	{"progress", 0, "WHEN", D | R, OPT_PROGRESS, "auto tty json none",
-	 "live progress on stderr: auto (on a terminal, the default), tty, json (a JSON line a second), none"},
-	{"quiet", 'q', NULL, CMD_ALL, OPT_QUIET, NULL, "nothing on stderr but errors (no report, no progress)"},
-	{"help", 'h', NULL, CMD_ALL, OPT_HELP, NULL, "show this help"},
+	 "live progress on stderr: auto (on a terminal, the default), tty, json (a JSON line a second), none", .type = KC_OPT_CUSTOM},
+	{"quiet", 'q', NULL, CMD_ALL, OPT_QUIET, NULL, "nothing on stderr but errors (no report, no progress)", FLAG(quiet)},
+	{"help", 'h', NULL, CMD_ALL, OPT_HELP, NULL, "show this help", .type = KC_OPT_CUSTOM},
 };
 const size_t kc_n_options = KC_ARRAY_SIZE(kc_options);
 
@@ -178,9 +185,9 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 	longopts[nl] = (struct option){0};
 
 	memset(a, 0, sizeof(*a));
-	a->lock_timeout_ms = 10000;
-	a->pid_wait_ms = 10000;
-	a->fill_threads = -1; /* all CPUs */
+	for (size_t i = 0; i < kc_n_options; i++)
+		if (kc_options[i].type == KC_OPT_NUM)
+			*(long *)((char *)a + kc_options[i].field) = kc_options[i].def;
 	*done = false;
 	optind = 1;
 	opterr = 0;
@@ -194,37 +201,28 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 			if (kc_options[i].short_name == c && (kc_options[i].commands & cmd->bit))
 				c = (int)kc_options[i].id;
 		unsigned long v = 0;
+		const struct kc_option *o = NULL;
+		for (size_t i = 0; i < kc_n_options && !o; i++)
+			if ((int)kc_options[i].id == c && (kc_options[i].commands & cmd->bit))
+				o = &kc_options[i];
+		if (o && o->type != KC_OPT_CUSTOM) {
+			char *at = (char *)a + o->field;
+			if (o->type == KC_OPT_FLAG) {
+				*(bool *)at = true;
+			} else if (o->type == KC_OPT_STR) {
+				*(const char **)at = optarg;
+			} else {
+				if (parse_uint(o->name, optarg, (unsigned long)o->max, &v, err) < 0)
+					return -1;
+				*(long *)at = (long)v;
+			}
+			continue;
+		}
 		switch (c) {
 		case OPT_HELP:
 			kc_cli_usage(cmd, stdout);
 			*done = true;
 			return 0;
-		case OPT_VERBOSE: a->verbose = true; break;
-		case OPT_QUIET: a->quiet = true; break;
-		case OPT_JSON: a->json = true; break;
-		case OPT_IMAGES_DIR: a->images_dir = optarg; break;
-		case OPT_OUTPUT: a->output = optarg; break;
-		case OPT_WORK_DIR: a->work_dir = optarg; break;
-		case OPT_KEEP_IMAGES: a->keep_images = true; break;
-		case OPT_COMPRESS: a->compress = optarg; break;
-		case OPT_THREADS:
-			if (parse_uint("threads", optarg, 1024, &v, err) < 0)
-				return -1;
-			a->threads = (long)v;
-			break;
-		case OPT_FILL_THREADS:
-			if (parse_uint("fill-threads", optarg, 1024, &v, err) < 0)
-				return -1;
-			a->fill_threads = (long)v;
-			break;
-		case OPT_LEAVE_RUNNING: a->leave_running = true; break;
-		case OPT_LOCK_TIMEOUT:
-			if (parse_uint("lock-timeout", optarg, 3600000, &v, err) < 0)
-				return -1;
-			a->lock_timeout_ms = (unsigned)v;
-			break;
-		case OPT_TCP_ESTABLISHED: a->tcp_established = true; break;
-		case OPT_TCP_CLOSE: a->tcp_close = true; break;
 		case OPT_CRIU_OPT:
 			if (optarg[0] != '-')
 				return kc_error_set(err, KC_EXIT_USAGE, 0,
@@ -239,23 +237,8 @@ int kc_cli_parse(const struct kc_command *cmd, int argc, char **argv, struct kc_
 						    KC_ARRAY_SIZE(a->criu_opts) - 1);
 			a->criu_opts[a->n_criu_opts++] = optarg;
 			break;
-		case OPT_SHELL_JOB: a->shell_job = true; break;
-		case OPT_FILE_LOCKS: a->file_locks = true; break;
-		case OPT_CRIU: a->criu = optarg; break;
-		case OPT_LIBCUDA: a->libcuda = optarg; break;
-		case OPT_GPU_MAP: a->gpu_map = optarg; break;
-		case OPT_PID_WAIT:
-			if (parse_uint("pid-wait", optarg, 3600000, &v, err) < 0)
-				return -1;
-			a->pid_wait_ms = (unsigned)v;
-			break;
-		case OPT_VERIFY: a->verify = true; break;
-		case OPT_CONTAINERD: a->containerd = optarg; break;
-		case OPT_NAMESPACE: a->ns = optarg; break;
-		case OPT_ADDRESS: a->address = optarg; break;
 		case OPT_RW_LAYER: a->rw_layer = 1; break;
 		case OPT_IGNORE_ROOTFS: a->rw_layer = -1; break;
-		case OPT_THP: a->thp = optarg; break;
 		case OPT_PROGRESS:
 			if (!strcmp(optarg, "tty"))
 				kc_progress_mode = KC_PROGRESS_TTY;
