@@ -206,103 +206,85 @@ static void test_dump_reads_criu_stats(void **state)
 
 /* ---- dump: rollback at every failure point ---- */
 
-static void test_rollback_lock_fails(void **state)
+/* ---- dump: rollback, one row per step that fails ---- */
+
+/*
+ * Two CUDA processes a and b, one step failing: the exit code and message,
+ * then the mock's call log (kc_mock_assert_log's format, with the pids in
+ * the order `pids` names them), and both back to RUNNING.
+ */
+static const struct rollback_case {
+	const char *name;
+	enum kc_mock_op op; /* fails once */
+	char on;	    /* for pid 'a' or 'b', 0 any */
+	int cuda_err;
+	bool post_fails;    /* the archiving step fails instead */
+	int exit_code;
+	const char *msg;
+	const char *log, *pids;
+	bool criu_dumped;   /* CRIU ran (its resume undone by criu-resume) */
+} rollback_cases[] = {
+	{"lock fails", KC_MOCK_LOCK, 'b', KC_CUDA_ERROR_UNKNOWN, false, KC_EXIT_GPU, "GPU lock",
+	 /* only the one that was locked is unlocked */
+	 "lock %d,lock %d failed|unlock %d", "aba", false},
+	{"lock busy", KC_MOCK_LOCK, 'a', KC_CUDA_ERROR_NOT_READY, false, KC_EXIT_BUSY, "CUDA_ERROR_NOT_READY",
+	 "lock %d failed,lock %d|unlock %d", "abb", false},
+	{"checkpoint fails", KC_MOCK_CHECKPOINT, 'b', KC_CUDA_ERROR_UNKNOWN, false, KC_EXIT_GPU, "GPU checkpoint",
+	 "lock %d,lock %d|checkpoint %d,checkpoint %d failed|restore %d|unlock %d,unlock %d", "ababaab", false},
+	/* a failed CRIU dump resumes the tree itself: no criu-resume of CRIU's */
+	{"criu dump fails", KC_MOCK_CRIU_DUMP, 0, 1, false, KC_EXIT_CRIU, "",
+	 "lock %d,lock %d|checkpoint %d,checkpoint %d|criu-dump failed|criu-resume|restore %d,restore %d|"
+	 "unlock %d,unlock %d",
+	 "abababab", true},
+	{"archive fails", 0, 0, 0, true, KC_EXIT_IMAGE, "cannot write archive 'x.tar'",
+	 "lock %d,lock %d|checkpoint %d,checkpoint %d|criu-dump|post-dump|criu-resume|"
+	 "restore %d,restore %d|unlock %d,unlock %d",
+	 "abababab", true},
+};
+
+static void test_rollback_table(void **state)
 {
-	struct fx *f = *state;
-	spawn(f, 1, false);
-	pid_t a = f->pids[0], b = f->pids[1];
-	all_cuda(f, KC_CUDA_RUNNING);
-	kc_mock_fail(KC_MOCK_LOCK, 1, b, KC_CUDA_ERROR_UNKNOWN);
-	struct kc_dump_opts o = dump_opts(f);
-
-	int rc = dump(f, &o);
-	expect_error(f, rc, KC_EXIT_GPU);
-	expect_msg(f, "GPU lock");
-	_cleanup_free_ char *pid_b = kc_xasprintf("pid %d", (int)b);
-	expect_msg(f, pid_b);
-	/* only the one that was locked is unlocked */
-	kc_mock_assert_log("lock %d,lock %d failed|unlock %d", a, b, a);
-	expect_state(a, KC_CUDA_RUNNING);
-	expect_state(b, KC_CUDA_RUNNING);
-	assert_int_equal(kc_mock_illegal(), 0);
-}
-
-static void test_rollback_lock_busy(void **state)
-{
-	struct fx *f = *state;
-	spawn(f, 1, false);
-	pid_t a = f->pids[0], b = f->pids[1];
-	all_cuda(f, KC_CUDA_RUNNING);
-	kc_mock_fail(KC_MOCK_LOCK, 1, a, KC_CUDA_ERROR_NOT_READY);
-	struct kc_dump_opts o = dump_opts(f);
-
-	int rc = dump(f, &o);
-	expect_error(f, rc, KC_EXIT_BUSY);
-	expect_msg(f, "CUDA_ERROR_NOT_READY");
-	kc_mock_assert_log("lock %d failed,lock %d|unlock %d", a, b, b);
-	expect_state(a, KC_CUDA_RUNNING);
-	expect_state(b, KC_CUDA_RUNNING);
-}
-
-static void test_rollback_checkpoint_fails(void **state)
-{
-	struct fx *f = *state;
-	spawn(f, 1, false);
-	pid_t a = f->pids[0], b = f->pids[1];
-	all_cuda(f, KC_CUDA_RUNNING);
-	kc_mock_fail(KC_MOCK_CHECKPOINT, 1, b, KC_CUDA_ERROR_UNKNOWN);
-	struct kc_dump_opts o = dump_opts(f);
-
-	int rc = dump(f, &o);
-	expect_error(f, rc, KC_EXIT_GPU);
-	expect_msg(f, "GPU checkpoint");
-	kc_mock_assert_log("lock %d,lock %d|checkpoint %d,checkpoint %d failed|restore %d|unlock %d,unlock %d", a, b,
-			   a, b, a, a, b);
-	expect_state(a, KC_CUDA_RUNNING);
-	expect_state(b, KC_CUDA_RUNNING);
-	assert_int_equal(kc_mock_calls(KC_MOCK_CRIU_DUMP), 0);
-}
-
-static void test_rollback_criu_dump_fails(void **state)
-{
-	struct fx *f = *state;
-	spawn(f, 1, false);
-	pid_t a = f->pids[0], b = f->pids[1];
-	all_cuda(f, KC_CUDA_RUNNING);
-	kc_mock_fail(KC_MOCK_CRIU_DUMP, 1, 0, 1);
-	struct kc_dump_opts o = dump_opts(f);
-
-	int rc = dump(f, &o);
-	expect_error(f, rc, KC_EXIT_CRIU);
-	/* a failed CRIU dump resumes the tree itself: no criu-resume */
-	kc_mock_assert_log("lock %d,lock %d|checkpoint %d,checkpoint %d|criu-dump failed|criu-resume|restore %d,restore %d|"
-			   "unlock %d,unlock %d",
-			   a, b, a, b, a, b, a, b);
-	expect_state(a, KC_CUDA_RUNNING);
-	expect_state(b, KC_CUDA_RUNNING);
-}
-
-static void test_rollback_post_dump_fails(void **state)
-{
-	struct fx *f = *state;
-	spawn(f, 1, false);
-	pid_t a = f->pids[0], b = f->pids[1];
-	all_cuda(f, KC_CUDA_RUNNING);
-	struct post p = {.fail = true};
-	struct kc_dump_opts o = dump_opts(f);
-	o.post_dump = post_dump;
-	o.post_dump_arg = &p;
-
-	int rc = dump(f, &o);
-	expect_error(f, rc, KC_EXIT_IMAGE);
-	expect_msg(f, "cannot write archive 'x.tar'");
-	kc_mock_assert_log("lock %d,lock %d|checkpoint %d,checkpoint %d|criu-dump|post-dump|criu-resume|"
-			   "restore %d,restore %d|unlock %d,unlock %d",
-			   a, b, a, b, a, b, a, b);
-	expect_state(a, KC_CUDA_RUNNING);
-	expect_state(b, KC_CUDA_RUNNING);
-	assert_int_equal(kc_mock_calls(KC_MOCK_CRIU_FINISH), 0);
-	assert_true(kc_pid_alive(a) && kc_pid_alive(b));
+	for (size_t k = 0; k < KC_ARRAY_SIZE(rollback_cases); k++) {
+		const struct rollback_case *c = &rollback_cases[k];
+		print_message("rollback: %s\n", c->name);
+		if (k) { /* a fresh fixture for every row */
+			teardown(state);
+			assert_int_equal(setup(state), 0);
+		}
+		struct fx *f = *state;
+		spawn(f, 1, false);
+		pid_t a = f->pids[0], b = f->pids[1];
+		all_cuda(f, KC_CUDA_RUNNING);
+		if (!c->post_fails)
+			kc_mock_fail(c->op, 1, c->on == 'a' ? a : c->on == 'b' ? b : 0, c->cuda_err);
+		struct post p = {.fail = c->post_fails};
+		struct kc_dump_opts o = dump_opts(f);
+		if (c->post_fails) {
+			o.post_dump = post_dump;
+			o.post_dump_arg = &p;
+		}
+		int rc = dump(f, &o);
+		expect_error(f, rc, c->exit_code);
+		expect_msg(f, c->msg);
+		if (c->on == 'b' && c->op == KC_MOCK_LOCK) {
+			_cleanup_free_ char *pid_b = kc_xasprintf("pid %d", (int)b);
+			expect_msg(f, pid_b); /* names the process it failed for */
+		}
+		pid_t v[8] = {0};
+		for (size_t i = 0; c->pids[i] && i < 8; i++)
+			v[i] = c->pids[i] == 'a' ? a : b;
+		/* the formats are the literals of the table above */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+		kc_mock_assert_log(c->log, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+#pragma GCC diagnostic pop
+		expect_state(a, KC_CUDA_RUNNING);
+		expect_state(b, KC_CUDA_RUNNING);
+		assert_int_equal(kc_mock_illegal(), 0);
+		assert_int_equal(kc_mock_calls(KC_MOCK_CRIU_DUMP) > 0, c->criu_dumped);
+		assert_int_equal(kc_mock_calls(KC_MOCK_CRIU_FINISH), 0);
+		assert_true(kc_pid_alive(a) && kc_pid_alive(b));
+	}
 }
 
 enum where { AT_GET_STATE, AT_LOCK, AT_CHECKPOINT, AT_CRIU_DUMP, AT_POST_DUMP };
@@ -760,11 +742,7 @@ int main(void)
 		T(test_dump_tree),
 		T(test_dump_gpu_usage),
 		T(test_dump_reads_criu_stats),
-		T(test_rollback_lock_fails),
-		T(test_rollback_lock_busy),
-		T(test_rollback_checkpoint_fails),
-		T(test_rollback_criu_dump_fails),
-		T(test_rollback_post_dump_fails),
+		T(test_rollback_table),
 		T(test_interrupted_before_lock),
 		T(test_interrupted_in_lock),
 		T(test_interrupted_in_checkpoint),
