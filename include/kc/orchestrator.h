@@ -112,6 +112,11 @@ int kc_restore_check_space(const struct kc_manifest *m, const char *dir, struct 
 
 int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, struct kc_manifest *m,
 	       struct kc_report *r, pid_t *root_pid, struct kc_error **err);
+/* A --gpu-map against the GPUs the kernel module lists, before the driver
+ * starts or anything is unpacked; *checked false where that cannot be
+ * told (no module list, CUDA_VISIBLE_DEVICES): kc_restore then asks the
+ * driver. */
+int kc_restore_check_gpu_map(const struct kc_gpu_pair *pairs, size_t n_pairs, bool *checked, struct kc_error **err);
 /* restore, whole: image is an archive or an images dir.  THP set and put
  * back; CRIU, link remaps and room checked before an archive is unpacked;
  * the archive unpacked up to its memory into a work dir, which goes at the

@@ -9,7 +9,6 @@
 
 #include "kc/backends.h"
 #include "cli.h"
-#include "kc/gpumap.h"
 #include "kc/orchestrator.h"
 #include "kc/util.h"
 #include "kc/workdir.h"
@@ -26,18 +25,10 @@ int kc_cmd_restore(const struct kc_args *ap, struct kc_error **err)
 	size_t n_pairs = 0;
 	if (a.gpu_map && kc_cli_parse_gpu_map(a.gpu_map, &pairs, &n_pairs, err) < 0)
 		return -1;
-	/* Checked now, before anything is unpacked, where the kernel module
-	 * lists its GPUs; else kc_restore waits for the driver to check it.
-	 * CUDA_VISIBLE_DEVICES hides GPUs from the driver, not from the
-	 * module: then only the driver's view counts. */
+	/* a wrong map costs nothing: before the driver starts */
 	bool map_checked = false;
-	_cleanup_free_ struct kc_uuid *node = NULL;
-	size_t n_node = 0;
-	if (n_pairs && !getenv("CUDA_VISIBLE_DEVICES") && kc_procfs_gpus(&node, &n_node) == 0) {
-		if (kc_gpu_map_check(pairs, n_pairs, node, n_node, err) < 0)
-			return -1;
-		map_checked = true;
-	}
+	if (kc_restore_check_gpu_map(pairs, n_pairs, &map_checked, err) < 0)
+		return -1;
 	/* "-": an archive on stdin (ssh node kcheckpoint dump -o - | ...):
 	 * spooled into a work dir of its own, since the manifest is read
 	 * before the members and the members after CRIU */

@@ -439,6 +439,23 @@ out:
 	return rc;
 }
 
+int kc_restore_check_gpu_map(const struct kc_gpu_pair *pairs, size_t n_pairs, bool *checked, struct kc_error **err)
+{
+	/* where the kernel module lists the node's GPUs, no driver is needed;
+	 * else kc_restore waits for the driver to check it.
+	 * CUDA_VISIBLE_DEVICES hides GPUs from the driver, not from the
+	 * module: then only the driver's view counts. */
+	*checked = false;
+	_cleanup_free_ struct kc_uuid *node = NULL;
+	size_t n_node = 0;
+	if (!n_pairs || getenv("CUDA_VISIBLE_DEVICES") || kc_procfs_gpus(&node, &n_node) < 0)
+		return 0;
+	if (kc_gpu_map_check(pairs, n_pairs, node, n_node, err) < 0)
+		return -1;
+	*checked = true;
+	return 0;
+}
+
 static uint64_t unpacked_so_far(void *arg)
 {
 	return __atomic_load_n(&((struct kc_archive_stats *)arg)->done, __ATOMIC_RELAXED);
