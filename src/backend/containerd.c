@@ -44,55 +44,15 @@
 #include "kc_tasks.pb-c.h"
 #include "kc_types.pb-c.h"
 
-#define SVC_TASKS "/containerd.services.tasks.v1.Tasks/"
-#define SVC_CONTAINERS "/containerd.services.containers.v1.Containers/"
-#define SVC_SNAPSHOTS "/containerd.services.snapshots.v1.Snapshots/"
-#define SVC_LEASES "/containerd.services.leases.v1.Leases/"
-#define SVC_NAMESPACES "/containerd.services.namespaces.v1.Namespaces/"
-#define SVC_VERSION "/containerd.services.version.v1.Version/"
-
-#define RUNC_V2 "io.containerd.runc.v2"
-#define RUNC_V1 "io.containerd.runc.v1"
-#define TYPE_RUNC_OPTIONS "containerd.runc.v1.Options"
-#define TYPE_RUNC_CHECKPOINT "containerd.runc.v1.CheckpointOptions"
-
-#define T_DEFAULT KC_GRPC_DEFAULT_TIMEOUT
-#define T_NONE 0u /* checkpoint and restore take as long as memory does */
-#define EXIT_WAIT_MS 10000u
-
-struct ctrd {
-	struct kc_grpc *g;
-	char *address;
-	char *ns;
-	char *id;
-	int rw_layer; /* KC_RW_*; AUTO becomes YES or NO once the container is known */
-	char *version; /* containerd's */
-
-	/* dump */
-	Kc__Containers__GetContainerResponse *got;
-	pid_t task_pid;
-	bool we_paused; /* paused by dump and not resumed since */
-	bool finished;
-
-	/* restore */
-	struct kc_ctrd_saved *saved;
-	bool made_snapshot, made_container, made_task;
-	char *snapshotter, *snapshot_key;
-	pid_t restored_pid;
-	struct kc_ctrd_proc *now; /* after restore: host pid + ns pid */
-	size_t n_now;
-};
-
-static int call(struct ctrd *c, const char *path, const void *req,
+int kc_ctrd_call(struct ctrd *c, const char *path, const void *req,
 		const ProtobufCMessageDescriptor *desc, void *resp, unsigned timeout_ms,
 		struct kc_error **err)
 {
 	return kc_grpc_unary(c->g, path, req, desc, (ProtobufCMessage **)resp, timeout_ms, err);
 }
 
-#define free_msg(m) protobuf_c_message_free_unpacked((ProtobufCMessage *)(m), NULL)
 
-static bool is_code(const struct kc_error *e, int code)
+bool kc_ctrd_is_code(const struct kc_error *e, int code)
 {
 	return e && e->cause == code && (e->exit_code == KC_EXIT_NOENT ||
 					 e->exit_code == KC_EXIT_CONTAINERD ||
@@ -182,7 +142,7 @@ static int ctrd_connect(const struct kc_containerd_opts *o, struct ctrd **out,
 
 	Kc__Types__Empty e = KC__TYPES__EMPTY__INIT;
 	Kc__Misc__VersionResponse *v = NULL;
-	if (call(c, SVC_VERSION "Version", &e, &kc__misc__version_response__descriptor, &v,
+	if (kc_ctrd_call(c, SVC_VERSION "Version", &e, &kc__misc__version_response__descriptor, &v,
 		 T_DEFAULT, err) < 0)
 		goto fail;
 	c->version = kc_xstrdup(v->version);
@@ -202,7 +162,7 @@ static bool namespace_exists(struct ctrd *c)
 	Kc__Misc__ListNamespacesRequest r = KC__MISC__LIST_NAMESPACES_REQUEST__INIT;
 	Kc__Misc__ListNamespacesResponse *resp = NULL;
 	struct kc_error *e = NULL;
-	if (call(c, SVC_NAMESPACES "List", &r, &kc__misc__list_namespaces_response__descriptor,
+	if (kc_ctrd_call(c, SVC_NAMESPACES "List", &r, &kc__misc__list_namespaces_response__descriptor,
 		 &resp, T_DEFAULT, &e) < 0) {
 		kc_error_free(e);
 		return true; /* cannot tell: do not claim it is missing */
@@ -214,13 +174,13 @@ static bool namespace_exists(struct ctrd *c)
 	return found;
 }
 
-static int get_container(struct ctrd *c, const char *id,
+int kc_ctrd_get_container(struct ctrd *c, const char *id,
 			 Kc__Containers__GetContainerResponse **out, struct kc_error **err)
 {
 	Kc__Containers__GetContainerRequest r = KC__CONTAINERS__GET_CONTAINER_REQUEST__INIT;
 	r.id = (char *)id;
 	struct kc_error *e = NULL;
-	if (call(c, SVC_CONTAINERS "Get", &r, &kc__containers__get_container_response__descriptor,
+	if (kc_ctrd_call(c, SVC_CONTAINERS "Get", &r, &kc__containers__get_container_response__descriptor,
 		 out, T_DEFAULT, &e) == 0) {
 		if (!(*out)->container) {
 			free_msg(*out);
@@ -230,7 +190,7 @@ static int get_container(struct ctrd *c, const char *id,
 		}
 		return 0;
 	}
-	if (is_code(e, KC_GRPC_NOT_FOUND)) {
+	if (kc_ctrd_is_code(e, KC_GRPC_NOT_FOUND)) {
 		int cause = e->cause;
 		kc_error_free(e);
 		if (!namespace_exists(c))
@@ -266,9 +226,9 @@ static int get_task(struct ctrd *c, Kc__Tasks__GetResponse **out, struct kc_erro
 	Kc__Tasks__GetRequest r = KC__TASKS__GET_REQUEST__INIT;
 	r.container_id = c->id;
 	struct kc_error *e = NULL;
-	if (call(c, SVC_TASKS "Get", &r, &kc__tasks__get_response__descriptor, out, T_DEFAULT,
+	if (kc_ctrd_call(c, SVC_TASKS "Get", &r, &kc__tasks__get_response__descriptor, out, T_DEFAULT,
 		 &e) < 0) {
-		if (is_code(e, KC_GRPC_NOT_FOUND)) {
+		if (kc_ctrd_is_code(e, KC_GRPC_NOT_FOUND)) {
 			kc_error_free(e);
 			return kc_error_set(err, KC_EXIT_NOENT, KC_GRPC_NOT_FOUND,
 					    "container '%s' has no task: it is not running", c->id);
@@ -293,7 +253,7 @@ static int task_simple(struct ctrd *c, const char *method, struct kc_error **err
 	Kc__Tasks__PauseTaskRequest r = KC__TASKS__PAUSE_TASK_REQUEST__INIT;
 	r.container_id = c->id;
 	_cleanup_free_ char *path = kc_xasprintf(SVC_TASKS "%s", method);
-	return call(c, path, &r, NULL, NULL, T_DEFAULT, err);
+	return kc_ctrd_call(c, path, &r, NULL, NULL, T_DEFAULT, err);
 }
 
 static int task_kill(struct ctrd *c, int sig, struct kc_error **err)
@@ -302,7 +262,7 @@ static int task_kill(struct ctrd *c, int sig, struct kc_error **err)
 	r.container_id = c->id;
 	r.signal = (uint32_t)sig;
 	r.all = true;
-	return call(c, SVC_TASKS "Kill", &r, NULL, NULL, T_DEFAULT, err);
+	return kc_ctrd_call(c, SVC_TASKS "Kill", &r, NULL, NULL, T_DEFAULT, err);
 }
 
 static int task_wait(struct ctrd *c, struct kc_error **err)
@@ -310,7 +270,7 @@ static int task_wait(struct ctrd *c, struct kc_error **err)
 	Kc__Tasks__WaitRequest r = KC__TASKS__WAIT_REQUEST__INIT;
 	r.container_id = c->id;
 	Kc__Tasks__WaitResponse *resp = NULL;
-	if (call(c, SVC_TASKS "Wait", &r, &kc__tasks__wait_response__descriptor, &resp,
+	if (kc_ctrd_call(c, SVC_TASKS "Wait", &r, &kc__tasks__wait_response__descriptor, &resp,
 		 EXIT_WAIT_MS, err) < 0)
 		return -1;
 	free_msg(resp);
@@ -324,7 +284,7 @@ static int task_wait(struct ctrd *c, struct kc_error **err)
  * instruction; the resume is needed on cgroup v1, where frozen tasks do
  * not even die.
  */
-static int kill_task(struct ctrd *c, struct kc_error **err)
+int kc_ctrd_kill_task(struct ctrd *c, struct kc_error **err)
 {
 	struct kc_error *e = NULL;
 	Kc__Tasks__GetResponse *task = NULL;
@@ -358,7 +318,7 @@ static int kill_task(struct ctrd *c, struct kc_error **err)
 		if (task_wait(c, err) < 0)
 			return kc_error_prefix(err, "task of container '%s' did not exit", c->id);
 	}
-	if (task_simple(c, "Delete", &e) < 0 && !is_code(e, KC_GRPC_NOT_FOUND)) {
+	if (task_simple(c, "Delete", &e) < 0 && !kc_ctrd_is_code(e, KC_GRPC_NOT_FOUND)) {
 		kc_error_propagate(err, e);
 		return kc_error_prefix(err, "cannot delete the task of container '%s'", c->id);
 	}
@@ -366,15 +326,15 @@ static int kill_task(struct ctrd *c, struct kc_error **err)
 	return 0;
 }
 
-static int remove_snapshot(struct ctrd *c, const char *snapshotter, const char *key,
+int kc_ctrd_remove_snapshot(struct ctrd *c, const char *snapshotter, const char *key,
 			   struct kc_error **err)
 {
 	Kc__Snapshots__RemoveSnapshotRequest r = KC__SNAPSHOTS__REMOVE_SNAPSHOT_REQUEST__INIT;
 	r.snapshotter = (char *)snapshotter;
 	r.key = (char *)key;
 	struct kc_error *e = NULL;
-	if (call(c, SVC_SNAPSHOTS "Remove", &r, NULL, NULL, T_DEFAULT, &e) < 0 &&
-	    !is_code(e, KC_GRPC_NOT_FOUND)) {
+	if (kc_ctrd_call(c, SVC_SNAPSHOTS "Remove", &r, NULL, NULL, T_DEFAULT, &e) < 0 &&
+	    !kc_ctrd_is_code(e, KC_GRPC_NOT_FOUND)) {
 		kc_error_propagate(err, e);
 		return kc_error_prefix(err, "cannot remove snapshot '%s'", key);
 	}
@@ -382,13 +342,13 @@ static int remove_snapshot(struct ctrd *c, const char *snapshotter, const char *
 	return 0;
 }
 
-static int delete_container(struct ctrd *c, struct kc_error **err)
+int kc_ctrd_delete_container(struct ctrd *c, struct kc_error **err)
 {
 	Kc__Containers__DeleteContainerRequest r = KC__CONTAINERS__DELETE_CONTAINER_REQUEST__INIT;
 	r.id = c->id;
 	struct kc_error *e = NULL;
-	if (call(c, SVC_CONTAINERS "Delete", &r, NULL, NULL, T_DEFAULT, &e) < 0 &&
-	    !is_code(e, KC_GRPC_NOT_FOUND)) {
+	if (kc_ctrd_call(c, SVC_CONTAINERS "Delete", &r, NULL, NULL, T_DEFAULT, &e) < 0 &&
+	    !kc_ctrd_is_code(e, KC_GRPC_NOT_FOUND)) {
 		kc_error_propagate(err, e);
 		return kc_error_prefix(err, "cannot delete container '%s'", c->id);
 	}
@@ -423,13 +383,13 @@ static int cmp_pid(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static int list_procs(struct ctrd *c, pid_t init, struct kc_ctrd_proc **out, size_t *n,
+int kc_ctrd_list_procs(struct ctrd *c, pid_t init, struct kc_ctrd_proc **out, size_t *n,
 		      struct kc_error **err)
 {
 	Kc__Tasks__ListPidsRequest r = KC__TASKS__LIST_PIDS_REQUEST__INIT;
 	r.container_id = c->id;
 	Kc__Tasks__ListPidsResponse *resp = NULL;
-	if (call(c, SVC_TASKS "ListPids", &r, &kc__tasks__list_pids_response__descriptor, &resp,
+	if (kc_ctrd_call(c, SVC_TASKS "ListPids", &r, &kc__tasks__list_pids_response__descriptor, &resp,
 		 T_DEFAULT, err) < 0)
 		return kc_error_prefix(err, "cannot list the processes of container '%s'", c->id);
 	_cleanup_free_ pid_t *pids = kc_xcalloc(resp->n_processes + 1, sizeof(pid_t));
@@ -474,7 +434,7 @@ static int op_check(void *h, const struct kc_criu_opts *o, char **output, struct
 
 /* ---- dump ----------------------------------------------------------- */
 
-static bool runtime_is_runc(const char *name)
+bool kc_ctrd_runtime_is_runc(const char *name)
 {
 	return name && (strcmp(name, RUNC_V2) == 0 || strcmp(name, RUNC_V1) == 0);
 }
@@ -486,12 +446,12 @@ int kc_containerd_open_dump(const struct kc_containerd_opts *o, struct kc_criu *
 	Kc__Tasks__GetResponse *task = NULL;
 	if (ctrd_connect(o, &c, err) < 0)
 		return -1;
-	if (get_container(c, c->id, &c->got, err) < 0 || get_task(c, &task, err) < 0)
+	if (kc_ctrd_get_container(c, c->id, &c->got, err) < 0 || get_task(c, &task, err) < 0)
 		goto fail;
 
 	Kc__Containers__Container *ct = c->got->container;
 	const char *rt = ct->runtime ? ct->runtime->name : NULL;
-	if (!runtime_is_runc(rt)) {
+	if (!kc_ctrd_runtime_is_runc(rt)) {
 		kc_error_set(err, KC_EXIT_CONTAINERD, 0,
 			     "container '%s' runs on runtime '%s'; only %s can be checkpointed",
 			     c->id, rt ? rt : "", RUNC_V2);
@@ -535,14 +495,14 @@ fail:
 	return -1;
 }
 
-static int snapshot_parent(struct ctrd *c, const char *snapshotter, const char *key, char **parent,
+int kc_ctrd_snapshot_parent(struct ctrd *c, const char *snapshotter, const char *key, char **parent,
 			   struct kc_error **err)
 {
 	Kc__Snapshots__StatSnapshotRequest r = KC__SNAPSHOTS__STAT_SNAPSHOT_REQUEST__INIT;
 	r.snapshotter = (char *)snapshotter;
 	r.key = (char *)key;
 	Kc__Snapshots__StatSnapshotResponse *resp = NULL;
-	if (call(c, SVC_SNAPSHOTS "Stat", &r, &kc__snapshots__stat_snapshot_response__descriptor,
+	if (kc_ctrd_call(c, SVC_SNAPSHOTS "Stat", &r, &kc__snapshots__stat_snapshot_response__descriptor,
 		 &resp, T_DEFAULT, err) < 0)
 		return kc_error_prefix(err, "cannot inspect the rootfs snapshot '%s' of container '%s'",
 				       key, c->id);
@@ -553,7 +513,7 @@ static int snapshot_parent(struct ctrd *c, const char *snapshotter, const char *
 
 /* runc's work dir gets CRIU's log as dump.log / restore.log; the plain
  * CRIU backend names them criu-dump.log / criu-restore.log, so do we. */
-static char *take_log(const char *dir, const char *runc_name, const char *our_name)
+char *kc_ctrd_take_log(const char *dir, const char *runc_name, const char *our_name)
 {
 	_cleanup_free_ char *from = kc_xasprintf("%s/%s", dir, runc_name);
 	char *to = kc_xasprintf("%s/%s", dir, our_name);
@@ -574,7 +534,7 @@ static char *take_log(const char *dir, const char *runc_name, const char *our_na
  * errno 0 path= /run/.../criu-dump.log: unknown"); CRIU's own error lines
  * say what went wrong.  One line with both.
  */
-static int criu_failure(struct kc_error **err, struct kc_error *e, const char *what,
+int kc_ctrd_criu_failure(struct kc_error **err, struct kc_error *e, const char *what,
 			const char *id, const char *log)
 {
 	_cleanup_free_ char *tail = log ? kc_criu_log_tail(log, 3) : NULL;
@@ -588,20 +548,18 @@ static int criu_failure(struct kc_error **err, struct kc_error *e, const char *w
 	return -1;
 }
 
-static int lease_create(struct ctrd *c, char **id, struct kc_error **err);
-static void lease_delete(struct ctrd *c, const char *id);
 
 static int save_rw_layer(struct ctrd *c, const char *parent, const char *dir, struct kc_ctrd_rw *rw,
 			 struct kc_error **err)
 {
 	Kc__Containers__Container *ct = c->got->container;
 	_cleanup_free_ char *lease = NULL;
-	if (lease_create(c, &lease, err) < 0)
+	if (kc_ctrd_lease_create(c, &lease, err) < 0)
 		return -1;
 	kc_grpc_set_lease(c->g, lease);
 	_cleanup_free_ char *tag = kc_xasprintf("%s-%d", c->id, (int)getpid());
 	int rc = kc_ctrd_rw_save(c->g, ct->snapshotter, ct->snapshot_key, parent, tag, dir, rw, err);
-	lease_delete(c, lease);
+	kc_ctrd_lease_delete(c, lease);
 	if (rc < 0)
 		return kc_error_prefix(err, "rw layer of container '%s'", c->id);
 	return 0;
@@ -637,9 +595,9 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 	}
 
 	if (ct->snapshot_key && *ct->snapshot_key &&
-	    snapshot_parent(c, ct->snapshotter, ct->snapshot_key, &parent, err) < 0)
+	    kc_ctrd_snapshot_parent(c, ct->snapshotter, ct->snapshot_key, &parent, err) < 0)
 		goto out;
-	if (list_procs(c, c->task_pid, &procs, &n_procs, err) < 0)
+	if (kc_ctrd_list_procs(c, c->task_pid, &procs, &n_procs, err) < 0)
 		goto out;
 
 	if (status == KC__TYPES__STATUS__RUNNING) {
@@ -668,11 +626,11 @@ static int op_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const char 
 	r.container_id = c->id;
 	r.options = &any;
 	Kc__Tasks__CheckpointTaskResponse *resp = NULL;
-	int cr = call(c, SVC_TASKS "Checkpoint", &r, &kc__tasks__checkpoint_task_response__descriptor,
+	int cr = kc_ctrd_call(c, SVC_TASKS "Checkpoint", &r, &kc__tasks__checkpoint_task_response__descriptor,
 		      &resp, T_NONE, &e);
-	log = take_log(dir, "dump.log", "criu-dump.log");
+	log = kc_ctrd_take_log(dir, "dump.log", "criu-dump.log");
 	if (cr < 0) {
-		criu_failure(err, e, "checkpoint", c->id, log);
+		kc_ctrd_criu_failure(err, e, "checkpoint", c->id, log);
 		goto out; /* paused: the undo stack resumes it */
 	}
 	free_msg(resp);
@@ -710,10 +668,10 @@ static int op_finish(void *h, const pid_t *pids, size_t n, struct kc_error **err
 {
 	struct ctrd *c = h;
 	Kc__Containers__Container *ct = c->got ? c->got->container : NULL;
-	if (kill_task(c, err) < 0 || delete_container(c, err) < 0)
+	if (kc_ctrd_kill_task(c, err) < 0 || kc_ctrd_delete_container(c, err) < 0)
 		return -1;
 	if (ct && ct->snapshot_key && *ct->snapshot_key && ct->snapshotter &&
-	    remove_snapshot(c, ct->snapshotter, ct->snapshot_key, err) < 0)
+	    kc_ctrd_remove_snapshot(c, ct->snapshotter, ct->snapshot_key, err) < 0)
 		return -1;
 	c->finished = true;
 	return 0;
@@ -730,359 +688,15 @@ static int op_resume(void *h, const pid_t *pids, size_t n, struct kc_error **err
 	return 0;
 }
 
-/* ---- restore -------------------------------------------------------- */
-
-static int lease_create(struct ctrd *c, char **id, struct kc_error **err)
-{
-	/* Objects we create are unreferenced for a moment (a snapshot before
-	 * its container exists); the lease keeps containerd's GC off them,
-	 * and expires by itself should we die before deleting it. */
-	char expire[32];
-	time_t t = time(NULL) + 3600;
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(expire, sizeof(expire), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	Kc__Misc__CreateLeaseRequest__LabelsEntry le = KC__MISC__CREATE_LEASE_REQUEST__LABELS_ENTRY__INIT;
-	le.key = "containerd.io/gc.expire";
-	le.value = expire;
-	Kc__Misc__CreateLeaseRequest__LabelsEntry *lp = &le;
-	Kc__Misc__CreateLeaseRequest r = KC__MISC__CREATE_LEASE_REQUEST__INIT;
-	_cleanup_free_ char *want = kc_xasprintf("kcheckpoint-%s-%d", c->id, (int)getpid());
-	r.id = want;
-	r.n_labels = 1;
-	r.labels = &lp;
-	Kc__Misc__CreateLeaseResponse *resp = NULL;
-	if (call(c, SVC_LEASES "Create", &r, &kc__misc__create_lease_response__descriptor, &resp,
-		 T_DEFAULT, err) < 0)
-		return kc_error_prefix(err, "cannot create a containerd lease");
-	*id = kc_xstrdup(resp->lease && resp->lease->id ? resp->lease->id : want);
-	free_msg(resp);
-	return 0;
-}
-
-static void lease_delete(struct ctrd *c, const char *id)
-{
-	kc_grpc_set_lease(c->g, NULL);
-	Kc__Misc__DeleteLeaseRequest r = KC__MISC__DELETE_LEASE_REQUEST__INIT;
-	r.id = (char *)id;
-	struct kc_error *e = NULL;
-	call(c, SVC_LEASES "Delete", &r, NULL, NULL, T_DEFAULT, &e);
-	kc_error_free(e); /* it expires by itself */
-}
-
-static int prepare_snapshot(struct ctrd *c, Kc__Types__Mount ***mounts, size_t *n_mounts,
-			    Kc__Snapshots__PrepareSnapshotResponse **keep, struct kc_error **err)
-{
-	struct kc_ctrd_saved *sv = c->saved;
-	char *parent = NULL;
-	struct kc_error *e = NULL;
-	if (sv->snapshot_parent && *sv->snapshot_parent) {
-		/* the image's unpacked layers: without them there is no rootfs */
-		if (snapshot_parent(c, sv->snapshotter, sv->snapshot_parent, &parent, &e) < 0) {
-			if (is_code(e, KC_GRPC_NOT_FOUND)) {
-				kc_error_free(e);
-				return kc_error_set(err, KC_EXIT_NOENT, KC_GRPC_NOT_FOUND,
-						    "the layers of image '%s' are not unpacked in snapshotter "
-						    "'%s' (snapshot '%s'); pull the image first",
-						    sv->image ? sv->image : "?", sv->snapshotter,
-						    sv->snapshot_parent);
-			}
-			kc_error_propagate(err, e);
-			return -1;
-		}
-		free(parent);
-	}
-	Kc__Snapshots__PrepareSnapshotRequest r = KC__SNAPSHOTS__PREPARE_SNAPSHOT_REQUEST__INIT;
-	r.snapshotter = sv->snapshotter;
-	r.key = c->id;
-	r.parent = sv->snapshot_parent ? sv->snapshot_parent : "";
-	if (call(c, SVC_SNAPSHOTS "Prepare", &r, &kc__snapshots__prepare_snapshot_response__descriptor,
-		 keep, T_DEFAULT, &e) < 0) {
-		if (is_code(e, KC_GRPC_ALREADY_EXISTS)) {
-			kc_error_free(e);
-			return kc_error_set(err, KC_EXIT_CONTAINERD, KC_GRPC_ALREADY_EXISTS,
-					    "snapshot '%s' already exists in snapshotter '%s'; "
-					    "remove it or restore under another container id",
-					    c->id, sv->snapshotter);
-		}
-		kc_error_propagate(err, e);
-		return kc_error_prefix(err, "cannot prepare the rootfs snapshot");
-	}
-	c->made_snapshot = true;
-	c->snapshotter = kc_xstrdup(sv->snapshotter);
-	c->snapshot_key = kc_xstrdup(c->id);
-	*mounts = (*keep)->mounts;
-	*n_mounts = (*keep)->n_mounts;
-	return 0;
-}
-
-static int create_container(struct ctrd *c, struct kc_error **err)
-{
-	struct kc_ctrd_saved *sv = c->saved;
-	Kc__Containers__Container ct = KC__CONTAINERS__CONTAINER__INIT;
-	Kc__Containers__Container__Runtime rt = KC__CONTAINERS__CONTAINER__RUNTIME__INIT;
-	Kc__Types__Any spec = KC__TYPES__ANY__INIT;
-	_cleanup_free_ char *spec_json = kc_ctrd_spec_for(sv, c->id);
-
-	ct.id = c->id;
-	ct.image = sv->image ? sv->image : "";
-	rt.name = sv->runtime_name;
-	rt.options = sv->runtime_options;
-	ct.runtime = &rt;
-	spec.type_url = sv->spec_type_url;
-	spec.value.data = (uint8_t *)spec_json;
-	spec.value.len = strlen(spec_json);
-	ct.spec = &spec;
-	ct.snapshotter = c->made_snapshot ? sv->snapshotter : "";
-	ct.snapshot_key = c->made_snapshot ? c->id : "";
-	ct.n_labels = sv->n_labels;
-	ct.labels = sv->labels;
-	ct.n_extensions = sv->n_extensions;
-	ct.extensions = sv->extensions;
-	ct.sandbox = sv->sandbox ? sv->sandbox : "";
-
-	Kc__Containers__CreateContainerRequest r = KC__CONTAINERS__CREATE_CONTAINER_REQUEST__INIT;
-	r.container = &ct;
-	Kc__Containers__CreateContainerResponse *resp = NULL;
-	struct kc_error *e = NULL;
-	if (call(c, SVC_CONTAINERS "Create", &r, &kc__containers__create_container_response__descriptor,
-		 &resp, T_DEFAULT, &e) < 0) {
-		if (is_code(e, KC_GRPC_ALREADY_EXISTS)) {
-			kc_error_free(e);
-			return kc_error_set(err, KC_EXIT_CONTAINERD, KC_GRPC_ALREADY_EXISTS,
-					    "container '%s' already exists in namespace '%s'", c->id,
-					    c->ns);
-		}
-		kc_error_propagate(err, e);
-		return kc_error_prefix(err, "cannot create container '%s'", c->id);
-	}
-	free_msg(resp);
-	c->made_container = true;
-	return 0;
-}
-
-/* Keeps what the stdio of the dumped task pointed at when it can outlive
- * the client that set it up (files, logging binaries); FIFOs of a gone
- * `ctr run` cannot be reopened, so those become /dev/null. */
-static const char *keep_io(const char *uri)
-{
-	if (uri && (strncmp(uri, "file://", 7) == 0 || strncmp(uri, "binary://", 9) == 0))
-		return uri;
-	return "";
-}
-
-static int create_task(struct ctrd *c, const char *dir, Kc__Types__Mount **mounts, size_t n_mounts,
-		       struct kc_error **err)
-{
-	struct kc_ctrd_saved *sv = c->saved;
-	/*
-	 * Task options replace the container's runtime options in the shim,
-	 * so they must carry those too.  Protobuf merges concatenated
-	 * messages field by field: the saved options followed by our two
-	 * fields is the saved options with the CRIU paths set, unknown fields
-	 * included.
-	 */
-	Kc__Types__RuncOptions ro = KC__TYPES__RUNC_OPTIONS__INIT;
-	ro.criu_image_path = (char *)dir;
-	ro.criu_work_path = (char *)dir;
-	size_t add = protobuf_c_message_get_packed_size(&ro.base);
-	size_t base = 0;
-	const uint8_t *base_data = NULL;
-	if (sv->runtime_options && sv->runtime_options->type_url &&
-	    strcmp(sv->runtime_options->type_url, TYPE_RUNC_OPTIONS) == 0) {
-		base = sv->runtime_options->value.len;
-		base_data = sv->runtime_options->value.data;
-	}
-	_cleanup_free_ uint8_t *val = kc_xmalloc(base + add + 1);
-	if (base)
-		memcpy(val, base_data, base);
-	protobuf_c_message_pack(&ro.base, val + base);
-	Kc__Types__Any any = KC__TYPES__ANY__INIT;
-	any.type_url = TYPE_RUNC_OPTIONS;
-	any.value.data = val;
-	any.value.len = base + add;
-
-	Kc__Tasks__CreateTaskRequest r = KC__TASKS__CREATE_TASK_REQUEST__INIT;
-	r.container_id = c->id;
-	r.rootfs = mounts;
-	r.n_rootfs = n_mounts;
-	r.stdin = "";
-	r.stdout = (char *)keep_io(sv->task_stdout);
-	r.stderr = (char *)keep_io(sv->task_stderr);
-	r.terminal = false;
-	r.options = &any;
-	Kc__Tasks__CreateTaskResponse *resp = NULL;
-	struct kc_error *e = NULL;
-	if (call(c, SVC_TASKS "Create", &r, &kc__tasks__create_task_response__descriptor, &resp,
-		 T_NONE, &e) < 0) {
-		_cleanup_free_ char *log = take_log(dir, "restore.log", "criu-restore.log");
-		return criu_failure(err, e, "create the task of", c->id, log);
-	}
-	free_msg(resp);
-	c->made_task = true;
-	return 0;
-}
-
-static int start_task(struct ctrd *c, const char *dir, pid_t *pid, struct kc_error **err)
-{
-	Kc__Tasks__StartRequest r = KC__TASKS__START_REQUEST__INIT;
-	r.container_id = c->id;
-	Kc__Tasks__StartResponse *resp = NULL;
-	struct kc_error *e = NULL;
-	int sr = call(c, SVC_TASKS "Start", &r, &kc__tasks__start_response__descriptor, &resp,
-		      T_NONE, &e);
-	_cleanup_free_ char *log = take_log(dir, "restore.log", "criu-restore.log");
-	if (sr < 0)
-		return criu_failure(err, e, "restore", c->id, log);
-	*pid = (pid_t)resp->pid;
-	free_msg(resp);
-	return 0;
-}
-
-/* Removes whatever restore created, newest first. */
-static int undo_restore(struct ctrd *c, struct kc_error **err)
-{
-	int rc = 0;
-	if (c->made_task) {
-		if (kill_task(c, err) < 0)
-			rc = -1;
-		else
-			c->made_task = false;
-	}
-	if (c->made_container && rc == 0) {
-		if (delete_container(c, err) < 0)
-			rc = -1;
-		else
-			c->made_container = false;
-	}
-	if (c->made_snapshot && rc == 0) {
-		if (remove_snapshot(c, c->snapshotter, c->snapshot_key, err) < 0)
-			rc = -1;
-		else
-			c->made_snapshot = false;
-	}
-	return rc;
-}
-
-/* The id to restore as must be free; checked when opening already, so
- * the error comes before any waiting, and again right before creating. */
-static int check_id_free(struct ctrd *c, struct kc_error **err)
-{
-	Kc__Containers__GetContainerResponse *existing = NULL;
-	struct kc_error *e = NULL;
-	if (get_container(c, c->id, &existing, &e) == 0) {
-		free_msg(existing);
-		return kc_error_set(err, KC_EXIT_CONTAINERD, KC_GRPC_ALREADY_EXISTS,
-				    "container '%s' already exists in namespace '%s'; delete it or "
-				    "restore under another id",
-				    c->id, c->ns);
-	}
-	/* not found is what we want; a missing namespace is fine too, as
-	 * containerd creates namespaces on first use */
-	if (e->exit_code != KC_EXIT_NOENT) {
-		kc_error_propagate(err, e);
-		return -1;
-	}
-	kc_error_free(e);
-	return 0;
-}
-
-static int op_restore(void *h, const struct kc_criu_opts *o, const char *images_dir,
-		      pid_t *root_pid, struct kc_error **err)
-{
-	struct ctrd *c = h;
-	char dir[PATH_MAX];
-	if (!realpath(images_dir, dir))
-		return kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot resolve '%s'", images_dir);
-
-	kc_ctrd_saved_free(c->saved);
-	c->saved = NULL;
-	if (kc_ctrd_saved_read(dir, &c->saved, err) < 0)
-		return -1;
-	if (!runtime_is_runc(c->saved->runtime_name))
-		return kc_error_set(err, KC_EXIT_IMAGE, 0,
-				    "the image was made on runtime '%s'; only %s can restore it",
-				    c->saved->runtime_name, RUNC_V2);
-
-	if (check_id_free(c, err) < 0)
-		return -1;
-
-	_cleanup_free_ char *lease = NULL;
-	if (lease_create(c, &lease, err) < 0)
-		return -1;
-	kc_grpc_set_lease(c->g, lease);
-
-	Kc__Snapshots__PrepareSnapshotResponse *prep = NULL;
-	Kc__Types__Mount **mounts = NULL;
-	size_t n_mounts = 0;
-	pid_t pid = -1;
-	int rc = -1;
-	if (c->saved->snapshot_key && *c->saved->snapshot_key &&
-	    prepare_snapshot(c, &mounts, &n_mounts, &prep, err) < 0)
-		goto fail;
-	if (c->saved->rw.file) {
-		if (!c->made_snapshot) {
-			kc_error_set(err, KC_EXIT_IMAGE, 0, "the image has a rw layer but no rootfs snapshot");
-			goto fail;
-		}
-		_cleanup_free_ char *tag = kc_xasprintf("%s-%d", c->id, (int)getpid());
-		if (kc_ctrd_rw_apply(c->g, dir, &c->saved->rw, tag, mounts, n_mounts, err) < 0)
-			goto fail;
-	}
-	if (create_container(c, err) < 0)
-		goto fail;
-	if (create_task(c, dir, mounts, n_mounts, err) < 0)
-		goto fail;
-	if (start_task(c, dir, &pid, err) < 0)
-		goto fail;
-	c->restored_pid = pid;
-	free(c->now);
-	c->now = NULL;
-	c->n_now = 0;
-	if (list_procs(c, pid, &c->now, &c->n_now, err) < 0)
-		goto fail;
-	*root_pid = pid;
-	rc = 0;
-	goto out;
-fail: {
-	struct kc_error *ue = NULL;
-	if (undo_restore(c, &ue) < 0) {
-		kc_error_append(err, "and removing the half-restored container failed (%s)", ue->msg);
-		(*err)->exit_code = KC_EXIT_ROLLBACK;
-	}
-	kc_error_free(ue);
-}
-out:
-	if (prep)
-		free_msg(prep);
-	lease_delete(c, lease);
-	return rc;
-}
-
-static int op_discard(void *h, pid_t root_pid, struct kc_error **err)
-{
-	struct ctrd *c = h;
-	if (undo_restore(c, err) < 0)
-		return kc_error_prefix(err, "cannot remove restored container '%s'", c->id);
-	c->restored_pid = 0;
-	return 0;
-}
-
-static pid_t op_restored_pid(void *h, pid_t dumped)
-{
-	struct kc_criu cpu = {.ops = &kc_containerd_ops, .h = h};
-	return kc_containerd_restored_pid(&cpu, dumped);
-}
-
 const struct kc_criu_ops kc_containerd_ops = {
-	.restored_pid = op_restored_pid,
+	.restored_pid = kc_ctrd_op_restored_pid,
 	.version = op_version,
 	.check = op_check,
 	.dump = op_dump,
-	.restore = op_restore,
+	.restore = kc_ctrd_op_restore,
 	.finish = op_finish,
 	.resume = op_resume,
-	.discard = op_discard,
+	.discard = kc_ctrd_op_discard,
 };
 
 int kc_containerd_open_restore(const struct kc_containerd_opts *o, struct kc_criu *cpu,
@@ -1091,7 +705,7 @@ int kc_containerd_open_restore(const struct kc_containerd_opts *o, struct kc_cri
 	struct ctrd *c = NULL;
 	if (ctrd_connect(o, &c, err) < 0)
 		return -1;
-	if (check_id_free(c, err) < 0) {
+	if (kc_ctrd_check_id_free(c, err) < 0) {
 		ctrd_free(c);
 		return -1;
 	}
@@ -1122,7 +736,7 @@ int kc_containerd_list_pids(struct kc_criu *cpu, pid_t **pids, size_t *n, struct
 	pid_t init = c->restored_pid > 0 ? c->restored_pid : c->task_pid;
 	_cleanup_free_ struct kc_ctrd_proc *p = NULL;
 	size_t m = 0;
-	if (list_procs(c, init, &p, &m, err) < 0)
+	if (kc_ctrd_list_procs(c, init, &p, &m, err) < 0)
 		return -1;
 	pid_t *out = kc_xcalloc(m + 1, sizeof(pid_t));
 	for (size_t i = 0; i < m; i++)

@@ -101,4 +101,72 @@ char *kc_ctrd_base64_encode(const uint8_t *data, size_t len);
 /* -1 on malformed input. */
 int kc_ctrd_base64_decode(const char *s, uint8_t **out, size_t *len);
 
+
+/* ---- shared by containerd.c (connection, dump) and containerd_restore.c ---- */
+
+#include "kc/grpc.h"
+#include "kc_misc.pb-c.h"
+#include "kc_snapshots.pb-c.h"
+#include "kc_tasks.pb-c.h"
+
+#define free_msg(m) protobuf_c_message_free_unpacked((ProtobufCMessage *)(m), NULL)
+
+#define SVC_TASKS "/containerd.services.tasks.v1.Tasks/"
+#define SVC_CONTAINERS "/containerd.services.containers.v1.Containers/"
+#define SVC_SNAPSHOTS "/containerd.services.snapshots.v1.Snapshots/"
+#define SVC_LEASES "/containerd.services.leases.v1.Leases/"
+#define SVC_NAMESPACES "/containerd.services.namespaces.v1.Namespaces/"
+#define SVC_VERSION "/containerd.services.version.v1.Version/"
+
+#define RUNC_V2 "io.containerd.runc.v2"
+#define RUNC_V1 "io.containerd.runc.v1"
+#define TYPE_RUNC_OPTIONS "containerd.runc.v1.Options"
+#define TYPE_RUNC_CHECKPOINT "containerd.runc.v1.CheckpointOptions"
+
+#define T_DEFAULT KC_GRPC_DEFAULT_TIMEOUT
+#define T_NONE 0u /* checkpoint and restore take as long as memory does */
+#define EXIT_WAIT_MS 10000u
+
+struct ctrd {
+	struct kc_grpc *g;
+	char *address;
+	char *ns;
+	char *id;
+	int rw_layer; /* KC_RW_*; AUTO becomes YES or NO once the container is known */
+	char *version; /* containerd's */
+
+	/* dump */
+	Kc__Containers__GetContainerResponse *got;
+	pid_t task_pid;
+	bool we_paused; /* paused by dump and not resumed since */
+	bool finished;
+
+	/* restore */
+	struct kc_ctrd_saved *saved;
+	bool made_snapshot, made_container, made_task;
+	char *snapshotter, *snapshot_key;
+	pid_t restored_pid;
+	struct kc_ctrd_proc *now; /* after restore: host pid + ns pid */
+	size_t n_now;
+};
+
+
+int kc_ctrd_call(struct ctrd *c, const char *path, const void *req, const ProtobufCMessageDescriptor *desc, void *resp, unsigned timeout_ms, struct kc_error **err);
+bool kc_ctrd_is_code(const struct kc_error *e, int code);
+int kc_ctrd_get_container(struct ctrd *c, const char *id, Kc__Containers__GetContainerResponse **out, struct kc_error **err);
+int kc_ctrd_kill_task(struct ctrd *c, struct kc_error **err);
+int kc_ctrd_remove_snapshot(struct ctrd *c, const char *snapshotter, const char *key, struct kc_error **err);
+int kc_ctrd_delete_container(struct ctrd *c, struct kc_error **err);
+int kc_ctrd_list_procs(struct ctrd *c, pid_t init, struct kc_ctrd_proc **out, size_t *n, struct kc_error **err);
+bool kc_ctrd_runtime_is_runc(const char *name);
+int kc_ctrd_snapshot_parent(struct ctrd *c, const char *snapshotter, const char *key, char **parent, struct kc_error **err);
+char *kc_ctrd_take_log(const char *dir, const char *runc_name, const char *our_name);
+int kc_ctrd_criu_failure(struct kc_error **err, struct kc_error *e, const char *what, const char *id, const char *log);
+int kc_ctrd_lease_create(struct ctrd *c, char **id, struct kc_error **err);
+void kc_ctrd_lease_delete(struct ctrd *c, const char *id);
+int kc_ctrd_check_id_free(struct ctrd *c, struct kc_error **err);
+int kc_ctrd_op_restore(void *h, const struct kc_criu_opts *o, const char *images_dir, pid_t *root_pid, struct kc_error **err);
+int kc_ctrd_op_discard(void *h, pid_t root_pid, struct kc_error **err);
+pid_t kc_ctrd_op_restored_pid(void *h, pid_t dumped);
+
 #endif
