@@ -28,6 +28,10 @@ int kc_rm_rf(const char *path, struct kc_error **err);
  * (restore -): -1 with the error on a short write or read. */
 int kc_copy_to_fd(const char *path, int out, struct kc_error **err);
 int kc_copy_from_fd(int in, const char *path, struct kc_error **err);
+/* Room for need bytes in dir's filesystem, else KC_EXIT_IMAGE (ENOSPC):
+ * "<what> needs <need> in '<dir>', which has <free> free".  0 when dir
+ * cannot be looked at (its user will say why). */
+int kc_check_room(const char *dir, uint64_t need, const char *what, struct kc_error **err);
 /* Sum of st_size of regular files below path. */
 uint64_t kc_dir_size(const char *path);
 

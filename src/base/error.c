@@ -55,15 +55,21 @@ int kc_error_errno(struct kc_error **err, int exit_code, int errno_value, const 
 	return -1;
 }
 
+__attribute__((format(printf, 1, 0))) static char *vformat(const char *fmt, va_list ap)
+{
+	char *s = NULL;
+	if (vasprintf(&s, fmt, ap) < 0)
+		abort();
+	return s;
+}
+
 int kc_error_prefix(struct kc_error **err, const char *fmt, ...)
 {
 	if (!err || !*err)
 		return -1;
 	va_list ap;
-	char *prefix = NULL;
 	va_start(ap, fmt);
-	if (vasprintf(&prefix, fmt, ap) < 0)
-		abort();
+	char *prefix = vformat(fmt, ap);
 	va_end(ap);
 	char *full = kc_xasprintf("%s: %s", prefix, (*err)->msg);
 	free(prefix);
@@ -77,10 +83,8 @@ int kc_error_set_hint(struct kc_error **err, const char *fmt, ...)
 	if (!err || !*err)
 		return -1;
 	va_list ap;
-	char *hint = NULL;
 	va_start(ap, fmt);
-	if (vasprintf(&hint, fmt, ap) < 0)
-		abort();
+	char *hint = vformat(fmt, ap);
 	va_end(ap);
 	if (!strstr((*err)->msg, hint)) {
 		char *full = kc_xasprintf("%s; %s", (*err)->msg, hint);
@@ -120,10 +124,8 @@ int kc_error_append(struct kc_error **err, const char *fmt, ...)
 	if (!err || !*err)
 		return -1;
 	va_list ap;
-	char *more = NULL;
 	va_start(ap, fmt);
-	if (vasprintf(&more, fmt, ap) < 0)
-		abort();
+	char *more = vformat(fmt, ap);
 	va_end(ap);
 	char *full = kc_xasprintf("%s; %s", (*err)->msg, more);
 	free(more);

@@ -13,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -665,4 +666,18 @@ int kc_copy_from_fd(int in, const char *path, struct kc_error **err)
 			return kc_error_errno(err, errno == ENOSPC ? KC_EXIT_IMAGE : KC_EXIT_FAILURE, errno,
 					      "cannot write '%s'", path);
 	}
+}
+
+int kc_check_room(const char *dir, uint64_t need, const char *what, struct kc_error **err)
+{
+	struct statvfs sv;
+	if (statvfs(dir, &sv) < 0)
+		return 0; /* what uses the dir next says what is wrong with it */
+	uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (have >= need)
+		return 0;
+	char n[32], h[32];
+	kc_format_bytes(need, n, sizeof(n));
+	kc_format_bytes(have, h, sizeof(h));
+	return kc_error_set(err, KC_EXIT_IMAGE, ENOSPC, "%s needs %s in '%s', which has %s free", what, n, dir, h);
 }

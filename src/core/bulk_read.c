@@ -282,15 +282,8 @@ int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigne
 	j.n_chunks = (size_t)((s->total + CHUNK - 1) / CHUNK);
 	size_t leaves = (size_t)((s->total + KC_ARCHIVE_LEAF - 1) / KC_ARCHIVE_LEAF);
 	j.d = kc_xcalloc(leaves + 1, sizeof(*j.d));
-	struct statvfs sv;
-	if (s->total && statvfs(images_dir, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < s->total) {
-		char need[32], have[32];
-		kc_format_bytes(s->total, need, sizeof(need));
-		kc_format_bytes((uint64_t)sv.f_bavail * sv.f_frsize, have, sizeof(have));
-		kc_error_set(err, KC_EXIT_IMAGE, ENOSPC, "no room in '%s' for the memory to read: %s needed, %s free",
-			     images_dir, need, have);
+	if (s->total && kc_check_room(images_dir, s->total, "the memory to read", err) < 0)
 		goto out;
-	}
 	if (s->total) {
 		out_fd = open(out_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (out_fd < 0 || ftruncate(out_fd, (off_t)s->total) < 0) {

@@ -140,18 +140,9 @@ static int check_room(const char *dir, const struct kc_manifest *m, struct kc_er
 	uint64_t need = m->vram_bytes;
 	for (size_t i = 0; i < m->n_procs; i++)
 		need += rss_bytes(m->procs[i].pid);
-	struct statvfs sv;
-	if (statvfs(dir, &sv) < 0)
-		return 0; /* CRIU will say what is wrong with it */
-	uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
-	if (have >= need)
+	if (kc_check_room(dir, need, "the dump (the tree's memory and VRAM, about)", err) == 0)
 		return 0;
-	char n[32], h[32];
-	kc_format_bytes(need, n, sizeof(n));
-	kc_format_bytes(have, h, sizeof(h));
-	kc_error_set(err, KC_EXIT_IMAGE, ENOSPC,
-		     "'%s' has %s free; the tree's memory and VRAM need about %s: nothing was dumped", dir, h, n);
-	return kc_error_set_hint(err, "use a larger disk, or an archive (-o), which is compressed");
+	return kc_error_set_hint(err, "nothing was dumped: use a larger disk, or an archive (-o), which is compressed");
 }
 
 /* Refuse before anything is locked: nothing to roll back yet. */

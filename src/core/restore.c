@@ -126,16 +126,8 @@ int kc_restore_check_space(const struct kc_manifest *m, const char *dir, struct 
 	for (size_t i = 0; i < m->n_members; i++)
 		if (!streamed || !kc_archive_is_bulk_member(m->members[i].path))
 			need += m->members[i].size;
-	struct statvfs sv;
-	if (statvfs(dir, &sv) < 0)
-		return 0; /* the work dir's own creation will say what is wrong */
-	uint64_t have = (uint64_t)sv.f_bavail * sv.f_frsize;
-	if (have >= need)
+	if (kc_check_room(dir, need, "unpacking", err) == 0)
 		return 0;
-	char n[32], h[32];
-	kc_format_bytes(need, n, sizeof(n));
-	kc_format_bytes(have, h, sizeof(h));
-	kc_error_set(err, KC_EXIT_IMAGE, ENOSPC, "unpacking needs %s in '%s', which has %s free", n, dir, h);
 	return kc_error_set_hint(err, "see --work-dir");
 }
 
