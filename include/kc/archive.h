@@ -108,6 +108,9 @@ int kc_archive_read_manifest(const char *archive_path, struct kc_manifest *m, st
 /* Checks every member against the manifest without extracting; a checksum
  * mismatch does not stop it, and the error names every bad member. */
 int kc_archive_verify(const char *archive_path, struct kc_manifest *m, struct kc_error **err);
+/* The same, with st->done moving as it goes (for a progress line). */
+int kc_archive_verify_stats(const char *archive_path, struct kc_manifest *m, struct kc_archive_stats *st,
+			    struct kc_error **err);
 
 /* A plain images dir's checksums (dump -D records them as members, like
  * an archive's): m's members in dir, but those skip() takes; KC_EXIT_IMAGE

@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "kc/archive.h"
 #include "kc/manifest.h"
+#include "kc/report.h"
 #include "kc/util.h"
 
 static void print_human(const struct kc_manifest *m, const char *image, uint64_t archive_bytes)
@@ -82,6 +83,11 @@ static void print_human(const struct kc_manifest *m, const char *image, uint64_t
 	}
 }
 
+static uint64_t verified_so_far(void *arg)
+{
+	return __atomic_load_n(&((struct kc_archive_stats *)arg)->done, __ATOMIC_RELAXED);
+}
+
 int kc_cmd_inspect(const struct kc_args *ap, struct kc_error **err)
 {
 	const struct kc_args a = *ap;
@@ -100,7 +106,14 @@ int kc_cmd_inspect(const struct kc_args *ap, struct kc_error **err)
 		if (a.verify) {
 			struct kc_manifest vm;
 			kc_manifest_init(&vm);
-			int vr = kc_archive_verify(image, &vm, err);
+			struct kc_archive_stats vs = {0};
+			struct kc_progress *vp = kc_progress_start("verify", verified_so_far, &vs);
+			uint64_t total = 0;
+			for (size_t i = 0; i < m.n_members; i++)
+				total += m.members[i].size;
+			kc_progress_total(vp, total);
+			int vr = kc_archive_verify_stats(image, &vm, &vs, err);
+			kc_progress_stop(vp);
 			kc_manifest_free(&vm);
 			if (vr < 0)
 				goto out;

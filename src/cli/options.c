@@ -71,7 +71,7 @@ const struct kc_option kc_options[] = {
 	{"verify", 0, NULL, CMD_INSPECT, OPT_VERIFY, NULL, "check every member's checksum", FLAG(verify)},
 	{"json", 0, NULL, CMD_ALL, OPT_JSON, NULL, "print one JSON document on stdout", FLAG(json)},
 	{"verbose", 'v', NULL, CMD_ALL, OPT_VERBOSE, NULL, "say more (why there is no GPU stage, say)", FLAG(verbose)},
-	{"progress", 0, "WHEN", D | R, OPT_PROGRESS, "auto tty json none",
+	{"progress", 0, "WHEN", D | R | CMD_INSPECT, OPT_PROGRESS, "auto tty json none",
 	 "live progress on stderr: auto (on a terminal, the default), tty, json (a JSON line a second), none", .type = KC_OPT_CUSTOM},
 	{"quiet", 'q', NULL, CMD_ALL, OPT_QUIET, NULL, "nothing on stderr but errors (no report, no progress)", FLAG(quiet)},
 	{"help", 'h', NULL, CMD_ALL, OPT_HELP, NULL, "show this help", .type = KC_OPT_CUSTOM},

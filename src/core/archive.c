@@ -194,6 +194,10 @@ int kc_ar_errno_exit(int e)
 	case EPERM:
 	case EROFS:
 		return KC_EXIT_PERM;
+	case ENOSPC:
+	case EDQUOT:
+		/* as every other "no room" of an image (free-space checks) */
+		return KC_EXIT_IMAGE;
 	default:
 		return KC_EXIT_FAILURE;
 	}

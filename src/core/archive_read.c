@@ -896,3 +896,9 @@ int kc_archive_verify(const char *archive_path, struct kc_manifest *m, struct kc
 {
 	return archive_read_run(archive_path, NULL, R_VERIFY, m, NULL, err);
 }
+
+int kc_archive_verify_stats(const char *archive_path, struct kc_manifest *m, struct kc_archive_stats *st,
+			    struct kc_error **err)
+{
+	return archive_read_run(archive_path, NULL, R_VERIFY, m, st, err);
+}

@@ -972,7 +972,7 @@ static int disk_full_child(struct fx *f, const char *mnt)
 	struct kc_archive_opts o = {.compression = "none"};
 	if (kc_archive_write(f->img, &m, out, &o, NULL, &err) == 0)
 		return 1;
-	if (err->exit_code != KC_EXIT_FAILURE || !strstr(err->msg, "cannot write") ||
+	if (err->exit_code != KC_EXIT_IMAGE || !strstr(err->msg, "cannot write") ||
 	    !strstr(err->msg, "no space left on device")) {
 		fprintf(stderr, "write: exit %d '%s'\n", err->exit_code, err->msg);
 		return 2;
@@ -987,7 +987,7 @@ static int disk_full_child(struct fx *f, const char *mnt)
 	_cleanup_free_ char *dest = pathf("%s/dest", mnt);
 	if (kc_archive_extract(arc, dest, &m, NULL, &err) == 0)
 		return 4;
-	if (err->exit_code != KC_EXIT_FAILURE || !strstr(err->msg, "no space left on device")) {
+	if (err->exit_code != KC_EXIT_IMAGE || !strstr(err->msg, "no space left on device")) {
 		fprintf(stderr, "extract: exit %d '%s'\n", err->exit_code, err->msg);
 		return 5;
 	}
