@@ -97,10 +97,6 @@ int kc_archive_online_cpus(void)
 	return n > 0 ? (int)n : 1;
 }
 
-int kc_ar_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-	return kc_thread_start(t, fn, arg);
-}
 
 static void *pool_main(void *arg)
 {
@@ -133,7 +129,7 @@ int kc_ar_pool_start(struct kc_ar_pool *p, int n, struct kc_error **err)
 	pthread_cond_init(&p->cv_done, NULL);
 	p->threads = kc_xcalloc((size_t)n, sizeof(*p->threads));
 	for (int i = 0; i < n; i++) {
-		int r = kc_ar_thread_start(&p->threads[i], pool_main, p);
+		int r = kc_thread_start(&p->threads[i], pool_main, p);
 		if (r) {
 			kc_ar_pool_stop(p);
 			return kc_error_errno(err, KC_EXIT_FAILURE, r, "cannot start a worker thread");

@@ -69,8 +69,6 @@ int kc_ar_pool_start(struct kc_ar_pool *p, int n, struct kc_error **err);
 void kc_ar_pool_submit(struct kc_ar_pool *p, struct kc_ar_job *j, kc_ar_job_fn fn);
 void kc_ar_pool_wait(struct kc_ar_pool *p, struct kc_ar_job *j);
 void kc_ar_pool_stop(struct kc_ar_pool *p);
-/* pthread_create with all signals blocked in the new thread. */
-int kc_ar_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* write() until done, EINTR-safe; pwrite likewise. -1 with errno set. */
 

@@ -33,6 +33,7 @@
 #include "archive_internal.h"
 #include "kc/archive.h"
 #include "kc/signals.h"
+#include "kc/threads.h"
 #include "kc/util.h"
 
 #include "archive_read_int.h"
@@ -784,7 +785,7 @@ static struct kc_archive_reader *reader_open(const char *path, const char *dest,
 	}
 	if (kc_ar_pool_start(&c->pool, workers, err) < 0)
 		goto fail;
-	int r = kc_ar_thread_start(&c->dthread, kc_ar_feeder_main, c);
+	int r = kc_thread_start(&c->dthread, kc_ar_feeder_main, c);
 	if (r) {
 		kc_error_errno(err, KC_EXIT_FAILURE, r, "cannot start a thread");
 		goto fail;

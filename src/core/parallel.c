@@ -34,7 +34,10 @@ int kc_parallel(const struct kc_backends *b, const pid_t *pids, size_t n, kc_pid
 	if (n == 0)
 		return 0;
 	_cleanup_free_ struct job *jobs = kc_xcalloc(n, sizeof(*jobs));
-	/* signals stay with the main thread, which decides about rollback */
+	/* signals stay with the main thread, which decides about rollback;
+	 * blocked here around the loop (not kc_thread_start's way) because a
+	 * job run inline, one process or no thread to be had, must not see
+	 * them in the middle of a driver call either */
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);

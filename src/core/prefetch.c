@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kc/prefetch.h"
+#include "kc/threads.h"
 #include "kc/util.h"
 
 #define CHUNK (8u << 20)
@@ -87,13 +88,9 @@ struct kc_prefetch *kc_prefetch_start(const char *dir, int threads)
 	if (threads <= 0)
 		threads = 8;
 	p->threads = kc_xcalloc((size_t)threads, sizeof(pthread_t));
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (int i = 0; i < threads; i++)
-		if (pthread_create(&p->threads[p->n_threads], NULL, worker, p) == 0)
+		if (kc_thread_start(&p->threads[p->n_threads], worker, p) == 0)
 			p->n_threads++;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return p;
 }
 

@@ -9,6 +9,7 @@
 
 #include "kc/report.h"
 #include "kc/signals.h"
+#include "kc/threads.h"
 #include "kc/util.h"
 
 enum kc_progress_mode kc_progress_mode;
@@ -234,12 +235,7 @@ struct kc_progress *kc_progress_start(const char *stage, uint64_t (*bytes_fn)(vo
 	p->started = kc_now();
 	p->bytes_fn = bytes_fn;
 	p->arg = arg;
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	int r = pthread_create(&p->thread, NULL, progress_main, p);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r != 0) {
+	if (kc_thread_start(&p->thread, progress_main, p) != 0) {
 		free(p);
 		return NULL;
 	}
