@@ -21,6 +21,10 @@ int kc_read_file(const char *path, char **out, size_t *len, struct kc_error **er
 /* Temporary file in the same dir, fsync, rename, fsync dir. */
 int kc_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode,
 			 struct kc_error **err);
+/* The same without the fsyncs: readers see the old file or the whole new
+ * one, but a crash may lose it (for files no more durable than their
+ * neighbours). */
+int kc_write_file_replace(const char *path, const void *buf, size_t len, mode_t mode, struct kc_error **err);
 int kc_mkdir_p(const char *path, mode_t mode, struct kc_error **err);
 /* rm -rf; refuses "/" and empty paths. */
 int kc_rm_rf(const char *path, struct kc_error **err);

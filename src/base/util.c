@@ -77,7 +77,7 @@ static int fsync_dir_of(const char *path)
 	return fsync(dfd);
 }
 
-int kc_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode,
+static int write_replace(const char *path, const void *buf, size_t len, mode_t mode, bool durable,
 			 struct kc_error **err)
 {
 	_cleanup_free_ char *tmp = kc_xasprintf("%s.tmp.%d", path, (int)getpid());
@@ -99,7 +99,7 @@ int kc_write_file_atomic(const char *path, const void *buf, size_t len, mode_t m
 		p += w;
 		left -= (size_t)w;
 	}
-	if (fsync(fd) < 0 || close(steal_fd(fd)) < 0) {
+	if ((durable && fsync(fd) < 0) || close(steal_fd(fd)) < 0) {
 		int e = errno;
 		unlink(tmp);
 		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot write '%s'", tmp);
@@ -109,8 +109,19 @@ int kc_write_file_atomic(const char *path, const void *buf, size_t len, mode_t m
 		unlink(tmp);
 		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot rename '%s' to '%s'", tmp, path);
 	}
-	fsync_dir_of(path);
+	if (durable)
+		fsync_dir_of(path);
 	return 0;
+}
+
+int kc_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode, struct kc_error **err)
+{
+	return write_replace(path, buf, len, mode, true, err);
+}
+
+int kc_write_file_replace(const char *path, const void *buf, size_t len, mode_t mode, struct kc_error **err)
+{
+	return write_replace(path, buf, len, mode, false, err);
 }
 
 int kc_mkdir_p(const char *path, mode_t mode, struct kc_error **err)
