@@ -58,6 +58,13 @@ struct kc_archive_stats {
 	uint64_t done;
 };
 
+/* st->done as a kc_progress bytes function takes it (arg: the stats). */
+uint64_t kc_archive_stats_done(void *st);
+
+/* The bytes an extraction writes to disk: every member but the memory
+ * members, which go into the processes when they come last. */
+uint64_t kc_archive_unpacked_bytes(const struct kc_manifest *m);
+
 /* "zstd" / "zstd:1".."zstd:19" -> level, "none" -> 0; NULL means "zstd".
  * KC_EXIT_USAGE otherwise. */
 int kc_archive_parse_compression(const char *spec, int *level, struct kc_error **err);

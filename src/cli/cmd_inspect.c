@@ -83,11 +83,6 @@ static void print_human(const struct kc_manifest *m, const char *image, uint64_t
 	}
 }
 
-static uint64_t verified_so_far(void *arg)
-{
-	return __atomic_load_n(&((struct kc_archive_stats *)arg)->done, __ATOMIC_RELAXED);
-}
-
 int kc_cmd_inspect(const struct kc_args *ap, struct kc_error **err)
 {
 	const struct kc_args a = *ap;
@@ -107,7 +102,7 @@ int kc_cmd_inspect(const struct kc_args *ap, struct kc_error **err)
 			struct kc_manifest vm;
 			kc_manifest_init(&vm);
 			struct kc_archive_stats vs = {0};
-			struct kc_progress *vp = kc_progress_start("verify", verified_so_far, &vs);
+			struct kc_progress *vp = kc_progress_start("verify", kc_archive_stats_done, &vs);
 			uint64_t total = 0;
 			for (size_t i = 0; i < m.n_members; i++)
 				total += m.members[i].size;

@@ -43,6 +43,21 @@ bool kc_archive_is_bulk_member(const char *path)
 	       strcmp(path + n - 4, ".img") == 0;
 }
 
+uint64_t kc_archive_stats_done(void *st)
+{
+	return __atomic_load_n(&((struct kc_archive_stats *)st)->done, __ATOMIC_RELAXED);
+}
+
+uint64_t kc_archive_unpacked_bytes(const struct kc_manifest *m)
+{
+	bool streamed = kc_archive_bulk_last(m);
+	uint64_t n = 0;
+	for (size_t i = 0; i < m->n_members; i++)
+		if (!streamed || !kc_archive_is_bulk_member(m->members[i].path))
+			n += m->members[i].size;
+	return n;
+}
+
 bool kc_archive_bulk_last(const struct kc_manifest *m)
 {
 	bool seen = false;

@@ -306,11 +306,6 @@ static void relist_stopped_tree(pid_t root, struct kc_manifest *m, pid_t **pids,
 	*n = n_now;
 }
 
-static uint64_t archived_so_far(void *arg)
-{
-	return __atomic_load_n(&((struct kc_archive_stats *)arg)->done, __ATOMIC_RELAXED);
-}
-
 /* The archive of the images dir; bulk: memory to read from the stopped
  * tree into it (NULL: all of it is in the images dir). */
 static int write_archive(const struct kc_dump_opts *o, struct kc_manifest *m, struct kc_bulk_source *bulk,
@@ -328,7 +323,7 @@ static int write_archive(const struct kc_dump_opts *o, struct kc_manifest *m, st
 	bool to_stdout = !strcmp(o->archive, "-");
 	_cleanup_free_ char *spool = to_stdout ? kc_xasprintf("%s/.kcheckpoint-stdout.tar", o->images_dir) : NULL;
 	struct kc_archive_stats st = {0};
-	struct kc_progress *ap = kc_progress_start("archive", archived_so_far, &st);
+	struct kc_progress *ap = kc_progress_start("archive", kc_archive_stats_done, &st);
 	kc_progress_total(ap, kc_dir_size(o->images_dir) + bs.size);
 	int ar = kc_archive_write(o->images_dir, m, spool ? spool : o->archive, &ao, &st, err);
 	kc_progress_stop(ap);

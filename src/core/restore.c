@@ -120,13 +120,8 @@ int kc_restore_check_links(const struct kc_manifest *m, struct kc_error **err)
 
 int kc_restore_check_space(const struct kc_manifest *m, const char *dir, struct kc_error **err)
 {
-	uint64_t need = 0;
 	/* memory members at the end go straight into the processes */
-	bool streamed = kc_archive_bulk_last(m);
-	for (size_t i = 0; i < m->n_members; i++)
-		if (!streamed || !kc_archive_is_bulk_member(m->members[i].path))
-			need += m->members[i].size;
-	if (kc_check_room(dir, need, "unpacking", err) == 0)
+	if (kc_check_room(dir, kc_archive_unpacked_bytes(m), "unpacking", err) == 0)
 		return 0;
 	return kc_error_set_hint(err, "see --work-dir");
 }
@@ -448,11 +443,6 @@ int kc_restore_check_gpu_map(const struct kc_gpu_pair *pairs, size_t n_pairs, bo
 	return 0;
 }
 
-static uint64_t unpacked_so_far(void *arg)
-{
-	return __atomic_load_n(&((struct kc_archive_stats *)arg)->done, __ATOMIC_RELAXED);
-}
-
 int kc_restore_image(const struct kc_restore_opts *opts, const char *image, const struct kc_backends *b,
 		     struct kc_manifest *m, struct kc_report *r, pid_t *root_pid, struct kc_error **err)
 {
@@ -493,10 +483,7 @@ int kc_restore_image(const struct kc_restore_opts *opts, const char *image, cons
 			pr = kc_restore_check_links(&pre, err);
 		if (pr == 0)
 			pr = kc_restore_check_space(&pre, kc_workdir_parent(o.work_dir), err);
-		bool streamed = kc_archive_bulk_last(&pre);
-		for (size_t i = 0; i < pre.n_members; i++)
-			if (!streamed || !kc_archive_is_bulk_member(pre.members[i].path))
-				unpack_total += pre.members[i].size;
+		unpack_total = kc_archive_unpacked_bytes(&pre);
 		kc_manifest_free(&pre);
 		if (pr < 0)
 			goto out;
@@ -504,7 +491,7 @@ int kc_restore_image(const struct kc_restore_opts *opts, const char *image, cons
 			goto out;
 		/* up to the memory members, which fill the processes from the
 		 * archive once CRIU restored them */
-		struct kc_progress *up = kc_progress_start("unpack", unpacked_so_far, &as);
+		struct kc_progress *up = kc_progress_start("unpack", kc_archive_stats_done, &as);
 		kc_progress_total(up, unpack_total);
 		int ur = kc_archive_extract_begin(image, wd.path, m, &as, &reader, err);
 		kc_progress_stop(up);
