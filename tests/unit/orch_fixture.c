@@ -47,7 +47,7 @@ int setup(void **state)
 }
 
 /* Only what is still ours: a reaped pid may already be someone else's. */
-bool our_descendant(pid_t pid)
+static bool our_descendant(pid_t pid)
 {
 	for (pid_t p = kc_proc_ppid(pid); p > 1; p = kc_proc_ppid(p))
 		if (p == getpid())
@@ -77,7 +77,7 @@ int teardown(void **state)
 	return 0;
 }
 
-void write_pid(int fd, pid_t pid)
+static void write_pid(int fd, pid_t pid)
 {
 	if (write(fd, &pid, sizeof(pid)) != sizeof(pid))
 		_exit(1);

@@ -58,9 +58,7 @@ struct post {
 	} while (0)
 
 int setup(void **state);
-bool our_descendant(pid_t pid);
 int teardown(void **state);
-void write_pid(int fd, pid_t pid);
 void spawn(struct fx *f, int nkids, bool grandkid);
 void wait_state(pid_t pid, char st, bool is);
 void all_cuda(struct fx *f, enum kc_cuda_state st);
