@@ -10,7 +10,8 @@
 #   bench/fill_bench.sh [MB] [ROUNDS]      (default 4096 MB, 3 rounds)
 #
 # Environment: KC (default build/kcheckpoint), KCHECKPOINT_CRIU (criu),
-# WORKLOAD (cpu_workload), WORK (default /var/tmp/kc-fill-bench).
+# WORKLOAD (cpu_workload), WORK (default /var/tmp/kc-fill-bench), KC_RESTORE_OPTS
+# (more options for kcheckpoint restore, word-split: --no-fill-huge, say).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MB=${1:-4096} ROUNDS=${2:-3}
@@ -52,7 +53,7 @@ for r in $(seq "$ROUNDS"); do
 			rm -f "$WORK/criu-images/restore.pid"
 			"$CRIU" restore -d -D "$WORK/criu-images" -o restore.log --pidfile "$WORK/criu.pid" >/dev/null 2>&1
 		else
-			"$KC" restore -q "$WORK/kc-images" >/dev/null
+			"$KC" restore -q ${KC_RESTORE_OPTS:-} "$WORK/kc-images" >/dev/null
 		fi
 		rc=$?
 		t=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')

@@ -6,7 +6,10 @@
 # printed side by side.  Needs root, an NVIDIA GPU, CRIU >= 4.1.
 #
 #   bench/gpu_bench.sh [--gib N] [--procs P] [--cold] [--thp always|madvise] [--kc-thp MODE]
-#                      [--archive] [--manual-first] [--manual-like-kc]
+#                      [--archive] [--manual-first] [--manual-like-kc] [--kc-restore-opt OPT]...
+#
+# --kc-restore-opt passes OPT to kcheckpoint's restore alone (--no-fill-huge,
+# say); the tag gets "-ro" and the options.
 #
 # --manual-like-kc gives the manual flow's criu dump kcheckpoint's CRIU
 # options (-v4, --leave-stopped, then SIGKILL, untimed): with it a
@@ -23,7 +26,7 @@
 # gpu_workload and cuda_ckpt), WORK (images; default /var/tmp/kc-bench),
 # OUT (where JSON and logs are kept).
 set -euo pipefail
-GIB=2 PROCS=1 COLD=0 THP="" KC_THP="" ARCHIVE=0 ORDER=kc-first LIKE_KC=0
+GIB=2 PROCS=1 COLD=0 THP="" KC_THP="" ARCHIVE=0 ORDER=kc-first LIKE_KC=0 KC_ROPTS=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--gib) GIB=$2; shift ;;
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
 	--archive) ARCHIVE=1 ;;
 	--manual-first) ORDER=manual-first ;;
 	--manual-like-kc) LIKE_KC=1 ;;
+	--kc-restore-opt) KC_ROPTS+=("$2"); shift ;;
 	*) echo "gpu_bench: unknown option '$1'" >&2; exit 2 ;;
 	esac
 	shift
@@ -43,7 +47,7 @@ CRIU=${KCHECKPOINT_CRIU:-criu}
 BIN=${BIN:?BIN must name the dir holding gpu_workload and cuda_ckpt}
 WORK=${WORK:-/var/tmp/kc-bench}
 OUT=${OUT:-$WORK/out}
-TAG=g${GIB}p${PROCS}$([ $COLD = 1 ] && echo c || echo w)${THP:+-$THP}${KC_THP:+-kc$KC_THP}${KCHECKPOINT_PREFETCH:+-pf$KCHECKPOINT_PREFETCH}$([ $ORDER = manual-first ] && echo -mf || true)$([ $LIKE_KC = 1 ] && echo -like || true)
+TAG=g${GIB}p${PROCS}$([ $COLD = 1 ] && echo c || echo w)${THP:+-$THP}${KC_THP:+-kc$KC_THP}${KCHECKPOINT_PREFETCH:+-pf$KCHECKPOINT_PREFETCH}$([ $ORDER = manual-first ] && echo -mf || true)$([ $LIKE_KC = 1 ] && echo -like || true)$([ ${#KC_ROPTS[@]} -gt 0 ] && printf -- '-ro%s' "${KC_ROPTS[@]}" | tr -c 'a-z0-9-' '_' || true)
 mkdir -p "$WORK" "$OUT"
 THP_FILE=/sys/kernel/mm/transparent_hugepage/enabled
 OLD_THP=$(sed -n 's/.*\[\(.*\)\].*/\1/p' $THP_FILE)
@@ -127,12 +131,12 @@ wait_free
 drop_caches
 k2=$(now)
 if [ $ARCHIVE = 1 ]; then
-	"$KC" restore ${KC_OPTS[@]+"${KC_OPTS[@]}"} --json --work-dir "$WORK" "$IMG.tar.zst" >"$OUT/kc-restore-$TAG.json"
+	"$KC" restore ${KC_OPTS[@]+"${KC_OPTS[@]}"} ${KC_ROPTS[@]+"${KC_ROPTS[@]}"} --json --work-dir "$WORK" "$IMG.tar.zst" >"$OUT/kc-restore-$TAG.json"
 	k3=$(now) # before the archive's removal, which takes seconds for tens of GB
 	ls -l "$IMG.tar.zst" >"$OUT/kc-archive-$TAG.txt"
 	rm -f "$IMG.tar.zst"
 else
-	"$KC" restore ${KC_OPTS[@]+"${KC_OPTS[@]}"} --json "$IMG" >"$OUT/kc-restore-$TAG.json"
+	"$KC" restore ${KC_OPTS[@]+"${KC_OPTS[@]}"} ${KC_ROPTS[@]+"${KC_ROPTS[@]}"} --json "$IMG" >"$OUT/kc-restore-$TAG.json"
 	k3=$(now)
 fi
 python3 -c "import json,sys; t=[float(x) for x in sys.argv[1:5]]; print(json.dumps({'dump': t[1]-t[0], 'restore': t[3]-t[2]}))" \

@@ -40,6 +40,10 @@ struct kc_criu_opts {
 	/* Restore: where CRIU puts its log, pidfile and stats (criu -W);
 	 * NULL: the images dir. */
 	const char *log_dir;
+	/* Restore: a file of "<pid> <start hex> <end hex>" runs that
+	 * kcheckpoint fills itself; a CRIU that knows how (patches/criu/0002)
+	 * advises MADV_HUGEPAGE on the VMAs they mostly cover.  NULL: none. */
+	const char *huge_runs;
 };
 
 /* From CRIU's stats-dump / stats-restore images (images/stats.proto). */

@@ -90,6 +90,9 @@ struct kc_restore_opts {
 	bool prefetch;
 	/* Threads that fill the memory kept out of CRIU's images. */
 	unsigned fill_threads;
+	/* Where THP is "madvise", have CRIU advise MADV_HUGEPAGE on the VMAs
+	 * that memory fills (most of), so it faults in huge pages. */
+	bool fill_huge;
 	/* Optional: called after CRIU restored, before the GPU stage.  The CLI
 	 * loads the driver (cuInit) in a thread meanwhile and joins it here, so
 	 * driver start-up overlaps unpack and CRIU restore. */

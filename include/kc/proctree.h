@@ -3,6 +3,7 @@
 #define KC_PROCTREE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "kc/error.h"
@@ -22,5 +23,22 @@ int kc_proctree_kill(const pid_t *pids, size_t n, enum kc_kill_wait wait, unsign
 		     struct kc_error **err);
 /* SIGCONT every pid. */
 void kc_proctree_cont(const pid_t *pids, size_t n);
+
+/* Thread tid of a stopped (SIGSTOP) process runs alone, through ptrace,
+ * while the rest of the process stays stopped: the CUDA driver's restore
+ * thread, which the GPU restore needs running.  Its signals are blocked
+ * meanwhile (as CRIU's CUDA plugin does), so that none runs a handler of
+ * the program while its other threads are stopped.  The caller's thread
+ * is the tracer: kc_thread_release must come from the same thread.  Fails
+ * (nothing held) where ptrace is not allowed or the thread is traced. */
+struct kc_held_thread {
+	pid_t tid;
+	uint64_t sigmask; /* its own, put back on release */
+};
+int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **err);
+/* Stops it again, puts its signal mask back and detaches; the process
+ * stays as it is otherwise (a caller that wants it stopped sends SIGSTOP
+ * after). */
+void kc_thread_release(const struct kc_held_thread *h);
 
 #endif

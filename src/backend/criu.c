@@ -230,6 +230,17 @@ static int spawn_error(struct kc_error **err, int e, const char *path)
  * group the terminal's foreground group, which only works from our own,
  * foreground, group.
  */
+/* Our environment plus one variable (taken), for CRIU. */
+static char **env_with(char *var)
+{
+	size_t n = kc_strv_len(environ);
+	char **envp = kc_xcalloc(n + 2, sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		envp[i] = kc_xstrdup(environ[i]);
+	envp[n] = var;
+	return envp;
+}
+
 static int run_criu(char **argv, char **envp, bool keep_stdin, char **output, int *wstatus, struct kc_error **err)
 {
 	int p[2];
@@ -463,13 +474,8 @@ static int criu_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const cha
 	/* our CRIU (patches/criu/0001-*) leaves large anonymous memory to us;
 	 * any other CRIU ignores the variable and dumps it all */
 	_cleanup_strv_ char **envp = NULL;
-	if (o->bulk_min) {
-		size_t n = kc_strv_len(environ);
-		envp = kc_xcalloc(n + 2, sizeof(char *));
-		for (size_t i = 0; i < n; i++)
-			envp[i] = kc_xstrdup(environ[i]);
-		envp[n] = kc_xasprintf("KCHECKPOINT_BULK_MIN=%llu", (unsigned long long)o->bulk_min);
-	}
+	if (o->bulk_min)
+		envp = env_with(kc_xasprintf("KCHECKPOINT_BULK_MIN=%llu", (unsigned long long)o->bulk_min));
 	_cleanup_free_ char *out = NULL;
 	_cleanup_free_ char *log = kc_xasprintf("%s/criu-dump.log", dir);
 	int status;
@@ -534,10 +540,15 @@ static int criu_restore(void *h, const struct kc_criu_opts *o, const char *image
 	add_common_flags(&a, o);
 	argv = a.v;
 
+	/* our CRIU (patches/criu/0002-*) advises huge pages where we fill;
+	 * any other CRIU ignores the variable */
+	_cleanup_strv_ char **envp = NULL;
+	if (o->huge_runs)
+		envp = env_with(kc_xasprintf("KCHECKPOINT_BULK_HUGE=%s", o->huge_runs));
 	_cleanup_free_ char *out = NULL;
 	_cleanup_free_ char *log = kc_xasprintf("%s/criu-restore.log", wdir);
 	int status;
-	if (run_criu(argv, NULL, o->shell_job, &out, &status, err) < 0)
+	if (run_criu(argv, envp, o->shell_job, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "restore", status, log, out);

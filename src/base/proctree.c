@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -116,4 +119,49 @@ void kc_proctree_cont(const pid_t *pids, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		kill(pids[i], SIGCONT);
+}
+
+/* The next ptrace-stop of tid, bounded; a signal to us does not end it. */
+static int wait_traced(pid_t tid)
+{
+	for (int i = 0; i < 5000; i++) {
+		int st;
+		pid_t r = waitpid(tid, &st, __WALL | WNOHANG);
+		if (r == tid)
+			return WIFSTOPPED(st) ? 0 : -1; /* exited or killed: nothing to hold */
+		if (r < 0 && errno != EINTR)
+			return -1;
+		struct timespec ts = {0, 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	return -1;
+}
+
+int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **err)
+{
+	/* a thread in group-stop turns it into a ptrace-stop when seized (the
+	 * kernel re-reports it); only a running one needs the interrupt, and
+	 * one sent to a trapped thread would trap it again after PTRACE_CONT */
+	bool stopped = kc_pid_state(tid) == 'T';
+	if (ptrace(PTRACE_SEIZE, tid, NULL, NULL) < 0)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot trace thread %d", (int)tid);
+	uint64_t all = ~(uint64_t)0;
+	h->tid = tid;
+	errno = 0;
+	if ((!stopped && ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) < 0) || wait_traced(tid) < 0 ||
+	    ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(h->sigmask), &h->sigmask) < 0 ||
+	    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(all), &all) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0) {
+		int e = errno;
+		ptrace(PTRACE_DETACH, tid, NULL, NULL);
+		return kc_error_errno(err, KC_EXIT_FAILURE, e ? e : EIO, "cannot run thread %d alone", (int)tid);
+	}
+	return 0;
+}
+
+void kc_thread_release(const struct kc_held_thread *h)
+{
+	/* a running tracee must be in a ptrace-stop to be changed and detached */
+	if (ptrace(PTRACE_INTERRUPT, h->tid, NULL, NULL) == 0 && wait_traced(h->tid) == 0)
+		ptrace(PTRACE_SETSIGMASK, h->tid, (void *)sizeof(h->sigmask), &h->sigmask);
+	ptrace(PTRACE_DETACH, h->tid, NULL, NULL);
 }

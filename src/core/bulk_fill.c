@@ -23,11 +23,11 @@
 
 #include "archive_internal.h"
 #include "kc/signals.h"
-#include "kc/thp.h"
 #include "kc/util.h"
 #include "orchestrator_int.h"
 
 #define CHUNK (16u << 20)
+#define FILL_PIECE ((uint64_t)128 << 10) /* hashed then written: fits a core's L2 */
 
 struct dst {
 	pid_t pid;
@@ -50,116 +50,6 @@ static int wait_stopped(pid_t pid, struct kc_error **err)
 	}
 	return kc_error_set(err, KC_EXIT_CRIU, 0, "restored pid %d is not stopped: its memory cannot be filled safely",
 			    (int)pid);
-}
-
-/*
- * Huge pages for the runs before they are filled.  CRIU maps them afresh,
- * and with THP in "madvise" mode (the usual default) every page would
- * come from a 4 KiB fault; the GPU restore then copies out of 4 KiB pages
- * too.  MADV_COLLAPSE through process_madvise (Linux 6.1) turns each 2
- * MiB-aligned block that lies wholly inside a run into one huge page, as
- * "always" would have at the dump; it keeps contents, needs the block's
- * page table, hence one byte written first (the fill overwrites it), and
- * touches no page outside the runs, so the process' memory stays what it
- * was.  Best effort: not with THP "never", and a block the kernel will
- * not collapse (VM_NOHUGEPAGE, no memory) just stays in small pages.
- * Off unless KCHECKPOINT_FILL_HUGE=1: the collapse allocates with direct
- * compaction, and on the 2-core dev VM a 2 GiB restore took 3.3-4.9 s
- * with it against 0.7-1.1 s without (bench/fill_bench.sh 2048 3).
- */
-#define HUGE_BLOCK ((uint64_t)2 << 20)
-#define HUGE_BATCH 16 /* blocks per work item */
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-
-struct huge_item {
-	int memfd, pidfd;
-	uint64_t start;
-	size_t blocks;
-};
-
-struct huge_job {
-	struct huge_item *v;
-	size_t n;
-	atomic_size_t next;
-	atomic_uint_fast64_t collapsed;
-};
-
-static void *huge_worker(void *arg)
-{
-	struct huge_job *j = arg;
-	static const char zero;
-	for (;;) {
-		size_t i = atomic_fetch_add(&j->next, 1);
-		if (i >= j->n || kc_signals_pending())
-			return NULL;
-		const struct huge_item *h = &j->v[i];
-		bool ok = true;
-		for (size_t b = 0; b < h->blocks && ok; b++)
-			ok = pwrite(h->memfd, &zero, 1, (off_t)(h->start + b * HUGE_BLOCK)) == 1;
-		struct iovec iov = {(void *)(uintptr_t)h->start, h->blocks * HUGE_BLOCK};
-		if (ok && syscall(SYS_process_madvise, h->pidfd, &iov, 1, MADV_COLLAPSE, 0) > 0)
-			atomic_fetch_add(&j->collapsed, h->blocks * HUGE_BLOCK);
-	}
-}
-
-static bool huge_wanted(void)
-{
-	const char *e = getenv("KCHECKPOINT_FILL_HUGE");
-	if (!e || strcmp(e, "1") != 0)
-		return false;
-	char mode[16];
-	struct kc_error *err = NULL;
-	if (kc_thp_get(mode, sizeof(mode), &err) < 0) {
-		kc_error_free(err);
-		return false;
-	}
-	return strcmp(mode, "never") != 0;
-}
-
-/* memfd[i]: /proc/<pid>/mem of v[i]'s pid.  Bytes now in huge pages. */
-static uint64_t fill_huge(const struct kc_bulk_region *v, const int *memfd, size_t n, unsigned threads)
-{
-	if (!huge_wanted())
-		return 0;
-	struct huge_job j = {0};
-	size_t cap = 0;
-	pid_t *pids = kc_xcalloc(n + 1, sizeof(pid_t));
-	int *pidfds = kc_xcalloc(n + 1, sizeof(int));
-	size_t n_pid = 0;
-	for (size_t i = 0; i < n; i++) {
-		uint64_t a = (v[i].vaddr + HUGE_BLOCK - 1) & ~(HUGE_BLOCK - 1);
-		uint64_t e = (v[i].vaddr + v[i].bytes) & ~(HUGE_BLOCK - 1);
-		if (a >= e)
-			continue;
-		size_t p = 0;
-		while (p < n_pid && pids[p] != v[i].pid)
-			p++;
-		if (p == n_pid) {
-			pids[p] = v[i].pid;
-			pidfds[p] = (int)syscall(SYS_pidfd_open, v[i].pid, 0);
-			n_pid++;
-		}
-		if (pidfds[p] < 0)
-			continue;
-		for (uint64_t x = a; x < e; x += HUGE_BATCH * HUGE_BLOCK) {
-			if (j.n == cap)
-				j.v = kc_xrealloc(j.v, (cap = cap ? cap * 2 : 256) * sizeof(*j.v));
-			uint64_t len = e - x < HUGE_BATCH * HUGE_BLOCK ? e - x : HUGE_BATCH * HUGE_BLOCK;
-			j.v[j.n++] = (struct huge_item){.memfd = memfd[i], .pidfd = pidfds[p], .start = x,
-							.blocks = (size_t)(len / HUGE_BLOCK)};
-		}
-	}
-	if (j.n)
-		kc_run_pool(threads, j.n, huge_worker, &j);
-	for (size_t p = 0; p < n_pid; p++)
-		if (pidfds[p] >= 0)
-			close(pidfds[p]);
-	free(pids);
-	free(pidfds);
-	free(j.v);
-	return atomic_load(&j.collapsed);
 }
 
 /* ---- filling from a stream (an archive's memory members) -------------------------------- */
@@ -220,8 +110,7 @@ static bool mapped(pid_t pid, uint64_t a, uint64_t b)
 	return a >= b;
 }
 
-int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, unsigned threads, struct kc_fill_target **out,
-			struct kc_error **err)
+int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, struct kc_fill_target **out, struct kc_error **err)
 {
 	for (size_t i = 0; i < n; i++)
 		if (!mapped(v[i].pid, v[i].vaddr, v[i].vaddr + v[i].bytes))
@@ -251,12 +140,6 @@ int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, unsigned threa
 		}
 		t->v[t->n].r = &v[i];
 		t->v[t->n++].fd = t->dsts[d].fd;
-	}
-	{
-		_cleanup_free_ int *fds = kc_xcalloc(n + 1, sizeof(int));
-		for (size_t i = 0; i < n; i++)
-			fds[i] = t->v[i].fd;
-		fill_huge(v, fds, n, threads);
 	}
 	qsort(t->v, t->n, sizeof(*t->v), cmp_tregion);
 	*out = t;
@@ -364,13 +247,29 @@ static void *fill_worker(void *arg)
 			return NULL;
 		const struct fchunk *c = &f->chunks[i];
 		const struct src *s = &f->srcs[c->src];
-		if (s->member >= 0)
-			for (uint64_t o = 0; o < c->len; o += KC_ARCHIVE_LEAF)
-				kc_sha256(s->map + c->off + o, c->len - o < KC_ARCHIVE_LEAF ? c->len - o : KC_ARCHIVE_LEAF,
-					  f->d[s->first_leaf + (c->off + o) / KC_ARCHIVE_LEAF]);
-		if (kc_fill_target_write(f->t, s->file, c->off, s->map + c->off, c->len) < 0) {
-			kc_fail_once(&f->failed, errno);
-			return NULL;
+		if (s->member < 0) {
+			if (kc_fill_target_write(f->t, s->file, c->off, s->map + c->off, c->len) < 0) {
+				kc_fail_once(&f->failed, errno);
+				return NULL;
+			}
+			continue;
+		}
+		/* each piece hashed, then written while it is still in this
+		 * core's cache: 1 MiB leaves read twice from memory made the
+		 * checksums cost 0.9-1.2 s per 4 GiB on 2 cores */
+		for (uint64_t o = 0; o < c->len; o += KC_ARCHIVE_LEAF) {
+			uint64_t leaf = c->len - o < KC_ARCHIVE_LEAF ? c->len - o : KC_ARCHIVE_LEAF;
+			struct kc_sha256 h;
+			kc_sha256_init(&h);
+			for (uint64_t p = 0; p < leaf; p += FILL_PIECE) {
+				uint64_t at = c->off + o + p, len = leaf - p < FILL_PIECE ? leaf - p : FILL_PIECE;
+				kc_sha256_update(&h, s->map + at, len);
+				if (kc_fill_target_write(f->t, s->file, at, s->map + at, len) < 0) {
+					kc_fail_once(&f->failed, errno);
+					return NULL;
+				}
+			}
+			kc_sha256_final(&h, f->d[s->first_leaf + (c->off + o) / KC_ARCHIVE_LEAF]);
 		}
 	}
 }
@@ -430,7 +329,7 @@ int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const stru
 			goto out;
 		}
 	}
-	if (kc_fill_target_open(v, n, threads, &f.t, err) < 0)
+	if (kc_fill_target_open(v, n, &f.t, err) < 0)
 		goto out;
 	f.chunks = kc_xcalloc(n_chunks + 1, sizeof(*f.chunks));
 	f.d = kc_xcalloc(leaves + 1, sizeof(*f.d));

@@ -33,8 +33,7 @@ void kc_leaves_root(const uint8_t (*d)[32], size_t n, char hex[65]);
 /* The stopped restored processes of the regions, written through
  * /proc/<pid>/mem: kc_fill_target_write is a kc_archive_sink (bulk_fill.c). */
 struct kc_fill_target;
-int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, unsigned threads, struct kc_fill_target **t,
-			struct kc_error **err);
+int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, struct kc_fill_target **t, struct kc_error **err);
 int kc_fill_target_write(void *t, const char *file, uint64_t off, const void *data, size_t len);
 uint64_t kc_fill_target_done(void *t);
 uint64_t kc_bulk_regions_bytes(const struct kc_bulk_region *v, size_t n);

@@ -204,8 +204,9 @@ void kc_progress_total(struct kc_progress *p, uint64_t total)
 /*
  * Test seam for the fault-injection walk (tests/integration/test_fault_walk.py):
  * KCHECKPOINT_TEST_PAUSE=<stage> stops at the start of that stage, after
- * creating KCHECKPOINT_TEST_PAUSE_FILE, until a signal comes (30 s at
- * most), so a test can signal or SIGKILL kcheckpoint in a known stage.
+ * creating KCHECKPOINT_TEST_PAUSE_FILE, until a signal comes or the file
+ * is removed (30 s at most), so a test can signal or SIGKILL kcheckpoint
+ * in a known stage, or look at the processes there.
  */
 static void test_pause(const char *stage)
 {
@@ -218,7 +219,8 @@ static void test_pause(const char *stage)
 		if (f)
 			fclose(f);
 	}
-	for (int i = 0; i < 3000 && !kc_signals_pending(); i++) {
+	/* removing the file lets it go on */
+	for (int i = 0; i < 3000 && !kc_signals_pending() && (!file || access(file, F_OK) == 0); i++) {
 		struct timespec ts = {0, 10000000L};
 		nanosleep(&ts, NULL);
 	}

@@ -59,6 +59,90 @@ struct discard_arg {
 	pid_t root;
 };
 
+/*
+ * The runs kcheckpoint fills in the processes whose GPU it restores, for a
+ * CRIU that advises MADV_HUGEPAGE on the VMAs they mostly cover
+ * (patches/criu/0002): on a node whose THP mode is "madvise" the driver
+ * then copies the GPU's memory back out of 2 MiB pages, 1.1 s sooner for
+ * 26 GB on an H200 (docs/PERFORMANCE.md, runs 25-26), while the fill
+ * itself takes 0.3 s longer there (and 1 s longer for 4 GiB on a 2-core
+ * VM), so processes without a GPU are left as dumped.  The process keeps
+ * that advice, as if it had asked for it.  NULL where there is nothing to
+ * advise, the mode is another (always: huge already; never: no use) or
+ * unreadable.
+ */
+static char *huge_runs_file(const char *dir, const struct kc_bulk_region *v, size_t n, const struct kc_gpu_set *gpu)
+{
+	char mode[16];
+	if (!n || !gpu->n || kc_thp_get(mode, sizeof(mode), NULL) < 0 || strcmp(mode, "madvise") != 0)
+		return NULL;
+	char *path = kc_xasprintf("%s/kcheckpoint-huge.txt", dir);
+	FILE *f = fopen(path, "we");
+	if (!f) {
+		free(path);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < gpu->n; j++)
+			if (gpu->pids[j] == v[i].pid)
+				fprintf(f, "%d %" PRIx64 " %" PRIx64 "\n", (int)v[i].pid, v[i].vaddr,
+					v[i].vaddr + v[i].bytes);
+	if (fclose(f) != 0) { /* an advice, not the restore: without it */
+		unlink(path);
+		free(path);
+		return NULL;
+	}
+	return path;
+}
+
+/* The tree CRIU left stopped runs, but for the processes stopped when
+ * dumped, which stay (or are again, after a thread of theirs ran alone)
+ * stopped. */
+static void run_tree(const struct kc_manifest *m, const pid_t *tree, size_t n_tree)
+{
+	for (size_t i = 0; i < n_tree; i++) {
+		bool was_stopped = false;
+		for (size_t j = 0; j < m->n_procs && !was_stopped; j++)
+			was_stopped = m->procs[j].pid == tree[i] && m->procs[j].stopped;
+		kill(tree[i], was_stopped ? SIGSTOP : SIGCONT);
+	}
+}
+
+static void release_threads(const struct kc_held_thread *h, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++)
+		kc_thread_release(&h[i]);
+	*n = 0;
+}
+
+/* The restore thread of each process of both sets runs alone. */
+static int hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set *a, const struct kc_gpu_set *c,
+				struct kc_held_thread **held, size_t *n_held, struct kc_error **err)
+{
+	if (!b->cuda || !b->cuda->ops->get_restore_tid)
+		return kc_error_set(err, KC_EXIT_GPU, 0, "the driver names no restore thread");
+	*held = kc_xcalloc(a->n + c->n + 1, sizeof(**held));
+	const struct kc_gpu_set *sets[] = {a, c};
+	for (size_t k = 0; k < 2; k++)
+		for (size_t i = 0; i < sets[k]->n; i++) {
+			int tid = 0;
+			if (b->cuda->ops->get_restore_tid(b->cuda->h, sets[k]->pids[i], &tid, err) < 0)
+				return -1;
+			if (tid <= 0)
+				return kc_error_set(err, KC_EXIT_GPU, 0, "no restore thread for pid %d",
+						    (int)sets[k]->pids[i]);
+			bool dup = false;
+			for (size_t j = 0; j < *n_held && !dup; j++)
+				dup = (*held)[j].tid == tid;
+			if (dup)
+				continue;
+			if (kc_thread_run_alone(tid, &(*held)[*n_held], err) < 0)
+				return -1;
+			(*n_held)++;
+		}
+	return 0;
+}
+
 static int undo_discard(void *arg, struct kc_error **err)
 {
 	struct discard_arg *a = arg;
@@ -141,6 +225,11 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	size_t n_bulk = 0;
 	bool fill_done = false; /* every process' memory is back */
 	_cleanup_free_ char *criu_dir = NULL; /* CRIU's log and stats, ours */
+	_cleanup_free_ char *huge_runs = NULL; /* in it: the runs to advise huge */
+	_cleanup_free_ pid_t *tree = NULL;      /* the restored tree, while CRIU left it stopped */
+	size_t n_tree = 0;
+	_cleanup_free_ struct kc_held_thread *held = NULL; /* restore threads run alone meanwhile */
+	size_t n_held = 0;
 
 	if (m->n_procs == 0 && kc_manifest_read(o->images_dir, m, err) < 0)
 		return -1;
@@ -291,6 +380,10 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		copts.log_dir = criu_dir;
 	}
 	const char *stats_dir = criu_dir ? criu_dir : o->images_dir;
+	/* never into a user's images dir (containerd restores with its own CRIU) */
+	if (o->fill_huge && (criu_dir || o->images_private))
+		huge_runs = huge_runs_file(stats_dir, bulk, n_bulk, to_restore);
+	copts.huge_runs = huge_runs;
 	pid_t root = 0;
 	struct kc_progress *pg = kc_progress_start("criu-restore", NULL, NULL);
 	struct kc_prefetch *pf = o->prefetch ? kc_prefetch_start(o->images_dir, 8) : NULL;
@@ -313,8 +406,6 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (n_bulk) {
 		for (size_t i = 0; i < n_bulk; i++)
 			kc_fillmark_stamp(bulk[i].pid);
-		_cleanup_free_ pid_t *tree = NULL;
-		size_t n_tree = 0;
 		if (kc_proctree(root, &tree, &n_tree, err) < 0)
 			goto rollback;
 		/* the index may only name processes CRIU just restored */
@@ -334,7 +425,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		if (o->archive) {
 			/* unpacking the rest of the archive is the fill */
 			struct kc_fill_target *ft = NULL;
-			if (kc_fill_target_open(bulk, n_bulk, o->fill_threads, &ft, err) < 0)
+			if (kc_fill_target_open(bulk, n_bulk, &ft, err) < 0)
 				goto rollback;
 			struct kc_progress *fp = kc_progress_start("memory-fill", kc_fill_target_done, ft);
 			kc_progress_total(fp, kc_bulk_regions_bytes(bulk, n_bulk));
@@ -352,16 +443,9 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		}
 		kc_report_add(r, "memory-fill", kc_now() - t0, filled);
 		fill_done = true;
-		if (kc_check_interrupted(err) < 0)
-			goto rollback;
-		/* CRIU stopped them all; the ones stopped when dumped stay so */
-		for (size_t i = 0; i < n_tree; i++) {
-			bool was_stopped = false;
-			for (size_t j = 0; j < m->n_procs && !was_stopped; j++)
-				was_stopped = m->procs[j].pid == tree[i] && m->procs[j].stopped;
-			if (!was_stopped)
-				kc_proctree_cont(&tree[i], 1);
-		}
+		/* all of it is back: from here on recover may run the tree */
+		for (size_t i = 0; i < n_bulk; i++)
+			kc_fillmark_clear(bulk[i].pid);
 		if (kc_check_interrupted(err) < 0)
 			goto rollback;
 	}
@@ -382,6 +466,35 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 				sets[k]->pids[i] = now;
 			}
 	}
+	/*
+	 * CRIU left the tree stopped: it stays so until its GPUs are back, but
+	 * for each CUDA process' restore thread, which the driver needs running
+	 * (CRIU's CUDA plugin does the same): no thread of the program touches
+	 * memory mapped to the GPU before it is there.  Where a thread cannot
+	 * be held so (ptrace not allowed, no thread id from the driver), the
+	 * tree runs now, as after a plain criu restore, and the GPU follows.
+	 */
+	if (n_tree && (to_restore->n || to_unlock->n)) {
+		struct kc_error *why = NULL;
+		t0 = kc_now();
+		if (hold_restore_threads(b, to_restore, to_unlock, &held, &n_held, &why) == 0) {
+			kc_report_add(r, "hold-threads", kc_now() - t0, 0);
+		} else {
+			if (!o->quiet)
+				fprintf(stderr, "kcheckpoint: the tree runs during the GPU restore: %s\n",
+					why ? why->msg : "no restore thread");
+			kc_error_free(why);
+			release_threads(held, &n_held);
+			run_tree(m, tree, n_tree);
+			n_tree = 0;
+		}
+	}
+	if (n_tree && !n_held) { /* no GPU to restore */
+		run_tree(m, tree, n_tree);
+		n_tree = 0;
+	}
+	if (kc_check_interrupted(err) < 0)
+		goto rollback;
 	if (to_restore->n) {
 		struct kc_progress *gp = kc_progress_start("gpu-restore", NULL, NULL);
 		t0 = kc_now();
@@ -399,6 +512,11 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		}
 		kc_report_add(r, "gpu-unlock", kc_now() - t0, 0);
 	}
+	if (n_tree) {
+		release_threads(held, &n_held);
+		run_tree(m, tree, n_tree);
+		n_tree = 0;
+	}
 	kc_undo_discard(&undo);
 	*root_pid = root;
 	r->root_pid = root;
@@ -406,8 +524,10 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	goto out;
 
 rollback:
+	release_threads(held, &n_held); /* detached before the tree is killed */
 	kc_rollback(&undo, err);
 out:
+	release_threads(held, &n_held);
 	/* a pid whose fill did not finish and that is still stopped here (the
 	 * rollback could not kill it) keeps its mark */
 	for (size_t i = 0; i < n_bulk; i++) {

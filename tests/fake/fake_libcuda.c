@@ -233,6 +233,18 @@ static int restore_thread(int tgid)
 	return best ? best : tgid;
 }
 
+/* Whether thread tid of tgid is stopped (group-stop 'T'; a ptrace-stop 't'
+ * is as unable to serve). */
+static bool thread_stopped(int tgid, int tid)
+{
+	char path[96], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", tgid, tid);
+	if (read_text(path, buf, sizeof(buf)) < 0)
+		return false;
+	const char *p = strrchr(buf, ')');
+	return p && (p[2] == 'T' || p[2] == 't');
+}
+
 /* The name of a process' state file: KC_FAKE_CUDA_ID from its environment
  * (it survives a restore under another pid, as the driver's state does),
  * else its tgid. */
@@ -500,6 +512,11 @@ static CUresult transition(const char *dir, int tgid, int state, struct call *c,
 		unsigned count;
 		if (state != STATE_CHECKPOINTED)
 			return CUDA_ERROR_ILLEGAL_STATE;
+		/* the process' restore thread does the work (CRIU's CUDA plugin
+		 * runs it alone for that): a stopped one cannot, and the wait
+		 * for it ends as a lock wait does */
+		if (thread_stopped(tgid, restore_thread(tgid)))
+			return CUDA_ERROR_NOT_READY;
 		CUresult r = check_restore_args(c->restore_args, &pairs, &count);
 		if (r)
 			return r;

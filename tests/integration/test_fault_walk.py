@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -231,3 +232,99 @@ def test_sweep_removes_only_its_own_dirs_and_stays_on_their_filesystem(tmp_path,
         assert (work / "kcheckpoint-foo").is_dir() and (work / "kcheckpoint-ffffff").is_file()
     finally:
         subprocess.run(["umount", str(dead / "mnt")], check=False)
+
+
+def thread_field(pid, tid, field):
+    for l in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+        if l.startswith(field + ":"):
+            return l.split()[1]
+    raise AssertionError(f"no {field} for thread {tid}")
+
+
+@pytest.mark.parametrize("stopped_before", [False, True], ids=["running", "stopped"])
+def test_only_the_restore_thread_runs_until_the_gpu_is_back(tmp_path, cuda_env, workloads, stopped_before):
+    """As CRIU's CUDA plugin does: the tree CRIU left stopped stays so during
+    the GPU restore, but for each process' restore thread (the fake driver
+    refuses to restore with it stopped), held through ptrace."""
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    before = w.probe()
+    if stopped_before:
+        os.kill(w.pid, signal.SIGSTOP)
+        assert wait_state(w.pid, "T")
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "--fill-threads", "1", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    p = start_paused(cuda_env, tmp_path, "gpu-restore", "restore", "--fill-threads", "1", img)
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{w.pid}/task"))
+    helper = min(t for t in tids if t != w.pid)
+    assert thread_field(w.pid, w.pid, "State") == "T", "the program's own thread is stopped"
+    assert thread_field(w.pid, helper, "State") in ("R", "S"), "the restore thread runs"
+    assert thread_field(w.pid, helper, "TracerPid") == str(p.pid)
+    (tmp_path / "paused-gpu-restore").unlink()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "hold-threads" in err and "runs during the GPU restore" not in err, err
+    assert thread_field(w.pid, helper, "TracerPid") == "0", "let go after"
+    assert cuda_state(cuda_env, w.pid) == 0
+    if stopped_before:
+        # stopped when dumped: stopped after, the restore thread too
+        assert wait_state(w.pid, "T")
+        deadline = time.time() + 5
+        while thread_field(w.pid, helper, "State") != "T":
+            assert time.time() < deadline, thread_field(w.pid, helper, "State")
+            time.sleep(0.02)
+        os.kill(w.pid, signal.SIGCONT)
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
+
+
+def test_a_restore_thread_that_cannot_be_held_lets_the_tree_run_first(tmp_path, cuda_env, workloads):
+    """Traced by another (a debugger, say): the restore goes on as after a
+    plain criu restore, tree running, and says so."""
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    before = w.probe()
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "--fill-threads", "1", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    p = start_paused(cuda_env, tmp_path, "memory-fill", "restore", "--fill-threads", "1", img)
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{w.pid}/task"))
+    helper = min(t for t in tids if t != w.pid)
+    # a tracer of its own (a debugger's way: seized, every stop continued)
+    # gets there before kcheckpoint's hold after the fill
+    tracer = subprocess.Popen([sys.executable, "-c", TRACER, str(helper)], stdout=subprocess.PIPE, text=True)
+    assert tracer.stdout.readline().strip() == "seized"
+    try:
+        (tmp_path / "paused-memory-fill").unlink()
+        _, err = p.communicate(timeout=60)
+    finally:
+        tracer.kill()
+        tracer.wait()
+    assert p.returncode == 0, err
+    assert "the tree runs during the GPU restore" in err and "hold-threads" not in err, err
+    assert cuda_state(cuda_env, w.pid) == 0
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
+
+
+TRACER = """
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+PTRACE_CONT, PTRACE_SEIZE, WALL = 7, 0x4206, 0x40000000
+tid = int(sys.argv[1])
+if libc.ptrace(PTRACE_SEIZE, tid, None, None) != 0:
+    sys.exit("seize failed: %d" % ctypes.get_errno())
+print("seized", flush=True)
+while True:
+    try:
+        _, st = os.waitpid(tid, WALL)
+    except ChildProcessError:
+        break
+    if not os.WIFSTOPPED(st):
+        break
+    sig, event = os.WSTOPSIG(st), st >> 16
+    stops = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGTRAP)
+    libc.ptrace(PTRACE_CONT, tid, None, None if event or sig in stops else sig)
+"""

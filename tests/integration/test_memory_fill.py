@@ -69,6 +69,19 @@ class Layouts:
                 return int(l.split()[1])
         raise AssertionError(f"no mapping holds {name}")
 
+    def smaps_field(self, name, field):
+        """A field (VmFlags, AnonHugePages, ...) of the mapping that holds region name."""
+        start = int(next(a for n, a, _, _ in self.regions if n == name), 16)
+        inside = False
+        for l in Path(f"/proc/{self.pid}/smaps").read_text().splitlines():
+            head = l.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= start < hi
+            elif inside and l.startswith(field + ":"):
+                return l.split(":", 1)[1].split()
+        raise AssertionError(f"no mapping holds {name}")
+
     def kill(self):
         kill_all(self.pid)
         reap(self.proc)
@@ -126,6 +139,55 @@ def test_every_memory_shape_comes_back(tmp_path, kc_env, layouts):
     assert w.perms() == perms, "and keeps its protection"
     # pages only ever read were the zero page: not data, not made memory
     assert w.rss_kib("zero-read") <= zero_rss + 64, (zero_rss, w.rss_kib("zero-read"))
+
+
+def private_anon_vmas(pid):
+    """(start, end, hg) of each private anonymous mapping, from smaps."""
+    out, cur = [], None
+    for l in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        f = l.split()
+        if "-" in f[0] and not f[0].endswith(":"):
+            lo, hi = (int(x, 16) for x in f[0].split("-"))
+            anon = f[1].endswith("p") and (len(f) < 6 or f[5] == "[heap]")
+            cur = [lo, hi] if anon else None
+        elif cur is not None and f[0] == "VmFlags:":
+            out.append((cur[0], cur[1], "hg" in f[1:]))
+    return out
+
+
+@pytest.mark.parametrize("mode,flag,cuda,advised", [
+    ("madvise", [], True, True),
+    ("madvise", ["--no-fill-huge"], True, False),
+    ("always", [], True, False),  # huge without the advice
+    ("madvise", [], False, False),  # no GPU to restore: the fill alone is faster in small pages
+])
+def test_filled_mappings_of_gpu_processes_are_advised_huge_where_thp_is_madvise(tmp_path, cuda_env, workloads,
+                                                                                 mode, flag, cuda, advised):
+    # the THP mode kcheckpoint reads is a file of the test's (KCHECKPOINT_THP_PATH)
+    thp = tmp_path / "thp"
+    thp.write_text({"madvise": "always [madvise] never\n", "always": "[always] madvise never\n"}[mode])
+    env = dict(cuda_env, KCHECKPOINT_THP_PATH=str(thp))
+    w = workloads(mb=64, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"] if cuda else None)
+    vmas = private_anon_vmas(w.pid)
+    img = tmp_path / "img"
+    run_kc(env, "dump", "--fill-threads", "2", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    assert (json.loads((img / "kcheckpoint.json").read_text())["processes"][0].get("cuda_state") is not None) == cuda
+    runs = [(int(a, 16), int(a, 16) + int(b)) for _, a, b, _, _ in bulk_index(img)]
+    run_kc(env, "restore", *flag, img, check=0)
+    assert w.probe()["ok"] == "1", "its memory as it was"
+    after = {(lo, hi): hg for lo, hi, hg in private_anon_vmas(w.pid)}
+    # the rule: a mapping the filled runs cover for at least 3/4 is advised;
+    # every other keeps the advice it had
+    n_advised = 0
+    for lo, hi, hg in vmas:
+        covered = sum(max(0, min(e, hi) - max(s, lo)) for s, e in runs)
+        expect = hg or (advised and covered * 4 >= (hi - lo) * 3)
+        n_advised += expect and not hg
+        assert after[(lo, hi)] == expect, (hex(lo), hex(hi), covered, hg)
+    # the workload's 64 MB are one mapping, wholly filled
+    assert n_advised >= 1 if advised else n_advised == 0
 
 
 def test_dump_without_fill_threads_keeps_criu_images(tmp_path, kc_env, layouts):

@@ -2,7 +2,7 @@
 /*
  * The CPU workload every integration test checkpoints.
  *
- *   cpu_workload [--mb N] [--seed S] --status FILE [--cuda-dir DIR] [--children K]
+ *   cpu_workload [--mb N] [--seed S] --status FILE [--cuda-dir DIR] [--children K] [--helper-thread 0|1]
  *
  * Fills N MB with a pattern derived from S and ticks a counter about every
  * 10 ms.  On SIGUSR1 it re-verifies the whole pattern and rewrites FILE with
@@ -17,6 +17,7 @@
  * CRIU can dump it without --ext-unix-sk or file remapping.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -145,9 +146,20 @@ static void run_loop(struct workload *w, pid_t *children, int n_children, pid_t 
 	}
 }
 
+/* Idles as the CUDA driver's restore thread does; the fake driver takes a
+ * process' lowest-numbered thread other than the leader for that one. */
+static void *idle_thread(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: cpu_workload [--mb N] [--seed S] --status FILE [--cuda-dir DIR] [--children K]\n");
+	fprintf(stderr, "usage: cpu_workload [--mb N] [--seed S] --status FILE [--cuda-dir DIR] [--children K]"
+			" [--helper-thread 0|1]\n");
 	exit(2);
 }
 
@@ -157,6 +169,7 @@ int main(int argc, char **argv)
 	struct workload w = { .seed = 1 };
 	const char *cuda_dir = NULL;
 	int n_children = 0;
+	bool helper = false; /* a second, idle thread: the fake driver's restore thread */
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -177,6 +190,8 @@ int main(int argc, char **argv)
 			w.status = v;
 		} else if (!strcmp(a, "--cuda-dir")) {
 			cuda_dir = v;
+		} else if (!strcmp(a, "--helper-thread")) {
+			helper = !strcmp(v, "1");
 		} else if (!strcmp(a, "--children")) {
 			long k = strtol(v, &end, 10);
 			if (errno || *end || k < 0 || k > 64)
@@ -248,6 +263,9 @@ int main(int argc, char **argv)
 		close(ready[0]);
 	}
 
+	pthread_t t;
+	if (helper && pthread_create(&t, NULL, idle_thread, NULL) != 0)
+		return 1;
 	if (cuda_dir && mark_cuda(cuda_dir) < 0)
 		return 1;
 	write_status(&w);
