@@ -165,3 +165,18 @@ void kc_thread_release(const struct kc_held_thread *h)
 		ptrace(PTRACE_SETSIGMASK, h->tid, (void *)sizeof(h->sigmask), &h->sigmask);
 	ptrace(PTRACE_DETACH, h->tid, NULL, NULL);
 }
+
+int kc_thread_set_sigmask(pid_t tid, uint64_t mask, struct kc_error **err)
+{
+	bool stopped = kc_pid_state(tid) == 'T';
+	if (ptrace(PTRACE_SEIZE, tid, NULL, NULL) < 0)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot trace thread %d", (int)tid);
+	errno = 0;
+	int rc = 0;
+	if ((!stopped && ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) < 0) || wait_traced(tid) < 0 ||
+	    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(mask), &mask) < 0)
+		rc = kc_error_errno(err, KC_EXIT_FAILURE, errno ? errno : EIO, "cannot set the signal mask of thread %d",
+				    (int)tid);
+	ptrace(PTRACE_DETACH, tid, NULL, NULL);
+	return rc;
+}

@@ -66,6 +66,9 @@ int kc_fillmark_set(pid_t pid, struct kc_error **err);
 void kc_fillmark_clear(pid_t pid);
 void kc_fillmark_stamp(pid_t pid);
 bool kc_fillmark_blocks(pid_t pid);
+/* The signal masks of pid's threads that a restore killed while it held
+ * them (restore.c keeps "held-<tid>" marks in the run dir) are put back. */
+void kc_holdmark_undo(pid_t pid);
 
 /* GPU devices a process still has open or mapped (gpu_devices.c). */
 struct kc_gpu_dev_use {

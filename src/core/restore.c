@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
 #include <errno.h>
 #include <sys/stat.h>
 #include <inttypes.h>
@@ -108,10 +109,59 @@ static void run_tree(const struct kc_manifest *m, const pid_t *tree, size_t n_tr
 	}
 }
 
+/*
+ * A held thread's signals are blocked; if kcheckpoint is killed meanwhile
+ * the kernel detaches it with them still blocked.  Its own mask waits in
+ * the run dir ("<start time> <mask hex>") for recover to put back.
+ */
+static char *holdmark_path(pid_t tid)
+{
+	return kc_xasprintf("%s/held-%d", kc_run_dir(), (int)tid);
+}
+
+static void holdmark_set(const struct kc_held_thread *h)
+{
+	_cleanup_free_ char *path = holdmark_path(h->tid);
+	_cleanup_free_ char *dir = kc_xstrdup(path);
+	*strrchr(dir, '/') = '\0';
+	if (kc_mkdir_p(dir, 0700, NULL) < 0)
+		return;
+	_cleanup_fclose_ FILE *f = fopen(path, "we");
+	if (f)
+		fprintf(f, "%llu %" PRIx64 "\n", (unsigned long long)kc_pid_starttime(h->tid), h->sigmask);
+}
+
+void kc_holdmark_undo(pid_t pid)
+{
+	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);
+	DIR *d = opendir(task);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		pid_t tid = (pid_t)atoi(de->d_name);
+		if (tid <= 0)
+			continue;
+		_cleanup_free_ char *path = holdmark_path(tid);
+		_cleanup_free_ char *text = NULL;
+		if (kc_read_file(path, &text, NULL, NULL) < 0)
+			continue;
+		unsigned long long start, mask;
+		/* a thread that only got the id of a held one is left alone */
+		if (sscanf(text, "%llu %llx", &start, &mask) == 2 && start == kc_pid_starttime(tid))
+			(void)kc_thread_set_sigmask(tid, (uint64_t)mask, NULL);
+		unlink(path);
+	}
+	closedir(d);
+}
+
 static void release_threads(const struct kc_held_thread *h, size_t *n)
 {
-	for (size_t i = 0; i < *n; i++)
+	for (size_t i = 0; i < *n; i++) {
 		kc_thread_release(&h[i]);
+		_cleanup_free_ char *path = holdmark_path(h[i].tid);
+		unlink(path);
+	}
 	*n = 0;
 }
 
@@ -138,7 +188,7 @@ static int hold_restore_threads(const struct kc_backends *b, const struct kc_gpu
 				continue;
 			if (kc_thread_run_alone(tid, &(*held)[*n_held], err) < 0)
 				return -1;
-			(*n_held)++;
+			holdmark_set(&(*held)[(*n_held)++]);
 		}
 	return 0;
 }

@@ -112,11 +112,14 @@ static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *p
 	 * rules): only sockets in repair mode are touched */
 	if (b->criu && b->criu->ops->unlock_network && b->criu->ops->unlock_network(b->criu->h, pids, np, err) < 0)
 		return kc_error_prefix(err, "unlock TCP connections");
-	/* a stopped process cannot serve the driver's restore thread, and a
-	 * dump killed after CRIU may have left the others stopped too */
-	for (size_t i = 0; i < np; i++)
+	/* a restore killed while it held restore threads left their signals
+	 * blocked; a stopped process cannot serve the driver's restore thread,
+	 * and a dump killed after CRIU may have left the others stopped too */
+	for (size_t i = 0; i < np; i++) {
+		kc_holdmark_undo(pids[i]);
 		if (kc_pid_state(pids[i]) == 'T')
 			kc_proctree_cont(&pids[i], 1);
+	}
 	if (ckpt->n || locked->n) {
 		if (!b->cuda) /* cannot happen: their state came from the driver */
 			return kc_error_set(err, KC_EXIT_GPU, 0, "no CUDA driver loaded");

@@ -145,9 +145,13 @@ def test_restore_walk(tmp_path, cuda_env, workloads, stage, sig):
         other.kill()
         other.wait()
     elif stage == "gpu-restore":
-        # memory back, the tree runs, its GPU still checkpointed: recover
+        # memory back, the tree stopped but for its restore thread, whose
+        # signals the killed restore had blocked; its GPU still
+        # checkpointed: recover puts the mask back, runs it, restores the GPU
+        assert list((tmp_path / "run").glob("held-*")), "the mask to put back is kept"
         r = recover_until_done(cuda_env, w.pid)
         assert r.returncode == 0, r.stderr
+        assert not list((tmp_path / "run").glob("held-*"))
         assert_running_intact(cuda_env, w)
         after = w.probe()
         assert after["checksum"] == before["checksum"]
@@ -266,6 +270,8 @@ def test_only_the_restore_thread_runs_until_the_gpu_is_back(tmp_path, cuda_env, 
     assert p.returncode == 0, err
     assert "hold-threads" in err and "runs during the GPU restore" not in err, err
     assert thread_field(w.pid, helper, "TracerPid") == "0", "let go after"
+    assert int(thread_field(w.pid, helper, "SigBlk"), 16) == 0, "with its own signal mask"
+    assert not list((tmp_path / "run").glob("held-*"))
     assert cuda_state(cuda_env, w.pid) == 0
     if stopped_before:
         # stopped when dumped: stopped after, the restore thread too
