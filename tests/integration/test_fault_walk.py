@@ -245,23 +245,30 @@ def thread_field(pid, tid, field):
     raise AssertionError(f"no {field} for thread {tid}")
 
 
-@pytest.mark.parametrize("stopped_before", [False, True], ids=["running", "stopped"])
-def test_only_the_restore_thread_runs_until_the_gpu_is_back(tmp_path, cuda_env, workloads, stopped_before):
-    """As CRIU's CUDA plugin does: the tree CRIU left stopped stays so during
-    the GPU restore, but for each process' restore thread (the fake driver
-    refuses to restore with it stopped), held through ptrace."""
-    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+def restore_paused_with_helper(tmp_path, env, workloads, stage, stopped_before=False):
+    """A fake CUDA process with an idle second thread (the fake's restore
+    thread), dumped to an images dir and restored up to stage, paused.
+    Returns the workload, its probe before, the restore and that thread."""
+    w = workloads(mb=32, cuda_dir=env["KC_FAKE_CUDA_DIR"], helper_thread=True)
     before = w.probe()
     if stopped_before:
         os.kill(w.pid, signal.SIGSTOP)
         assert wait_state(w.pid, "T")
     img = tmp_path / "img"
-    run_kc(cuda_env, "dump", "--fill-threads", "1", "-D", img, w.pid, check=0)
+    run_kc(env, "dump", "--fill-threads", "1", "-D", img, w.pid, check=0)
     w.reap()
     assert wait_gone(w.pid)
-    p = start_paused(cuda_env, tmp_path, "gpu-restore", "restore", "--fill-threads", "1", img)
-    tids = sorted(int(t) for t in os.listdir(f"/proc/{w.pid}/task"))
-    helper = min(t for t in tids if t != w.pid)
+    p = start_paused(env, tmp_path, stage, "restore", "--fill-threads", "1", img)
+    helper = min(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)
+    return w, before, p, helper
+
+
+@pytest.mark.parametrize("stopped_before", [False, True], ids=["running", "stopped"])
+def test_only_the_restore_thread_runs_until_the_gpu_is_back(tmp_path, cuda_env, workloads, stopped_before):
+    """As CRIU's CUDA plugin does: the tree CRIU left stopped stays so during
+    the GPU restore, but for each process' restore thread (the fake driver
+    refuses to restore with it stopped), held through ptrace."""
+    w, before, p, helper = restore_paused_with_helper(tmp_path, cuda_env, workloads, "gpu-restore", stopped_before)
     assert thread_field(w.pid, w.pid, "State") == "T", "the program's own thread is stopped"
     assert thread_field(w.pid, helper, "State") in ("R", "S"), "the restore thread runs"
     assert thread_field(w.pid, helper, "TracerPid") == str(p.pid)
@@ -288,15 +295,7 @@ def test_only_the_restore_thread_runs_until_the_gpu_is_back(tmp_path, cuda_env, 
 def test_a_restore_thread_that_cannot_be_held_lets_the_tree_run_first(tmp_path, cuda_env, workloads):
     """Traced by another (a debugger, say): the restore goes on as after a
     plain criu restore, tree running, and says so."""
-    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
-    before = w.probe()
-    img = tmp_path / "img"
-    run_kc(cuda_env, "dump", "--fill-threads", "1", "-D", img, w.pid, check=0)
-    w.reap()
-    assert wait_gone(w.pid)
-    p = start_paused(cuda_env, tmp_path, "memory-fill", "restore", "--fill-threads", "1", img)
-    tids = sorted(int(t) for t in os.listdir(f"/proc/{w.pid}/task"))
-    helper = min(t for t in tids if t != w.pid)
+    w, before, p, helper = restore_paused_with_helper(tmp_path, cuda_env, workloads, "memory-fill")
     # a tracer of its own (a debugger's way: seized, every stop continued)
     # gets there before kcheckpoint's hold after the fill
     tracer = subprocess.Popen([sys.executable, "-c", TRACER, str(helper)], stdout=subprocess.PIPE, text=True)
