@@ -78,6 +78,7 @@ static const char *const op_names[KC_MOCK_N_OPS] = {
 
 /* ---- bookkeeping (mk.lock held) ---- */
 
+static void log_add_locked(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 static void log_add_locked(const char *fmt, va_list ap)
 {
 	if (mk.n_log == mk.cap_log) {
