@@ -230,19 +230,31 @@ static int spawn_error(struct kc_error **err, int e, const char *path)
  * group the terminal's foreground group, which only works from our own,
  * foreground, group.
  */
-/* Our environment plus one variable (taken), for CRIU. */
-static char **env_with(char *var)
+/*
+ * CRIU's environment: ours, without the variables our CRIU patches read
+ * (one inherited from a shell would have CRIU leave memory out that this
+ * kcheckpoint does not read: an image silently without it), plus var
+ * (taken; NULL for none).
+ */
+static char **criu_env(char *var)
 {
-	size_t n = kc_strv_len(environ);
+	static const char *const ours[] = {"KCHECKPOINT_BULK_MIN=", "KCHECKPOINT_BULK_HUGE="};
+	size_t n = kc_strv_len(environ), k = 0;
 	char **envp = kc_xcalloc(n + 2, sizeof(char *));
-	for (size_t i = 0; i < n; i++)
-		envp[i] = kc_xstrdup(environ[i]);
-	envp[n] = var;
+	for (size_t i = 0; i < n; i++) {
+		bool drop = false;
+		for (size_t j = 0; j < KC_ARRAY_SIZE(ours) && !drop; j++)
+			drop = strncmp(environ[i], ours[j], strlen(ours[j])) == 0;
+		if (!drop)
+			envp[k++] = kc_xstrdup(environ[i]);
+	}
+	envp[k] = var;
 	return envp;
 }
 
-static int run_criu(char **argv, char **envp, bool keep_stdin, char **output, int *wstatus, struct kc_error **err)
+static int run_criu(char **argv, char *var, bool keep_stdin, char **output, int *wstatus, struct kc_error **err)
 {
+	_cleanup_strv_ char **envp = criu_env(var);
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create pipe");
@@ -277,7 +289,7 @@ static int run_criu(char **argv, char **envp, bool keep_stdin, char **output, in
 	posix_spawnattr_setsigdefault(&attr, &all);
 
 	pid_t pid;
-	int r = posix_spawnp(&pid, argv[0], &fa, &attr, argv, envp ? envp : environ);
+	int r = posix_spawnp(&pid, argv[0], &fa, &attr, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	if (r != 0)
@@ -473,13 +485,11 @@ static int criu_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const cha
 
 	/* our CRIU (patches/criu/0001-*) leaves large anonymous memory to us;
 	 * any other CRIU ignores the variable and dumps it all */
-	_cleanup_strv_ char **envp = NULL;
-	if (o->bulk_min)
-		envp = env_with(kc_xasprintf("KCHECKPOINT_BULK_MIN=%llu", (unsigned long long)o->bulk_min));
+	char *var = o->bulk_min ? kc_xasprintf("KCHECKPOINT_BULK_MIN=%llu", (unsigned long long)o->bulk_min) : NULL;
 	_cleanup_free_ char *out = NULL;
 	_cleanup_free_ char *log = kc_xasprintf("%s/criu-dump.log", dir);
 	int status;
-	if (run_criu(argv, envp, false, &out, &status, err) < 0)
+	if (run_criu(argv, var, false, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "dump", status, log, out);
@@ -542,13 +552,11 @@ static int criu_restore(void *h, const struct kc_criu_opts *o, const char *image
 
 	/* our CRIU (patches/criu/0002-*) advises huge pages where we fill;
 	 * any other CRIU ignores the variable */
-	_cleanup_strv_ char **envp = NULL;
-	if (o->huge_runs)
-		envp = env_with(kc_xasprintf("KCHECKPOINT_BULK_HUGE=%s", o->huge_runs));
+	char *var = o->huge_runs ? kc_xasprintf("KCHECKPOINT_BULK_HUGE=%s", o->huge_runs) : NULL;
 	_cleanup_free_ char *out = NULL;
 	_cleanup_free_ char *log = kc_xasprintf("%s/criu-restore.log", wdir);
 	int status;
-	if (run_criu(argv, envp, o->shell_job, &out, &status, err) < 0)
+	if (run_criu(argv, var, o->shell_job, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "restore", status, log, out);

@@ -119,16 +119,23 @@ static char *holdmark_path(pid_t tid)
 	return kc_xasprintf("%s/held-%d", kc_run_dir(), (int)tid);
 }
 
-static void holdmark_set(const struct kc_held_thread *h)
+static int holdmark_set(const struct kc_held_thread *h, struct kc_error **err)
 {
 	_cleanup_free_ char *path = holdmark_path(h->tid);
 	_cleanup_free_ char *dir = kc_xstrdup(path);
 	*strrchr(dir, '/') = '\0';
-	if (kc_mkdir_p(dir, 0700, NULL) < 0)
-		return;
-	_cleanup_fclose_ FILE *f = fopen(path, "we");
-	if (f)
-		fprintf(f, "%llu %" PRIx64 "\n", (unsigned long long)kc_pid_starttime(h->tid), h->sigmask);
+	if (kc_mkdir_p(dir, 0700, err) < 0)
+		return -1;
+	FILE *f = fopen(path, "we");
+	if (!f)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create '%s'", path);
+	int w = fprintf(f, "%llu %" PRIx64 "\n", (unsigned long long)kc_pid_starttime(h->tid), h->sigmask);
+	if (fclose(f) != 0 || w < 0) {
+		int e = errno;
+		unlink(path);
+		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot write '%s'", path);
+	}
+	return 0;
 }
 
 void kc_holdmark_undo(pid_t pid)
@@ -186,9 +193,20 @@ static int hold_restore_threads(const struct kc_backends *b, const struct kc_gpu
 				dup = (*held)[j].tid == tid;
 			if (dup)
 				continue;
+			/* CRIU stops the threads as it ends; one still on its way
+			 * would trap again once continued */
+			for (int w = 0; w < 1000 && kc_pid_state(tid) != 'T'; w++) {
+				struct timespec ts = {0, 1000000L};
+				nanosleep(&ts, NULL);
+			}
 			if (kc_thread_run_alone(tid, &(*held)[*n_held], err) < 0)
 				return -1;
-			holdmark_set(&(*held)[(*n_held)++]);
+			/* the mask must be kept where recover finds it, or not held */
+			if (holdmark_set(&(*held)[*n_held], err) < 0) {
+				kc_thread_release(&(*held)[*n_held]);
+				return -1;
+			}
+			(*n_held)++;
 		}
 	return 0;
 }
@@ -403,8 +421,10 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	copts.file_locks = m->file_locks;
 	copts.link_remap = m->link_remap;
 	copts.leave_stopped = false;
-	/* nothing of the tree may run before its large memory is back */
-	copts.restore_stopped = n_bulk > 0;
+	/* nothing of the tree may run before its large memory is back, nor
+	 * before its GPUs are (a CRIU in a container runtime restores it its
+	 * own way) */
+	copts.restore_stopped = n_bulk > 0 || (!b->criu->ops->restored_pid && (to_restore->n || to_unlock->n));
 	/* before CRIU: a kcheckpoint killed from here on leaves stopped
 	 * processes whose memory is not all there, which recover must not run */
 	for (size_t i = 0; i < n_bulk; i++)
@@ -453,11 +473,11 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	kc_report_add(r, "criu-restore", restore_s, pages_bytes(r, o->images_dir));
 	if (kc_check_interrupted(err) < 0)
 		goto rollback;
+	if (copts.restore_stopped && kc_proctree(root, &tree, &n_tree, err) < 0)
+		goto rollback;
 	if (n_bulk) {
 		for (size_t i = 0; i < n_bulk; i++)
 			kc_fillmark_stamp(bulk[i].pid);
-		if (kc_proctree(root, &tree, &n_tree, err) < 0)
-			goto rollback;
 		/* the index may only name processes CRIU just restored */
 		for (size_t i = 0; i < n_bulk; i++) {
 			bool ours = false;
@@ -535,11 +555,11 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 					why ? why->msg : "no restore thread");
 			kc_error_free(why);
 			release_threads(held, &n_held);
-			run_tree(m, tree, n_tree);
-			n_tree = 0;
+			/* all of it, the processes stopped when dumped too (their
+			 * restore thread must run); those are stopped again after */
+			kc_proctree_cont(tree, n_tree);
 		}
-	}
-	if (n_tree && !n_held) { /* no GPU to restore */
+	} else if (n_tree) { /* no GPU to restore */
 		run_tree(m, tree, n_tree);
 		n_tree = 0;
 	}

@@ -333,3 +333,28 @@ while True:
     stops = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGTRAP)
     libc.ptrace(PTRACE_CONT, tid, None, None if event or sig in stops else sig)
 """
+
+
+@pytest.mark.parametrize("fill", ["0", "1"], ids=["criu-images", "bulk"])
+def test_a_cuda_process_stopped_when_dumped_comes_back_stopped_with_its_gpu(tmp_path, cuda_env, workloads, fill):
+    """Its restore thread must run for the GPU restore (the fake refuses it
+    stopped), with or without memory kept out of CRIU's images."""
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    before = w.probe()
+    os.kill(w.pid, signal.SIGSTOP)
+    assert wait_state(w.pid, "T")
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "--fill-threads", fill, "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    assert (img / "kcheckpoint-bulk.txt").exists() == (fill != "0")
+    p = run_kc(cuda_env, "restore", img, check=0)
+    assert "hold-threads" in p.stderr, p.stderr
+    assert cuda_state(cuda_env, w.pid) == 0
+    assert wait_state(w.pid, "T"), "stopped before, stopped after"
+    for t in os.listdir(f"/proc/{w.pid}/task"):
+        assert thread_field(w.pid, t, "TracerPid") == "0"
+        assert int(thread_field(w.pid, t, "SigBlk"), 16) == 0
+    os.kill(w.pid, signal.SIGCONT)
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]

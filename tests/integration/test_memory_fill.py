@@ -190,6 +190,24 @@ def test_filled_mappings_of_gpu_processes_are_advised_huge_where_thp_is_madvise(
     assert n_advised >= 1 if advised else n_advised == 0
 
 
+def test_variables_of_our_criu_patches_in_the_environment_do_not_reach_criu(tmp_path, kc_env, workloads):
+    """Inherited from a shell, KCHECKPOINT_BULK_MIN would have CRIU leave
+    memory out that this dump (--fill-threads 0) does not read."""
+    env = dict(kc_env, KCHECKPOINT_BULK_MIN="4096", KCHECKPOINT_BULK_HUGE="/nonexistent")
+    w = workloads(mb=32)
+    before = w.probe()
+    img = tmp_path / "img"
+    run_kc(env, "dump", "--fill-threads", "0", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    assert not (img / "kcheckpoint-skipped.txt").exists()
+    pages = sum(p.stat().st_size for p in img.glob("pages-*.img"))
+    assert pages >= 32 << 20, pages
+    run_kc(env, "restore", img, check=0)
+    after = w.probe()
+    assert after["ok"] == "1" and after["checksum"] == before["checksum"]
+
+
 def test_dump_without_fill_threads_keeps_criu_images(tmp_path, kc_env, layouts):
     w = layouts()
     before = w.sums()
