@@ -195,7 +195,10 @@ static int hold_restore_threads(const struct kc_backends *b, const struct kc_gpu
 				continue;
 			/* CRIU stops the threads as it ends; one still on its way
 			 * would trap again once continued */
-			for (int w = 0; w < 1000 && kc_pid_state(tid) != 'T'; w++) {
+			for (int w = 0; w < 1000; w++) {
+				char st = kc_pid_state(tid);
+				if (st == 'T' || !st) /* stopped, or no such thread (ptrace says) */
+					break;
 				struct timespec ts = {0, 1000000L};
 				nanosleep(&ts, NULL);
 			}

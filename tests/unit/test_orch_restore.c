@@ -43,8 +43,8 @@ static void test_restore_order(void **state)
 	kc_mock_assert_log("criu-restore|restore %d,restore %d|unlock %d,unlock %d", p[0], p[1], p[0], p[1]);
 	expect_state(p[0], KC_CUDA_RUNNING);
 	expect_state(p[1], KC_CUDA_RUNNING);
-	assert_int_equal(root, 4242);
-	assert_int_equal(f->r.root_pid, 4242);
+	assert_int_equal(root, f->pids[0]);
+	assert_int_equal(f->r.root_pid, f->pids[0]);
 	const struct kc_mock_criu_calls *c = kc_mock_criu_calls();
 	assert_string_equal(c->restore_dir, f->dir);
 	/* CRIU's flags come from the manifest, not the caller */
@@ -139,7 +139,7 @@ static void test_restore_gpu_fails(void **state)
 	expect_error(f, rc, KC_EXIT_GPU);
 	expect_msg(f, "GPU restore");
 	kc_mock_assert_log("criu-restore|restore %d,restore %d failed|criu-discard", p[0], p[1]);
-	assert_int_equal(kc_mock_criu_calls()->discard_root, 4242);
+	assert_int_equal(kc_mock_criu_calls()->discard_root, f->pids[0]);
 	assert_int_equal(root, 0);
 }
 
@@ -154,7 +154,7 @@ static void test_restore_unlock_fails(void **state)
 	expect_msg(f, "GPU unlock");
 	kc_mock_assert_log("criu-restore|restore %d,restore %d|unlock %d failed,unlock %d|criu-discard", p[0], p[1],
 			   p[0], p[1]);
-	assert_int_equal(kc_mock_criu_calls()->discard_root, 4242);
+	assert_int_equal(kc_mock_criu_calls()->discard_root, f->pids[0]);
 }
 
 static void test_restore_criu_fails(void **state)
@@ -274,14 +274,15 @@ static void test_dump_then_restore(void **state)
 	f->n = 0; /* reaped: not ours to kill any more */
 
 	kc_manifest_free(&f->m); /* restore reads it from the dir */
-	kc_mock_set_restore_root(a);
+	spawn(f, 0, false); /* what the mock CRIU "restores": a live root */
+	kc_mock_set_restore_root(f->pids[0]);
 	pid_t root = 0;
 	expect_ok(f, restore(f, NULL, 0, &root));
 	kc_mock_assert_log("lock %d|checkpoint %d|criu-dump|criu-finish|criu-restore|restore %d|unlock %d", a, a, a, a);
 	assert_int_equal(f->m.n_procs, 2);
 	expect_state(a, KC_CUDA_RUNNING);
 	expect_state(b, KC_CUDA_CHECKPOINTED);
-	assert_int_equal(root, a);
+	assert_int_equal(root, f->pids[0]);
 }
 
 /* ---- state and recover ---- */
