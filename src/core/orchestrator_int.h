@@ -67,8 +67,16 @@ void kc_fillmark_clear(pid_t pid);
 void kc_fillmark_stamp(pid_t pid);
 bool kc_fillmark_blocks(pid_t pid);
 /* The signal masks of pid's threads that a restore killed while it held
- * them (restore.c keeps "held-<tid>" marks in the run dir) are put back. */
+ * them (hold.c keeps "held-<tid>" marks in the run dir) are put back. */
 void kc_holdmark_undo(pid_t pid);
+/* The restore thread of each process of both sets runs alone (hold.c);
+ * *held gets them, each with its mark.  On failure the ones held so far
+ * are in *held too: kc_release_threads lets them go. */
+struct kc_gpu_set;
+struct kc_held_thread;
+int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set *a, const struct kc_gpu_set *c,
+			    struct kc_held_thread **held, size_t *n_held, struct kc_error **err);
+void kc_release_threads(const struct kc_held_thread *h, size_t *n);
 
 /* GPU devices a process still has open or mapped (gpu_devices.c). */
 struct kc_gpu_dev_use {

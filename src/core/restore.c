@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <dirent.h>
 #include <errno.h>
 #include <sys/stat.h>
 #include <inttypes.h>
@@ -107,111 +106,6 @@ static void run_tree(const struct kc_manifest *m, const pid_t *tree, size_t n_tr
 			was_stopped = m->procs[j].pid == tree[i] && m->procs[j].stopped;
 		kill(tree[i], was_stopped ? SIGSTOP : SIGCONT);
 	}
-}
-
-/*
- * A held thread's signals are blocked; if kcheckpoint is killed meanwhile
- * the kernel detaches it with them still blocked.  Its own mask waits in
- * the run dir ("<start time> <mask hex>") for recover to put back.
- */
-static char *holdmark_path(pid_t tid)
-{
-	return kc_xasprintf("%s/held-%d", kc_run_dir(), (int)tid);
-}
-
-static int holdmark_set(const struct kc_held_thread *h, struct kc_error **err)
-{
-	_cleanup_free_ char *path = holdmark_path(h->tid);
-	_cleanup_free_ char *dir = kc_xstrdup(path);
-	*strrchr(dir, '/') = '\0';
-	if (kc_mkdir_p(dir, 0700, err) < 0)
-		return -1;
-	FILE *f = fopen(path, "we");
-	if (!f)
-		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create '%s'", path);
-	int w = fprintf(f, "%llu %" PRIx64 "\n", (unsigned long long)kc_pid_starttime(h->tid), h->sigmask);
-	if (fclose(f) != 0 || w < 0) {
-		int e = errno;
-		unlink(path);
-		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot write '%s'", path);
-	}
-	return 0;
-}
-
-void kc_holdmark_undo(pid_t pid)
-{
-	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);
-	DIR *d = opendir(task);
-	if (!d)
-		return;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		pid_t tid = (pid_t)atoi(de->d_name);
-		if (tid <= 0)
-			continue;
-		_cleanup_free_ char *path = holdmark_path(tid);
-		_cleanup_free_ char *text = NULL;
-		if (kc_read_file(path, &text, NULL, NULL) < 0)
-			continue;
-		unsigned long long start, mask;
-		/* a thread that only got the id of a held one is left alone */
-		if (sscanf(text, "%llu %llx", &start, &mask) == 2 && start == kc_pid_starttime(tid))
-			(void)kc_thread_set_sigmask(tid, (uint64_t)mask, NULL);
-		unlink(path);
-	}
-	closedir(d);
-}
-
-static void release_threads(const struct kc_held_thread *h, size_t *n)
-{
-	for (size_t i = 0; i < *n; i++) {
-		kc_thread_release(&h[i]);
-		_cleanup_free_ char *path = holdmark_path(h[i].tid);
-		unlink(path);
-	}
-	*n = 0;
-}
-
-/* The restore thread of each process of both sets runs alone. */
-static int hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set *a, const struct kc_gpu_set *c,
-				struct kc_held_thread **held, size_t *n_held, struct kc_error **err)
-{
-	if (!b->cuda || !b->cuda->ops->get_restore_tid)
-		return kc_error_set(err, KC_EXIT_GPU, 0, "the driver names no restore thread");
-	*held = kc_xcalloc(a->n + c->n + 1, sizeof(**held));
-	const struct kc_gpu_set *sets[] = {a, c};
-	for (size_t k = 0; k < 2; k++)
-		for (size_t i = 0; i < sets[k]->n; i++) {
-			int tid = 0;
-			if (b->cuda->ops->get_restore_tid(b->cuda->h, sets[k]->pids[i], &tid, err) < 0)
-				return -1;
-			if (tid <= 0)
-				return kc_error_set(err, KC_EXIT_GPU, 0, "no restore thread for pid %d",
-						    (int)sets[k]->pids[i]);
-			bool dup = false;
-			for (size_t j = 0; j < *n_held && !dup; j++)
-				dup = (*held)[j].tid == tid;
-			if (dup)
-				continue;
-			/* CRIU stops the threads as it ends; one still on its way
-			 * would trap again once continued */
-			for (int w = 0; w < 1000; w++) {
-				char st = kc_pid_state(tid);
-				if (st == 'T' || !st) /* stopped, or no such thread (ptrace says) */
-					break;
-				struct timespec ts = {0, 1000000L};
-				nanosleep(&ts, NULL);
-			}
-			if (kc_thread_run_alone(tid, &(*held)[*n_held], err) < 0)
-				return -1;
-			/* the mask must be kept where recover finds it, or not held */
-			if (holdmark_set(&(*held)[*n_held], err) < 0) {
-				kc_thread_release(&(*held)[*n_held]);
-				return -1;
-			}
-			(*n_held)++;
-		}
-	return 0;
 }
 
 static int undo_discard(void *arg, struct kc_error **err)
@@ -550,14 +444,14 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (n_tree && (to_restore->n || to_unlock->n)) {
 		struct kc_error *why = NULL;
 		t0 = kc_now();
-		if (hold_restore_threads(b, to_restore, to_unlock, &held, &n_held, &why) == 0) {
+		if (kc_hold_restore_threads(b, to_restore, to_unlock, &held, &n_held, &why) == 0) {
 			kc_report_add(r, "hold-threads", kc_now() - t0, 0);
 		} else {
 			if (!o->quiet)
 				fprintf(stderr, "kcheckpoint: the tree runs during the GPU restore: %s\n",
 					why ? why->msg : "no restore thread");
 			kc_error_free(why);
-			release_threads(held, &n_held);
+			kc_release_threads(held, &n_held);
 			/* all of it, the processes stopped when dumped too (their
 			 * restore thread must run); those are stopped again after */
 			kc_proctree_cont(tree, n_tree);
@@ -586,7 +480,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		kc_report_add(r, "gpu-unlock", kc_now() - t0, 0);
 	}
 	if (n_tree) {
-		release_threads(held, &n_held);
+		kc_release_threads(held, &n_held);
 		run_tree(m, tree, n_tree);
 		n_tree = 0;
 	}
@@ -597,10 +491,10 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	goto out;
 
 rollback:
-	release_threads(held, &n_held); /* detached before the tree is killed */
+	kc_release_threads(held, &n_held); /* detached before the tree is killed */
 	kc_rollback(&undo, err);
 out:
-	release_threads(held, &n_held);
+	kc_release_threads(held, &n_held);
 	/* a pid whose fill did not finish and that is still stopped here (the
 	 * rollback could not kill it) keeps its mark */
 	for (size_t i = 0; i < n_bulk; i++) {
