@@ -513,10 +513,15 @@ static CUresult transition(const char *dir, int tgid, int state, struct call *c,
 		if (state != STATE_CHECKPOINTED)
 			return CUDA_ERROR_ILLEGAL_STATE;
 		/* the process' restore thread does the work (CRIU's CUDA plugin
-		 * runs it alone for that): a stopped one cannot, and the wait
-		 * for it ends as a lock wait does */
-		if (thread_stopped(tgid, restore_thread(tgid)))
-			return CUDA_ERROR_NOT_READY;
+		 * runs it alone for that): the driver waits for a stopped one
+		 * (2 s here; a debugger's stop passes), then gives up as a lock
+		 * wait does */
+		for (int w = 0; thread_stopped(tgid, restore_thread(tgid)); w++) {
+			if (w == 200)
+				return CUDA_ERROR_NOT_READY;
+			struct timespec ts = {0, 10000000L};
+			nanosleep(&ts, NULL);
+		}
 		CUresult r = check_restore_args(c->restore_args, &pairs, &count);
 		if (r)
 			return r;
