@@ -17,6 +17,7 @@
 
 #include "gpu_stage.h"
 #include "kc/proctree.h"
+#include "kc/signals.h"
 #include "kc/util.h"
 #include "orchestrator_int.h"
 
@@ -93,6 +94,12 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 	const struct kc_gpu_set *sets[] = {a, c};
 	for (size_t k = 0; k < 2; k++)
 		for (size_t i = 0; i < sets[k]->n; i++) {
+			/* a process in both sets: asked once */
+			bool again = false;
+			for (size_t j = 0; k == 1 && j < a->n && !again; j++)
+				again = a->pids[j] == sets[k]->pids[i];
+			if (again)
+				continue;
 			int tid = 0;
 			if (b->cuda->ops->get_restore_tid(b->cuda->h, sets[k]->pids[i], &tid, err) < 0)
 				return -1;
@@ -106,7 +113,7 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 				continue;
 			/* CRIU stops the threads as it ends; one still on its way
 			 * would trap again once continued */
-			for (int w = 0; w < 1000; w++) {
+			for (int w = 0; w < 1000 && !kc_signals_pending(); w++) {
 				char st = kc_pid_state(tid);
 				if (st == 'T' || !st) /* stopped, or no such thread (ptrace says) */
 					break;
