@@ -50,6 +50,30 @@ static int holdmark_set(const struct kc_held_thread *h, struct kc_error **err)
 	return 0;
 }
 
+/* Marks of threads that are gone (a tree killed rather than recovered),
+ * or whose id another thread has now, are of no use to anyone. */
+static void holdmark_sweep(void)
+{
+	DIR *d = opendir(kc_run_dir());
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		int tid;
+		char end;
+		if (sscanf(de->d_name, "held-%d%c", &tid, &end) != 1 || tid <= 0)
+			continue;
+		_cleanup_free_ char *path = holdmark_path(tid);
+		_cleanup_free_ char *text = NULL;
+		unsigned long long start;
+		if (kc_read_file(path, &text, NULL, NULL) == 0 && sscanf(text, "%llu", &start) == 1 &&
+		    start == kc_pid_starttime(tid))
+			continue; /* still recover's business */
+		unlink(path);
+	}
+	closedir(d);
+}
+
 void kc_holdmark_undo(pid_t pid)
 {
 	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);
@@ -90,6 +114,7 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 {
 	if (!b->cuda || !b->cuda->ops->get_restore_tid)
 		return kc_error_set(err, KC_EXIT_GPU, 0, "the driver names no restore thread");
+	holdmark_sweep();
 	*held = kc_xcalloc(a->n + c->n + 1, sizeof(**held));
 	const struct kc_gpu_set *sets[] = {a, c};
 	for (size_t k = 0; k < 2; k++)

@@ -258,6 +258,9 @@ def restore_paused_with_helper(tmp_path, env, workloads, stage, stopped_before=F
     run_kc(env, "dump", "--fill-threads", "1", "-D", img, w.pid, check=0)
     w.reap()
     assert wait_gone(w.pid)
+    # a mark a killed restore left for a thread that is gone since
+    # (pid_max is at most 4194304): the next hold sweeps it
+    (tmp_path / "run" / "held-4000001").write_text("1 0\n")
     p = start_paused(env, tmp_path, stage, "restore", "--fill-threads", "1", img)
     helper = min(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)
     return w, before, p, helper
@@ -272,10 +275,12 @@ def test_only_the_restore_thread_runs_until_the_gpu_is_back(tmp_path, cuda_env, 
     assert thread_field(w.pid, w.pid, "State") == "T", "the program's own thread is stopped"
     assert thread_field(w.pid, helper, "State") in ("R", "S"), "the restore thread runs"
     assert thread_field(w.pid, helper, "TracerPid") == str(p.pid)
+    stale = tmp_path / "run" / "held-4000001"  # see restore_paused_with_helper
     (tmp_path / "paused-gpu-restore").unlink()
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "hold-threads" in err and "runs during the GPU restore" not in err, err
+    assert not stale.exists()
     assert thread_field(w.pid, helper, "TracerPid") == "0", "let go after"
     assert int(thread_field(w.pid, helper, "SigBlk"), 16) == 0, "with its own signal mask"
     assert not list((tmp_path / "run").glob("held-*"))
