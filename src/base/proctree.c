@@ -137,19 +137,35 @@ static int wait_traced(pid_t tid)
 	return -1;
 }
 
+/* Seizes tid and waits for its ptrace-stop: 0, or -1 (errno) seized or not
+ * (*seized says).  A thread in group-stop turns it into a ptrace-stop when
+ * seized (the kernel re-reports it); only a running one needs the
+ * interrupt, and one sent to a trapped thread would trap it again after
+ * PTRACE_CONT. */
+static int seize_stopped(pid_t tid, bool *seized)
+{
+	bool stopped = kc_pid_state(tid) == 'T';
+	*seized = ptrace(PTRACE_SEIZE, tid, NULL, NULL) == 0;
+	if (!*seized)
+		return -1;
+	errno = 0;
+	if ((!stopped && ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) < 0) || wait_traced(tid) < 0) {
+		if (!errno)
+			errno = EIO;
+		return -1;
+	}
+	return 0;
+}
+
 int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **err)
 {
-	/* a thread in group-stop turns it into a ptrace-stop when seized (the
-	 * kernel re-reports it); only a running one needs the interrupt, and
-	 * one sent to a trapped thread would trap it again after PTRACE_CONT */
-	bool stopped = kc_pid_state(tid) == 'T';
-	if (ptrace(PTRACE_SEIZE, tid, NULL, NULL) < 0)
-		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot trace thread %d", (int)tid);
+	bool seized;
 	uint64_t all = ~(uint64_t)0;
 	h->tid = tid;
-	errno = 0;
-	if ((!stopped && ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) < 0) || wait_traced(tid) < 0 ||
-	    ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(h->sigmask), &h->sigmask) < 0 ||
+	int rc = seize_stopped(tid, &seized);
+	if (!seized)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot trace thread %d", (int)tid);
+	if (rc < 0 || ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(h->sigmask), &h->sigmask) < 0 ||
 	    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(all), &all) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0) {
 		int e = errno;
 		ptrace(PTRACE_DETACH, tid, NULL, NULL);
@@ -168,13 +184,11 @@ void kc_thread_release(const struct kc_held_thread *h)
 
 int kc_thread_set_sigmask(pid_t tid, uint64_t mask, struct kc_error **err)
 {
-	bool stopped = kc_pid_state(tid) == 'T';
-	if (ptrace(PTRACE_SEIZE, tid, NULL, NULL) < 0)
+	bool seized;
+	int rc = seize_stopped(tid, &seized);
+	if (!seized)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot trace thread %d", (int)tid);
-	errno = 0;
-	int rc = 0;
-	if ((!stopped && ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) < 0) || wait_traced(tid) < 0 ||
-	    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(mask), &mask) < 0)
+	if (rc < 0 || ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(mask), &mask) < 0)
 		rc = kc_error_errno(err, KC_EXIT_FAILURE, errno ? errno : EIO, "cannot set the signal mask of thread %d",
 				    (int)tid);
 	ptrace(PTRACE_DETACH, tid, NULL, NULL);

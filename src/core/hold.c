@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,20 @@ static int holdmark_set(const struct kc_held_thread *h, struct kc_error **err)
 	return 0;
 }
 
+/* The mask tid's mark keeps, if the mark is whole and of this very
+ * thread (not one that got the id of a held thread since). */
+static bool holdmark_read(pid_t tid, uint64_t *mask)
+{
+	_cleanup_free_ char *path = holdmark_path(tid);
+	_cleanup_free_ char *text = NULL;
+	unsigned long long start, m;
+	if (kc_read_file(path, &text, NULL, NULL) < 0 || sscanf(text, "%llu %llx", &start, &m) != 2 ||
+	    start != kc_pid_starttime(tid))
+		return false;
+	*mask = (uint64_t)m;
+	return true;
+}
+
 /* Marks of threads that are gone (a tree killed rather than recovered),
  * or whose id another thread has now, are of no use to anyone. */
 static void holdmark_sweep(void)
@@ -63,12 +78,10 @@ static void holdmark_sweep(void)
 		char end;
 		if (sscanf(de->d_name, "held-%d%c", &tid, &end) != 1 || tid <= 0)
 			continue;
-		_cleanup_free_ char *path = holdmark_path(tid);
-		_cleanup_free_ char *text = NULL;
-		unsigned long long start;
-		if (kc_read_file(path, &text, NULL, NULL) == 0 && sscanf(text, "%llu", &start) == 1 &&
-		    start == kc_pid_starttime(tid))
+		uint64_t mask;
+		if (holdmark_read(tid, &mask))
 			continue; /* still recover's business */
+		_cleanup_free_ char *path = holdmark_path(tid);
 		unlink(path);
 	}
 	closedir(d);
@@ -86,13 +99,11 @@ void kc_holdmark_undo(pid_t pid)
 		if (tid <= 0)
 			continue;
 		_cleanup_free_ char *path = holdmark_path(tid);
-		_cleanup_free_ char *text = NULL;
-		if (kc_read_file(path, &text, NULL, NULL) < 0)
+		if (access(path, F_OK) < 0)
 			continue;
-		unsigned long long start, mask;
-		/* a thread that only got the id of a held one is left alone */
-		if (sscanf(text, "%llu %llx", &start, &mask) == 2 && start == kc_pid_starttime(tid))
-			(void)kc_thread_set_sigmask(tid, (uint64_t)mask, NULL);
+		uint64_t mask;
+		if (holdmark_read(tid, &mask))
+			(void)kc_thread_set_sigmask(tid, mask, NULL);
 		unlink(path);
 	}
 	closedir(d);
