@@ -245,6 +245,22 @@ static bool thread_stopped(int tgid, int tid)
 	return p && (p[2] == 'T' || p[2] == 't');
 }
 
+/* Field 22 of /proc/<pid>/stat; 0 if it cannot be read. */
+static unsigned long long start_time(int tgid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", tgid);
+	if (read_text(path, buf, sizeof(buf)) < 0)
+		return 0;
+	const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+	unsigned long long v = 0;
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	if (p)
+		v = strtoull(p + 1, NULL, 10);
+	return v;
+}
+
 /* The name of a process' state file: KC_FAKE_CUDA_ID from its environment
  * (it survives a restore under another pid, as the driver's state does),
  * else its tgid. */
@@ -601,13 +617,21 @@ static CUresult locked_step(const char *dir, int tgid, struct call *c, int expec
 	*state = (int)strtol(buf, &end, 10);
 	if (end == buf)
 		*state = -1;
+	/* the driver's state lives in the process' memory: a process CRIU
+	 * made from an image (another start time than the one that wrote the
+	 * state) is in the state it was dumped in, which CRIU only allows
+	 * CHECKPOINTED; a state without a start time (a workload's own
+	 * "echo 0") is the live process' */
+	unsigned long long stamp = strtoull(end, NULL, 10), now = start_time(tgid);
+	if (stamp && now && stamp != now)
+		*state = STATE_CHECKPOINTED;
 	if (expect >= 0 && *state != expect) {
 		unlock_file(lfd);
 		return CUDA_ERROR_ILLEGAL_STATE;
 	}
 	r = transition(dir, tgid, *state, c, new_state, apply);
 	if (r == CUDA_SUCCESS && apply && *new_state != *state) {
-		snprintf(buf, sizeof(buf), "%d\n", *new_state);
+		snprintf(buf, sizeof(buf), "%d %llu\n", *new_state, now);
 		if (write_atomic(dir, name, buf) < 0)
 			r = CUDA_ERROR_UNKNOWN;
 	}

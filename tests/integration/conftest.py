@@ -184,8 +184,15 @@ def run_kc(env, *args, check=None, timeout=120, **kw):
 
 
 def cuda_state(env, pid):
-    """The fake driver's state of pid (0 RUNNING, 1 LOCKED, 2 CHECKPOINTED)."""
-    return int((Path(env["KC_FAKE_CUDA_DIR"]) / str(pid)).read_text())
+    """The fake driver's state of pid (0 RUNNING, 1 LOCKED, 2 CHECKPOINTED),
+    read as the fake reads it: a state written for another process with
+    this pid (another start time) is that of a CRIU copy, CHECKPOINTED."""
+    state, *stamp = (Path(env["KC_FAKE_CUDA_DIR"]) / str(pid)).read_text().split()
+    try:
+        now = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        now = None
+    return 2 if stamp and now and stamp[0] != now else int(state)
 
 
 def calls(env):

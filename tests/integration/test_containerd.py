@@ -455,7 +455,7 @@ def mark_cuda(e, pid):
 
 
 def cuda_state(e, pid):
-    return int((Path(e["KC_FAKE_CUDA_DIR"]) / str(pid)).read_text())
+    return int((Path(e["KC_FAKE_CUDA_DIR"]) / str(pid)).read_text().split()[0])
 
 
 def steps(e):

@@ -297,6 +297,75 @@ def test_only_the_restore_thread_runs_until_the_gpu_is_back(tmp_path, cuda_env, 
     assert w.probe()["checksum"] == before["checksum"]
 
 
+def stage_names(stdout):
+    return [s["stage"] for s in json.loads(stdout)["stages"]]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+def test_memory_checked_beside_the_gpu_restore_keeps_the_tree_stopped_until_it_matched(tmp_path, cuda_env,
+                                                                                     workloads, sig):
+    """An images dir's memory files are hashed beside the GPU restore, the
+    tree held stopped.  The check paused here: the GPU comes back without
+    it, then the restore waits.  Killed before the check matched, the fill
+    marks stay and recover will not run the tree; interrupted, it is rolled
+    back.  Either way the image restores again."""
+    w, before, p, helper = restore_paused_with_helper(tmp_path, cuda_env, workloads, "memory-check")
+    deadline = time.time() + 20
+    while cuda_state(cuda_env, w.pid) != 0:  # the GPU restore went on meanwhile
+        assert time.time() < deadline and p.poll() is None, cuda_state(cuda_env, w.pid)
+        time.sleep(0.02)
+    assert thread_field(w.pid, w.pid, "State") == "T", "the program's own thread is still stopped"
+    assert (tmp_path / "run" / f"filling-{w.pid}").exists(), "its memory is not checked yet"
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    if sig == signal.SIGKILL:
+        assert proc_state(w.pid) in ("T", "t"), proc_state(w.pid)
+        st = json.loads(run_kc(cuda_env, "state", "--json", w.pid, check=0).stdout)
+        assert st["processes"][0]["process"] == "filling", st
+        r = run_kc(cuda_env, "recover", w.pid)
+        assert r.returncode == 7, r.stderr
+        assert thread_field(w.pid, w.pid, "State") == "t" or proc_state(w.pid) in ("T", "t")
+        kill_pid(w.pid)
+    else:
+        assert p.returncode == 130, err
+    assert wait_gone(w.pid)
+    r = run_kc(cuda_env, "restore", "--json", "--fill-threads", "2", tmp_path / "img", check=0)
+    names = stage_names(r.stdout)
+    assert names.index("memory-fill") < names.index("gpu-restore") < names.index("memory-check"), names
+    assert not list((tmp_path / "run").glob("filling-*"))
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
+
+
+def test_a_damaged_memory_file_of_a_gpu_image_is_found_before_the_tree_runs(tmp_path, cuda_env, workloads):
+    """The check beside the GPU restore fails: exit 5, the restored tree is
+    killed without having run, the image is not touched."""
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    before = w.probe()
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "--fill-threads", "2", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    bulk = img / "kcheckpoint-bulk-read.img"
+    where = bulk.stat().st_size // 2
+    with open(bulk, "r+b") as f:
+        f.seek(where)
+        b = f.read(1)
+        f.seek(where)
+        f.write(bytes([b[0] ^ 0x40]))
+    p = run_kc(cuda_env, "restore", "--fill-threads", "2", img, check=5)
+    assert "checksum mismatch for member 'kcheckpoint-bulk-read.img'" in p.stderr, p.stderr
+    assert "runs during the GPU restore" not in p.stderr, p.stderr
+    assert wait_gone(w.pid), "no process runs with wrong memory"
+    assert not list((tmp_path / "run").glob("filling-*")) and not list((tmp_path / "run").glob("held-*"))
+    with open(bulk, "r+b") as f:
+        f.seek(where)
+        f.write(b)
+    run_kc(cuda_env, "restore", "--fill-threads", "2", img, check=0)
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
+
+
 def test_a_restore_thread_that_cannot_be_held_lets_the_tree_run_first(tmp_path, cuda_env, workloads):
     """Traced by another (a debugger, say): the restore goes on as after a
     plain criu restore, tree running, and says so."""
