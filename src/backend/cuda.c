@@ -222,12 +222,19 @@ static int result_error(const struct cuda_lib *lib, struct kc_error **err, int e
 	return kc_error_set(err, exit_code, r, "%s: %s (%d)", what, name, r);
 }
 
-/* 304 is what the driver answers for a pid that no longer exists. */
-static int op_error(const struct cuda_lib *lib, struct kc_error **err, kc_cu_result r,
+/* 304 is what the driver answers for a pid that no longer exists (or
+ * a zombie): said in words where that is what happened, a process that
+ * died during its checkpoint or restore, say. */
+static int op_error(const struct cuda_lib *lib, struct kc_error **err, kc_cu_result r, pid_t pid,
 		    const char *what)
 {
-	return result_error(lib, err, r == KC_CUDA_ERROR_OPERATING_SYSTEM ? KC_EXIT_NOENT : KC_EXIT_GPU,
-			    r, what);
+	if (r != KC_CUDA_ERROR_OPERATING_SYSTEM)
+		return result_error(lib, err, KC_EXIT_GPU, r, what);
+	char st = kc_pid_state(pid);
+	if (st && st != 'Z' && st != 'X')
+		return result_error(lib, err, KC_EXIT_NOENT, r, what);
+	return kc_error_set(err, KC_EXIT_NOENT, r, "%s: the process is gone (CUDA_ERROR_OPERATING_SYSTEM, %d)", what,
+			    r);
 }
 
 static int cuda_driver_version(void *h, int *version, struct kc_error **err)
@@ -248,7 +255,7 @@ static int cuda_get_state(void *h, pid_t pid, enum kc_cuda_state *state, struct 
 		return 0;
 	}
 	if (r != KC_CUDA_SUCCESS)
-		return op_error(lib, err, r, "get state");
+		return op_error(lib, err, r, pid, "get state");
 	*state = (enum kc_cuda_state)s;
 	return 0;
 }
@@ -259,7 +266,7 @@ static int cuda_get_restore_tid(void *h, pid_t pid, int *tid, struct kc_error **
 	int t = 0;
 	kc_cu_result r = lib->get_restore_tid((int)pid, &t);
 	if (r != KC_CUDA_SUCCESS)
-		return op_error(lib, err, r, "get restore tid");
+		return op_error(lib, err, r, pid, "get restore tid");
 	*tid = t;
 	return 0;
 }
@@ -272,7 +279,7 @@ static int cuda_lock(void *h, pid_t pid, unsigned timeout_ms, struct kc_error **
 	if (r == KC_CUDA_ERROR_NOT_READY)
 		return result_error(lib, err, KC_EXIT_BUSY, r, "lock");
 	if (r != KC_CUDA_SUCCESS)
-		return op_error(lib, err, r, "lock");
+		return op_error(lib, err, r, pid, "lock");
 	return 0;
 }
 
@@ -281,7 +288,7 @@ static int cuda_checkpoint(void *h, pid_t pid, struct kc_error **err)
 	const struct cuda_lib *lib = h;
 	kc_cu_result r = lib->checkpoint((int)pid, NULL);
 	if (r != KC_CUDA_SUCCESS)
-		return op_error(lib, err, r, "checkpoint");
+		return op_error(lib, err, r, pid, "checkpoint");
 	return 0;
 }
 
@@ -318,7 +325,7 @@ static int cuda_restore(void *h, pid_t pid, const struct kc_gpu_pair *pairs, siz
 		}
 	}
 	if (r != KC_CUDA_SUCCESS)
-		return op_error(lib, err, r, "restore");
+		return op_error(lib, err, r, pid, "restore");
 	return 0;
 }
 
@@ -327,7 +334,7 @@ static int cuda_unlock(void *h, pid_t pid, struct kc_error **err)
 	const struct cuda_lib *lib = h;
 	kc_cu_result r = lib->unlock((int)pid, NULL);
 	if (r != KC_CUDA_SUCCESS)
-		return op_error(lib, err, r, "unlock");
+		return op_error(lib, err, r, pid, "unlock");
 	return 0;
 }
 

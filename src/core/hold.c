@@ -65,23 +65,29 @@ static bool holdmark_read(pid_t tid, uint64_t *mask)
 	return true;
 }
 
-/* Marks of threads that are gone (a tree killed rather than recovered),
- * or whose id another thread has now, are of no use to anyone. */
-static void holdmark_sweep(void)
+static bool holdmark_valid(pid_t tid)
+{
+	uint64_t mask;
+	return holdmark_read(tid, &mask);
+}
+
+/* Marks (name: "<kind>-<id>") of processes or threads that are gone (a
+ * tree killed rather than recovered), or whose id another one has now,
+ * are of no use to anyone. */
+static void sweep(const char *kind, bool (*valid)(pid_t id))
 {
 	DIR *d = opendir(kc_run_dir());
 	if (!d)
 		return;
+	size_t len = strlen(kind);
 	struct dirent *de;
 	while ((de = readdir(d))) {
-		int tid;
+		int id;
 		char end;
-		if (sscanf(de->d_name, "held-%d%c", &tid, &end) != 1 || tid <= 0)
-			continue;
-		uint64_t mask;
-		if (holdmark_read(tid, &mask))
-			continue; /* still recover's business */
-		_cleanup_free_ char *path = holdmark_path(tid);
+		if (strncmp(de->d_name, kind, len) || de->d_name[len] != '-' ||
+		    sscanf(de->d_name + len + 1, "%d%c", &id, &end) != 1 || id <= 0 || valid(id))
+			continue; /* not a mark, or still recover's business */
+		_cleanup_free_ char *path = kc_xasprintf("%s/%s", kc_run_dir(), de->d_name);
 		unlink(path);
 	}
 	closedir(d);
@@ -125,7 +131,7 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 {
 	if (!b->cuda || !b->cuda->ops->get_restore_tid)
 		return kc_error_set(err, KC_EXIT_GPU, 0, "the driver names no restore thread");
-	holdmark_sweep();
+	sweep("held", holdmark_valid);
 	*held = kc_xcalloc(a->n + c->n + 1, sizeof(**held));
 	const struct kc_gpu_set *sets[] = {a, c};
 	for (size_t k = 0; k < 2; k++)
@@ -166,4 +172,62 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 			(*n_held)++;
 		}
 	return 0;
+}
+
+/*
+ * A process that was stopped when dumped comes back stopped (restore.c
+ * run_tree).  Should kcheckpoint be killed before that, recover, which
+ * has to let the tree run for the driver, stops it again: restore leaves
+ * "stopped-<pid>" ("<start time>") in the run dir while it works.
+ */
+static char *stopmark_path(pid_t pid)
+{
+	return kc_xasprintf("%s/stopped-%d", kc_run_dir(), (int)pid);
+}
+
+int kc_stopmark_set(pid_t pid, struct kc_error **err)
+{
+	_cleanup_free_ char *path = stopmark_path(pid);
+	_cleanup_free_ char *dir = kc_xstrdup(path);
+	*strrchr(dir, '/') = '\0';
+	if (kc_mkdir_p(dir, 0700, err) < 0)
+		return -1;
+	FILE *f = fopen(path, "we");
+	if (!f)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create '%s'", path);
+	int w = fprintf(f, "%llu\n", (unsigned long long)kc_pid_starttime(pid));
+	if (fclose(f) != 0 || w < 0) {
+		int e = errno;
+		unlink(path);
+		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot write '%s'", path);
+	}
+	return 0;
+}
+
+void kc_stopmark_clear(pid_t pid)
+{
+	_cleanup_free_ char *path = stopmark_path(pid);
+	unlink(path);
+}
+
+/* pid's mark, if it is of this very process */
+static bool stopmark_valid(pid_t pid)
+{
+	_cleanup_free_ char *path = stopmark_path(pid);
+	_cleanup_free_ char *text = NULL;
+	unsigned long long start;
+	return kc_read_file(path, &text, NULL, NULL) == 0 && sscanf(text, "%llu", &start) == 1 && start &&
+	       start == kc_pid_starttime(pid);
+}
+
+bool kc_stopmark_take(pid_t pid)
+{
+	bool ours = stopmark_valid(pid);
+	kc_stopmark_clear(pid); /* taken, or stale: another process has the pid now */
+	return ours;
+}
+
+void kc_stopmark_sweep(void)
+{
+	sweep("stopped", stopmark_valid);
 }

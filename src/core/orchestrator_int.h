@@ -77,6 +77,13 @@ bool kc_fillmark_blocks(pid_t pid);
 /* The signal masks of pid's threads that a restore killed while it held
  * them (hold.c keeps "held-<tid>" marks in the run dir) are put back. */
 void kc_holdmark_undo(pid_t pid);
+/* Processes stopped when dumped, while a restore works on them (hold.c):
+ * recover stops a process again whose mark is its own (and removes it). */
+int kc_stopmark_set(pid_t pid, struct kc_error **err);
+void kc_stopmark_clear(pid_t pid);
+bool kc_stopmark_take(pid_t pid);
+/* Removes the marks of processes that are gone. */
+void kc_stopmark_sweep(void);
 /* The restore thread of each process of both sets runs alone (hold.c);
  * *held gets them, each with its mark.  On failure the ones held so far
  * are in *held too: kc_release_threads lets them go. */

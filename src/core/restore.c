@@ -209,6 +209,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	_cleanup_free_ struct kc_held_thread *held = NULL; /* restore threads run alone meanwhile */
 	size_t n_held = 0;
 	struct kc_bulk_check *check = NULL; /* the fill's checksums, beside the GPU restore */
+	_cleanup_free_ pid_t *stopped = NULL; /* stopped when dumped, each with its mark */
+	size_t n_stopped = 0;
 
 	if (m->n_procs == 0 && kc_manifest_read(o->images_dir, m, err) < 0)
 		return -1;
@@ -386,6 +388,18 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		goto rollback;
 	if (copts.restore_stopped && kc_proctree(root, &tree, &n_tree, err) < 0)
 		goto rollback;
+	/* run_tree stops these again; should this kcheckpoint be killed
+	 * before, recover does */
+	stopped = kc_xcalloc(n_tree + 1, sizeof(pid_t));
+	if (n_tree)
+		kc_stopmark_sweep();
+	for (size_t i = 0; i < n_tree; i++)
+		for (size_t j = 0; j < m->n_procs; j++)
+			if (m->procs[j].pid == tree[i] && m->procs[j].stopped) {
+				if (kc_stopmark_set(tree[i], err) < 0)
+					goto rollback;
+				stopped[n_stopped++] = tree[i];
+			}
 	if (n_bulk) {
 		for (size_t i = 0; i < n_bulk; i++)
 			kc_fillmark_stamp(bulk[i].pid);
@@ -528,6 +542,8 @@ rollback:
 out:
 	kc_bulk_check_abort(&check);
 	kc_release_threads(held, &n_held);
+	for (size_t i = 0; i < n_stopped; i++)
+		kc_stopmark_clear(stopped[i]);
 	/* a pid whose fill did not finish and that is still stopped here (the
 	 * rollback could not kill it) keeps its mark */
 	for (size_t i = 0; i < n_bulk; i++) {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,5 +129,10 @@ static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *p
 		if (kc_gpu_unlock(locked, NULL, NULL, err) < 0)
 			return kc_error_prefix(err, "GPU unlock");
 	}
+	/* stopped when dumped, and left running by a restore killed before it
+	 * stopped them again (they had to run for their GPU restore here) */
+	for (size_t i = 0; i < np; i++)
+		if (kc_stopmark_take(pids[i]))
+			kill(pids[i], SIGSTOP);
 	return kc_tree_state(pid, b, out, n, err);
 }

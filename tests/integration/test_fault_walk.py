@@ -297,6 +297,38 @@ def test_only_the_restore_thread_runs_until_the_gpu_is_back(tmp_path, cuda_env, 
     assert w.probe()["checksum"] == before["checksum"]
 
 
+def test_recover_after_a_killed_restore_stops_again_what_was_stopped_when_dumped(tmp_path, cuda_env, workloads):
+    """A restore SIGKILLed before it stopped again a process that was
+    stopped when dumped: recover, which must let it run for its GPU
+    restore, stops it afterwards (restore's stopped-<pid> mark)."""
+    (tmp_path / "run").mkdir(exist_ok=True)
+    stale = tmp_path / "run" / "stopped-4000001"  # a process long gone: swept
+    stale.write_text("1\n")
+    w, before, p, helper = restore_paused_with_helper(tmp_path, cuda_env, workloads, "gpu-restore",
+                                                      stopped_before=True)
+    mark = tmp_path / "run" / f"stopped-{w.pid}"
+    assert mark.exists() and not stale.exists()
+    deadline = time.time() + 20  # the memory checked beside the GPU restore: recover may run it
+    while (tmp_path / "run" / f"filling-{w.pid}").exists():
+        assert time.time() < deadline
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=60)
+    r = recover_until_done(cuda_env, w.pid)
+    assert r.returncode == 0, r.stderr
+    assert wait_state(w.pid, "T"), "stopped, as when dumped"
+    assert cuda_state(cuda_env, w.pid) == 0, "its GPU back"
+    assert not mark.exists()
+    assert int(thread_field(w.pid, helper, "SigBlk"), 16) == 0
+    os.kill(w.pid, signal.SIGCONT)
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
+    # recover again: nothing stops it now
+    r = run_kc(cuda_env, "recover", w.pid, check=0)
+    time.sleep(0.2)
+    assert proc_state(w.pid) in ("R", "S"), proc_state(w.pid)
+
+
 def stage_names(stdout):
     return [s["stage"] for s in json.loads(stdout)["stages"]]
 

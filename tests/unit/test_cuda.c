@@ -389,10 +389,10 @@ static void test_process_gone(void **state)
 	_cleanup_error_ struct kc_error *err = NULL;
 	enum kc_cuda_state s;
 	assert_int_equal(f->cuda.ops->get_state(f->cuda.h, pid, &s, &err), -1);
-	check_error(err, KC_EXIT_NOENT, 304, "get state: CUDA_ERROR_OPERATING_SYSTEM (304)");
+	check_error(err, KC_EXIT_NOENT, 304, "get state: the process is gone (CUDA_ERROR_OPERATING_SYSTEM, 304)");
 	kc_error_freep(&err);
 	assert_int_equal(f->cuda.ops->lock(f->cuda.h, pid, 0, &err), -1);
-	check_error(err, KC_EXIT_NOENT, 304, "lock: CUDA_ERROR_OPERATING_SYSTEM (304)");
+	check_error(err, KC_EXIT_NOENT, 304, "lock: the process is gone (CUDA_ERROR_OPERATING_SYSTEM, 304)");
 	assert_int_equal(file_state(f, pid), 0);
 }
 
