@@ -56,9 +56,6 @@ struct kc_progress *kc_progress_start(const char *stage, uint64_t (*bytes_fn)(vo
 /* The stage's byte total, when it is known (for %, ETA). */
 void kc_progress_total(struct kc_progress *p, uint64_t total);
 void kc_progress_stop(struct kc_progress *p);
-/* The fault walk's seam (KCHECKPOINT_TEST_PAUSE=<stage>, report.c): where
- * a stage starts without a progress line of its own. */
-void kc_test_pause(const char *stage);
 /* Set by the CLI from --progress, isatty and -q. */
 extern enum kc_progress_mode kc_progress_mode;
 extern bool kc_progress_quiet;

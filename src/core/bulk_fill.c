@@ -8,7 +8,6 @@
  * mappings too, as CRIU does when it restores them.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <inttypes.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -21,7 +20,6 @@
 #include <unistd.h>
 
 #include "archive_internal.h"
-#include "kc/report.h"
 #include "kc/signals.h"
 #include "kc/util.h"
 #include "orchestrator_int.h"
@@ -206,11 +204,9 @@ int kc_fill_target_check(const struct kc_fill_target *t, struct kc_error **err)
 
 /*
  * The bulk files are mapped read-only and cut into chunks at 16 MiB of
- * file offset (whole 1 MiB leaves).  A worker writes what the index maps
- * of a chunk into the processes, one copy per byte from the page cache,
- * and hashes the chunk's leaves for the manifest's checksum: on the way
- * (each piece hashed, then written) or, where a GPU restore follows, in a
- * second pass that runs beside it (kc_bulk_check).
+ * file offset (whole 1 MiB leaves): a worker hashes a chunk's leaves, for
+ * the manifest's checksum, and writes what the index maps of it into the
+ * processes, one copy per byte from the page cache.
  */
 struct src {
 	char file[64];
@@ -227,58 +223,29 @@ struct fchunk {
 
 struct ffill {
 	struct kc_fill_target *t;
-	const struct kc_manifest *m;
-	char *images_dir;
 	struct src *srcs;
-	size_t n_src;
 	struct fchunk *chunks;
 	size_t n;
 	uint8_t (*d)[32];
-	bool hash_in_fill;
 	atomic_size_t next;
 	atomic_int failed;
 };
 
-static void ffill_free(struct ffill *f)
-{
-	if (!f)
-		return;
-	kc_fill_target_close(f->t);
-	for (size_t s = 0; s < f->n_src; s++)
-		if (f->srcs[s].map)
-			munmap((void *)f->srcs[s].map, f->srcs[s].len);
-	free(f->srcs);
-	free(f->chunks);
-	free(f->d);
-	free(f->images_dir);
-	free(f);
-}
-
-static void hash_leaves(struct ffill *f, const struct src *s, const struct fchunk *c)
-{
-	for (uint64_t o = 0; o < c->len; o += KC_ARCHIVE_LEAF)
-		kc_sha256(s->map + c->off + o, c->len - o < KC_ARCHIVE_LEAF ? c->len - o : KC_ARCHIVE_LEAF,
-			  f->d[s->first_leaf + (c->off + o) / KC_ARCHIVE_LEAF]);
-}
-
-/* the next chunk, or NULL once all are taken, one worker failed or a
- * signal came (^C: the restore is rolled back, the rest need not be done) */
-static const struct fchunk *next_chunk(struct ffill *f)
-{
-	if (kc_signals_pending())
-		kc_fail_once(&f->failed, EINTR);
-	if (atomic_load(&f->failed))
-		return NULL;
-	size_t i = atomic_fetch_add(&f->next, 1);
-	return i < f->n ? &f->chunks[i] : NULL;
-}
-
 static void *fill_worker(void *arg)
 {
 	struct ffill *f = arg;
-	for (const struct fchunk *c; (c = next_chunk(f));) {
+	for (;;) {
+		/* ^C: the restore is rolled back, the rest need not be written */
+		if (kc_signals_pending())
+			kc_fail_once(&f->failed, EINTR);
+		if (atomic_load(&f->failed))
+			return NULL;
+		size_t i = atomic_fetch_add(&f->next, 1);
+		if (i >= f->n)
+			return NULL;
+		const struct fchunk *c = &f->chunks[i];
 		const struct src *s = &f->srcs[c->src];
-		if (s->member < 0 || !f->hash_in_fill) {
+		if (s->member < 0) {
 			if (kc_fill_target_write(f->t, s->file, c->off, s->map + c->off, c->len) < 0) {
 				kc_fail_once(&f->failed, errno);
 				return NULL;
@@ -303,51 +270,23 @@ static void *fill_worker(void *arg)
 			kc_sha256_final(&h, f->d[s->first_leaf + (c->off + o) / KC_ARCHIVE_LEAF]);
 		}
 	}
-	return NULL;
 }
 
-static void *hash_worker(void *arg)
+int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const struct kc_bulk_region *v, size_t n,
+		 unsigned threads, uint64_t *bytes, struct kc_error **err)
 {
-	struct ffill *f = arg;
-	for (const struct fchunk *c; (c = next_chunk(f));)
-		if (f->srcs[c->src].member >= 0)
-			hash_leaves(f, &f->srcs[c->src], c);
-	return NULL;
-}
+	struct src *srcs = kc_xcalloc(n + 1, sizeof(*srcs));
+	size_t n_src = 0, n_chunks = 0, leaves = 0;
+	struct ffill f = {.srcs = srcs};
+	int rc = -1;
+	*bytes = 0;
 
-/* The checksums of the sources that the manifest lists, against it. */
-static int compare_sums(const struct ffill *f, struct kc_error **err)
-{
-	for (size_t s = 0; s < f->n_src; s++) {
-		if (f->srcs[s].member < 0)
-			continue;
-		char hex[65];
-		kc_leaves_root((const uint8_t(*)[32])f->d + f->srcs[s].first_leaf,
-			       (f->srcs[s].len + KC_ARCHIVE_LEAF - 1) / KC_ARCHIVE_LEAF, hex);
-		if (strcmp(hex, f->m->members[f->srcs[s].member].sha256))
-			return kc_error_set(err, KC_EXIT_IMAGE, 0, "checksum mismatch for member '%s' in '%s'",
-					    f->srcs[s].file, f->images_dir);
-	}
-	return 0;
-}
-
-/* The bulk files of the index, mapped, checked for size, cut into chunks. */
-static int ffill_open(const char *images_dir, const struct kc_manifest *m, const struct kc_bulk_region *v,
-		      size_t n, struct ffill **out, struct kc_error **err)
-{
-	struct ffill *f = kc_xcalloc(1, sizeof(*f));
-	f->m = m;
-	f->images_dir = kc_xstrdup(images_dir);
-	f->srcs = kc_xcalloc(n + 1, sizeof(*f->srcs));
-	size_t n_chunks = 0, leaves = 0;
 	for (size_t i = 0; i < n; i++) {
 		size_t s = 0;
-		while (s < f->n_src && strcmp(f->srcs[s].file, v[i].file))
+		while (s < n_src && strcmp(srcs[s].file, v[i].file))
 			s++;
-		struct src *sr = &f->srcs[s];
-		if (s == f->n_src) {
-			snprintf(sr->file, sizeof(sr->file), "%s", v[i].file);
-			f->n_src++;
+		if (s == n_src) {
+			snprintf(srcs[s].file, sizeof(srcs[s].file), "%s", v[i].file);
 			_cleanup_free_ char *path = kc_xasprintf("%s/%s", images_dir, v[i].file);
 			/* a file of the image, not a link out of it */
 			int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -358,166 +297,82 @@ static int ffill_open(const char *images_dir, const struct kc_manifest *m, const
 				kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot open '%s'", path);
 				if (fd >= 0)
 					close(fd);
-				goto fail;
+				goto out;
 			}
-			sr->len = (size_t)st.st_size;
-			void *mp = sr->len ? mmap(NULL, sr->len, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+			srcs[s].len = (size_t)st.st_size;
+			void *mp = srcs[s].len ? mmap(NULL, srcs[s].len, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
 			close(fd);
 			if (mp == MAP_FAILED) {
 				kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot map '%s'", path);
-				goto fail;
+				goto out;
 			}
-			sr->map = mp;
-			sr->member = -1;
+			srcs[s].map = mp;
+			srcs[s].member = -1;
 			for (size_t k = 0; m && k < m->n_members; k++)
-				if (!strcmp(m->members[k].path, sr->file))
-					sr->member = (int)k;
-			if (sr->member >= 0 && m->members[sr->member].size != sr->len) {
-				kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' has %zu bytes, the manifest says %llu", path, sr->len,
-					     (unsigned long long)m->members[sr->member].size);
-				goto fail;
+				if (!strcmp(m->members[k].path, srcs[s].file))
+					srcs[s].member = (int)k;
+			if (srcs[s].member >= 0 && m->members[srcs[s].member].size != srcs[s].len) {
+				kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' has %zu bytes, the manifest says %llu", path,
+					     srcs[s].len, (unsigned long long)m->members[srcs[s].member].size);
+				n_src++;
+				goto out;
 			}
-			sr->first_leaf = leaves;
-			leaves += (sr->len + KC_ARCHIVE_LEAF - 1) / KC_ARCHIVE_LEAF;
-			n_chunks += (sr->len + CHUNK - 1) / CHUNK;
+			srcs[s].first_leaf = leaves;
+			leaves += (srcs[s].len + KC_ARCHIVE_LEAF - 1) / KC_ARCHIVE_LEAF;
+			n_chunks += (srcs[s].len + CHUNK - 1) / CHUNK;
+			n_src++;
 		}
-		if (v[i].offset > sr->len || v[i].bytes > sr->len - v[i].offset) {
+		if (v[i].offset > srcs[s].len || v[i].bytes > srcs[s].len - v[i].offset) {
 			kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' is shorter than its index says", v[i].file);
-			goto fail;
+			goto out;
 		}
 	}
-	f->chunks = kc_xcalloc(n_chunks + 1, sizeof(*f->chunks));
-	f->d = kc_xcalloc(leaves + 1, sizeof(*f->d));
-	for (size_t s = 0; s < f->n_src; s++)
-		for (uint64_t off = 0; off < f->srcs[s].len; off += CHUNK)
-			f->chunks[f->n++] = (struct fchunk){.src = s, .off = off,
-							    .len = f->srcs[s].len - off < CHUNK ? f->srcs[s].len - off : CHUNK};
-	*out = f;
-	return 0;
-fail:
-	ffill_free(f);
-	return -1;
-}
-
-static int pool_result(struct ffill *f, const char *what, struct kc_error **err)
-{
-	int e = atomic_load(&f->failed);
-	if (e == EINTR && kc_check_interrupted(err) < 0)
-		return -1;
-	if (e)
-		return kc_error_errno(err, KC_EXIT_CRIU, e, "cannot %s", what);
-	return 0;
-}
-
-/* ---- the checksums beside the GPU restore ------------------------------------------------- */
-
-struct kc_bulk_check {
-	struct ffill *f;
-	unsigned threads;
-	pid_t *pids; /* whose fill marks go once it matched */
-	size_t n_pids;
-	pthread_t thread;
-	bool started;
-	int rc;
-	struct kc_error *err;
-};
-
-static void *check_main(void *arg)
-{
-	struct kc_bulk_check *c = arg;
-	struct ffill *f = c->f;
-	kc_test_pause("memory-check");
-	atomic_store(&f->next, 0);
-	kc_run_pool(c->threads, f->n, hash_worker, f);
-	c->rc = atomic_load(&f->failed) == EINTR ? kc_error_set(&c->err, KC_EXIT_INTERRUPTED, EINTR, "interrupted")
-						 : pool_result(f, "check the memory of the restored tree", &c->err);
-	if (c->rc == 0)
-		c->rc = compare_sums(f, &c->err);
-	/* the memory is what was dumped: from here on recover may run the
-	 * tree, should this kcheckpoint be killed during its GPU restore */
-	for (size_t i = 0; c->rc == 0 && i < c->n_pids; i++)
-		kc_fillmark_clear(c->pids[i]);
-	return NULL;
-}
-
-int kc_bulk_check_finish(struct kc_bulk_check **cp, struct kc_error **err)
-{
-	struct kc_bulk_check *c = steal_ptr(*cp);
-	if (!c)
-		return 0;
-	if (c->started)
-		pthread_join(c->thread, NULL);
-	int rc = c->rc;
-	if (rc < 0) {
-		/* a signal: its own exit code and message, as every stage gives it */
-		if (atomic_load(&c->f->failed) == EINTR && kc_check_interrupted(err) < 0)
-			kc_error_free(steal_ptr(c->err));
-		else
-			kc_error_propagate(err, steal_ptr(c->err));
-	}
-	ffill_free(c->f);
-	free(c->pids);
-	free(c);
-	return rc;
-}
-
-void kc_bulk_check_abort(struct kc_bulk_check **cp)
-{
-	struct kc_bulk_check *c = *cp;
-	if (!c)
-		return;
-	kc_fail_once(&c->f->failed, ECANCELED);
-	struct kc_error *ignored = NULL;
-	kc_bulk_check_finish(cp, &ignored);
-	kc_error_free(ignored);
-}
-
-int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const struct kc_bulk_region *v, size_t n,
-		 unsigned threads, uint64_t *bytes, struct kc_bulk_check **later, struct kc_error **err)
-{
-	struct ffill *f = NULL;
-	*bytes = 0;
-	if (later)
-		*later = NULL;
-	if (ffill_open(images_dir, m, v, n, &f, err) < 0)
-		return -1;
-	bool checked = false;
-	for (size_t s = 0; s < f->n_src; s++)
-		checked |= f->srcs[s].member >= 0;
-	f->hash_in_fill = !later || !checked;
-	if (kc_fill_target_open(v, n, &f->t, err) < 0)
-		goto fail;
-	struct kc_progress *pg = kc_progress_start("memory-fill", kc_fill_target_done, f->t);
+	if (kc_fill_target_open(v, n, &f.t, err) < 0)
+		goto out;
+	f.chunks = kc_xcalloc(n_chunks + 1, sizeof(*f.chunks));
+	f.d = kc_xcalloc(leaves + 1, sizeof(*f.d));
+	for (size_t s = 0; s < n_src; s++)
+		for (uint64_t off = 0; off < srcs[s].len; off += CHUNK)
+			f.chunks[f.n++] = (struct fchunk){.src = s, .off = off,
+							  .len = srcs[s].len - off < CHUNK ? srcs[s].len - off : CHUNK};
+	struct kc_progress *pg = kc_progress_start("memory-fill", kc_fill_target_done, f.t);
 	kc_progress_total(pg, kc_bulk_regions_bytes(v, n));
-	kc_run_pool(threads, f->n, fill_worker, f);
+	kc_run_pool(threads, f.n, fill_worker, &f);
 	kc_progress_stop(pg);
-	if (pool_result(f, "fill the memory of the restored tree", err) < 0 || kc_fill_target_check(f->t, err) < 0)
-		goto fail;
-	*bytes = kc_fill_target_done(f->t);
-	kc_fill_target_close(steal_ptr(f->t));
-	if (f->hash_in_fill) {
-		/* the tree is still stopped: a wrong byte never runs */
-		if (compare_sums(f, err) < 0)
-			goto fail;
-		ffill_free(f);
-		return 0;
+
+	int e = atomic_load(&f.failed);
+	if (e == EINTR && kc_check_interrupted(err) < 0)
+		goto out;
+	if (e) {
+		kc_error_errno(err, KC_EXIT_CRIU, e, "cannot fill the memory of the restored tree");
+		goto out;
 	}
-	/* the tree stays stopped until kc_bulk_check_finish says it matched;
-	 * one core is left to the driver's restore thread */
-	struct kc_bulk_check *c = kc_xcalloc(1, sizeof(*c));
-	c->f = steal_ptr(f);
-	c->threads = threads > 1 ? threads - 1 : 1;
-	c->pids = kc_xcalloc(n + 1, sizeof(pid_t));
-	for (size_t i = 0; i < n; i++)
-		c->pids[c->n_pids++] = v[i].pid;
-	c->started = kc_thread_start(&c->thread, check_main, c) == 0;
-	if (!c->started)
-		check_main(c); /* no thread to be had: checked now */
-	*later = c;
-	return 0;
-fail:
-	ffill_free(f);
-	return -1;
+	/* the tree is still stopped: a wrong byte never runs */
+	for (size_t s = 0; s < n_src; s++) {
+		if (srcs[s].member < 0)
+			continue;
+		char hex[65];
+		kc_leaves_root((const uint8_t(*)[32])f.d + srcs[s].first_leaf,
+			       (srcs[s].len + KC_ARCHIVE_LEAF - 1) / KC_ARCHIVE_LEAF, hex);
+		if (strcmp(hex, m->members[srcs[s].member].sha256)) {
+			kc_error_set(err, KC_EXIT_IMAGE, 0, "checksum mismatch for member '%s' in '%s'", srcs[s].file,
+				     images_dir);
+			goto out;
+		}
+	}
+	if (kc_fill_target_check(f.t, err) < 0)
+		goto out;
+	*bytes = kc_fill_target_done(f.t);
+	rc = 0;
+out:
+	kc_fill_target_close(f.t);
+	for (size_t s = 0; s < n_src; s++)
+		if (srcs[s].map)
+			munmap((void *)srcs[s].map, srcs[s].len);
+	free(srcs);
+	free(f.chunks);
+	free(f.d);
+	return rc;
 }
 
 /*

@@ -19,17 +19,9 @@ int kc_prepare_images_dir(const char *dir, struct kc_error **err);
 
 /* Writes the regions into the (stopped) restored processes with that many
  * threads (bulk_fill.c); *bytes written.  The bulk files that m lists as
- * members are checked against their checksums (KC_EXIT_IMAGE): on the way,
- * or, given later, by threads that go on after it returns (beside the GPU
- * restore) and clear the regions' fill marks once all matched; the tree
- * must then stay stopped until kc_bulk_check_finish returns 0. */
-struct kc_bulk_check;
+ * members are checked against their checksums on the way (KC_EXIT_IMAGE). */
 int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const struct kc_bulk_region *v, size_t n,
-		 unsigned threads, uint64_t *bytes, struct kc_bulk_check **later, struct kc_error **err);
-/* Waits for the check and frees it (*c NULL after; 0 for a NULL check). */
-int kc_bulk_check_finish(struct kc_bulk_check **c, struct kc_error **err);
-/* Stops the check where it is and frees it. */
-void kc_bulk_check_abort(struct kc_bulk_check **c);
+		 unsigned threads, uint64_t *bytes, struct kc_error **err);
 
 /* Checksums of a plain images dir (images_sum.c): every file but the
  * manifest, CRIU's logs and the dir lock becomes a member of m with its

@@ -208,7 +208,7 @@ void kc_progress_total(struct kc_progress *p, uint64_t total)
  * is removed (30 s at most), so a test can signal or SIGKILL kcheckpoint
  * in a known stage, or look at the processes there.
  */
-void kc_test_pause(const char *stage)
+static void test_pause(const char *stage)
 {
 	const char *at = getenv("KCHECKPOINT_TEST_PAUSE");
 	if (!at || strcmp(at, stage) != 0)
@@ -228,7 +228,7 @@ void kc_test_pause(const char *stage)
 
 struct kc_progress *kc_progress_start(const char *stage, uint64_t (*bytes_fn)(void *arg), void *arg)
 {
-	kc_test_pause(stage);
+	test_pause(stage);
 	struct kc_progress *p = kc_xcalloc(1, sizeof(*p));
 	p->mode = kc_progress_quiet ? KC_PROGRESS_NONE : kc_progress_mode;
 	pthread_mutex_init(&p->lock, NULL);

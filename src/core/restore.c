@@ -127,19 +127,6 @@ static uint64_t pages_bytes(const struct kc_report *r, const char *dir)
 	return kc_dir_size(dir);
 }
 
-/* The rest of the fill's check, once the GPU restore is done: what it
- * still took is the stage's time.  Nothing of the tree ran meanwhile. */
-static int finish_check(struct kc_bulk_check **c, struct kc_report *r, struct kc_error **err)
-{
-	double t0 = kc_now();
-	struct kc_progress *p = kc_progress_start("memory-check", NULL, NULL);
-	int rc = kc_bulk_check_finish(c, err);
-	kc_progress_stop(p);
-	if (rc == 0)
-		kc_report_add(r, "memory-check", kc_now() - t0, 0);
-	return rc;
-}
-
 /* Waits for the driver (if it is still loading), then maps the image's GPUs onto this node's. */
 static int plan_gpus(const struct kc_restore_opts *o, const struct kc_backends *b, const struct kc_manifest *m,
 		     size_t n_cuda, struct kc_gpu_pair **pairs, size_t *n_pairs, struct kc_report *r,
@@ -208,7 +195,6 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	size_t n_tree = 0;
 	_cleanup_free_ struct kc_held_thread *held = NULL; /* restore threads run alone meanwhile */
 	size_t n_held = 0;
-	struct kc_bulk_check *check = NULL; /* the fill's checksums, beside the GPU restore */
 	_cleanup_free_ pid_t *stopped = NULL; /* stopped when dumped, each with its mark */
 	size_t n_stopped = 0;
 
@@ -415,6 +401,9 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 				goto rollback;
 			}
 		}
+		/* either way every byte is checked against its checksum before
+		 * anything of the tree runs, the driver's restore thread too:
+		 * its stack and the driver's own state are in these runs */
 		uint64_t filled = 0;
 		t0 = kc_now();
 		if (o->archive) {
@@ -432,21 +421,14 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			kc_fill_target_close(ft);
 			if (fr < 0)
 				goto rollback;
-		} else {
-			/* where cores are few the checksums cost the fill much
-			 * of its time (2 cores: 1.2 s of 4 GiB); with the tree
-			 * held stopped through a GPU restore they are computed
-			 * beside it instead */
-			bool beside = to_restore->n && n_tree;
-			if (kc_bulk_fill(o->images_dir, o->images_private ? NULL : m, bulk, n_bulk, o->fill_threads,
-					 &filled, beside ? &check : NULL, err) < 0)
-				goto rollback;
+		} else if (kc_bulk_fill(o->images_dir, o->images_private ? NULL : m, bulk, n_bulk, o->fill_threads, &filled,
+					err) < 0) {
+			goto rollback;
 		}
 		kc_report_add(r, "memory-fill", kc_now() - t0, filled);
-		/* all of it is back: from here on recover may run the tree (once
-		 * checked, which the check does itself) */
-		fill_done = !check;
-		for (size_t i = 0; fill_done && i < n_bulk; i++)
+		fill_done = true;
+		/* all of it is back: from here on recover may run the tree */
+		for (size_t i = 0; i < n_bulk; i++)
 			kc_fillmark_clear(bulk[i].pid);
 		if (kc_check_interrupted(err) < 0)
 			goto rollback;
@@ -487,11 +469,6 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 					why ? why->msg : "no restore thread");
 			kc_error_free(why);
 			kc_release_threads(held, &n_held);
-			if (check) {
-				if (finish_check(&check, r, err) < 0)
-					goto rollback;
-				fill_done = true;
-			}
 			/* all of it, the processes stopped when dumped too (their
 			 * restore thread must run); those are stopped again after */
 			kc_proctree_cont(tree, n_tree);
@@ -519,11 +496,6 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		}
 		kc_report_add(r, "gpu-unlock", kc_now() - t0, 0);
 	}
-	if (check) {
-		if (finish_check(&check, r, err) < 0)
-			goto rollback;
-		fill_done = true;
-	}
 	if (n_tree) {
 		kc_release_threads(held, &n_held);
 		run_tree(m, tree, n_tree);
@@ -536,11 +508,9 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	goto out;
 
 rollback:
-	kc_bulk_check_abort(&check);
 	kc_release_threads(held, &n_held); /* detached before the tree is killed */
 	kc_rollback(&undo, err);
 out:
-	kc_bulk_check_abort(&check);
 	kc_release_threads(held, &n_held);
 	for (size_t i = 0; i < n_stopped; i++)
 		kc_stopmark_clear(stopped[i]);

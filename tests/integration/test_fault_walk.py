@@ -308,10 +308,6 @@ def test_recover_after_a_killed_restore_stops_again_what_was_stopped_when_dumped
                                                       stopped_before=True)
     mark = tmp_path / "run" / f"stopped-{w.pid}"
     assert mark.exists() and not stale.exists()
-    deadline = time.time() + 20  # the memory checked beside the GPU restore: recover may run it
-    while (tmp_path / "run" / f"filling-{w.pid}").exists():
-        assert time.time() < deadline
-        time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     p.communicate(timeout=60)
     r = recover_until_done(cuda_env, w.pid)
@@ -329,49 +325,38 @@ def test_recover_after_a_killed_restore_stops_again_what_was_stopped_when_dumped
     assert proc_state(w.pid) in ("R", "S"), proc_state(w.pid)
 
 
-def stage_names(stdout):
-    return [s["stage"] for s in json.loads(stdout)["stages"]]
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
-def test_memory_checked_beside_the_gpu_restore_keeps_the_tree_stopped_until_it_matched(tmp_path, cuda_env,
-                                                                                     workloads, sig):
-    """An images dir's memory files are hashed beside the GPU restore, the
-    tree held stopped.  The check paused here: the GPU comes back without
-    it, then the restore waits.  Killed before the check matched, the fill
-    marks stay and recover will not run the tree; interrupted, it is rolled
-    back.  Either way the image restores again."""
-    w, before, p, helper = restore_paused_with_helper(tmp_path, cuda_env, workloads, "memory-check")
-    deadline = time.time() + 20
-    while cuda_state(cuda_env, w.pid) != 0:  # the GPU restore went on meanwhile
-        assert time.time() < deadline and p.poll() is None, cuda_state(cuda_env, w.pid)
-        time.sleep(0.02)
-    assert thread_field(w.pid, w.pid, "State") == "T", "the program's own thread is still stopped"
-    assert (tmp_path / "run" / f"filling-{w.pid}").exists(), "its memory is not checked yet"
-    p.send_signal(sig)
-    _, err = p.communicate(timeout=60)
-    if sig == signal.SIGKILL:
-        assert proc_state(w.pid) in ("T", "t"), proc_state(w.pid)
-        st = json.loads(run_kc(cuda_env, "state", "--json", w.pid, check=0).stdout)
-        assert st["processes"][0]["process"] == "filling", st
-        r = run_kc(cuda_env, "recover", w.pid)
-        assert r.returncode == 7, r.stderr
-        assert thread_field(w.pid, w.pid, "State") == "t" or proc_state(w.pid) in ("T", "t")
-        kill_pid(w.pid)
-    else:
-        assert p.returncode == 130, err
-    assert wait_gone(w.pid)
-    r = run_kc(cuda_env, "restore", "--json", "--fill-threads", "2", tmp_path / "img", check=0)
-    names = stage_names(r.stdout)
-    assert names.index("memory-fill") < names.index("gpu-restore") < names.index("memory-check"), names
-    assert not list((tmp_path / "run").glob("filling-*"))
+def test_recover_holds_a_stopped_tree_but_for_its_restore_threads(tmp_path, cuda_env, workloads):
+    """A dump SIGKILLed after CRIU leaves the tree stopped, its GPU
+    checkpointed: recover restores the GPU the way restore does, only the
+    restore thread running meanwhile, then lets the tree run."""
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    before = w.probe()
+    helper = min(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)
+    p = start_paused(cuda_env, tmp_path, "memory-read", "dump", "--fill-threads", "1", "-D", tmp_path / "img", w.pid)
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=60)
+    assert proc_state(w.pid) == "T" and cuda_state(cuda_env, w.pid) == 2
+    r = start_paused(cuda_env, tmp_path, "gpu-restore", "recover", w.pid)
+    assert thread_field(w.pid, w.pid, "State") == "T", "the program's own thread is stopped"
+    assert thread_field(w.pid, helper, "State") in ("R", "S"), "the restore thread runs"
+    assert thread_field(w.pid, helper, "TracerPid") == str(r.pid)
+    (tmp_path / "paused-gpu-restore").unlink()
+    _, err = r.communicate(timeout=60)
+    assert r.returncode == 0, err
+    assert thread_field(w.pid, helper, "TracerPid") == "0"
+    assert not list((tmp_path / "run").glob("held-*"))
     assert_running_intact(cuda_env, w)
     assert w.probe()["checksum"] == before["checksum"]
+    w.kill()
 
 
-def test_a_damaged_memory_file_of_a_gpu_image_is_found_before_the_tree_runs(tmp_path, cuda_env, workloads):
-    """The check beside the GPU restore fails: exit 5, the restored tree is
-    killed without having run, the image is not touched."""
+@pytest.mark.parametrize("damage", ["middle", "start"])
+def test_a_damaged_memory_file_of_a_gpu_image_is_found_before_the_tree_runs(tmp_path, cuda_env, workloads, damage):
+    """Checked before anything of the tree runs, the driver's restore
+    thread included: exit 5, never the GPU failure that a damaged stack
+    of that thread (the file starts with the top of a thread stack) made
+    when the check ran beside the GPU restore; the tree killed, the image
+    not touched."""
     w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
     before = w.probe()
     img = tmp_path / "img"
@@ -379,20 +364,20 @@ def test_a_damaged_memory_file_of_a_gpu_image_is_found_before_the_tree_runs(tmp_
     w.reap()
     assert wait_gone(w.pid)
     bulk = img / "kcheckpoint-bulk-read.img"
-    where = bulk.stat().st_size // 2
-    with open(bulk, "r+b") as f:
-        f.seek(where)
-        b = f.read(1)
-        f.seek(where)
-        f.write(bytes([b[0] ^ 0x40]))
+    good = bulk.read_bytes()
+    mib = 1 << 20
+    bad = bytearray(good)
+    if damage == "middle":
+        bad[len(bad) // 2] ^= 0x40
+    else:  # the first two 1 MiB blocks swapped
+        bad[:2 * mib] = good[mib:2 * mib] + good[:mib]
+    bulk.write_bytes(bytes(bad))
     p = run_kc(cuda_env, "restore", "--fill-threads", "2", img, check=5)
     assert "checksum mismatch for member 'kcheckpoint-bulk-read.img'" in p.stderr, p.stderr
     assert "runs during the GPU restore" not in p.stderr, p.stderr
     assert wait_gone(w.pid), "no process runs with wrong memory"
     assert not list((tmp_path / "run").glob("filling-*")) and not list((tmp_path / "run").glob("held-*"))
-    with open(bulk, "r+b") as f:
-        f.seek(where)
-        f.write(b)
+    bulk.write_bytes(good)
     run_kc(cuda_env, "restore", "--fill-threads", "2", img, check=0)
     assert_running_intact(cuda_env, w)
     assert w.probe()["checksum"] == before["checksum"]

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Two kcheckpoint builds restoring one images dir of a (fake) CUDA process,
-# in turns, in one run: what checking the memory files beside the GPU
-# restore (instead of while filling) is worth where cores are few.  The
-# fake driver (tests/fake) stands in for the GPU; its restore takes
+# in turns, in one run: an A/B of a restore change where cores are few.
+# The fake driver (tests/fake) stands in for the GPU; its restore takes
 # RESTORE_MS, as the H200's took 3.2-4.4 s for 24 GiB.  Each restore is
-# checked by the workload (its memory checksum) and then killed.
+# checked by the workload (its memory checksum) and then killed.  Run 30's
+# A/B of the checksums beside the GPU restore (docs/PERFORMANCE.md) used it.
 #
-#   bench/check_beside_bench.sh KC_A KC_B [MB] [ROUNDS]   (4096 MB, 3 rounds)
+#   bench/restore_ab_bench.sh KC_A KC_B [MB] [ROUNDS]   (4096 MB, 3 rounds)
 #
 # Environment: RESTORE_MS (default 2000), FILL_THREADS (default: all CPUs),
 # KCHECKPOINT_CRIU, WORKLOAD, FAKE_CUDA (libcuda.so.1 of build/fake),
-# WORK (default /var/tmp/kc-check-bench).
+# WORK (default /var/tmp/kc-restore-ab).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 A=$1 B=$2 MB=${3:-4096} ROUNDS=${4:-3}
 WORKLOAD=${WORKLOAD:-$ROOT/build/workload/cpu_workload}
-WORK=${WORK:-/var/tmp/kc-check-bench}
+WORK=${WORK:-/var/tmp/kc-restore-ab}
 THREADS=${FILL_THREADS:-$(nproc)}
 export KCHECKPOINT_LIBCUDA=${FAKE_CUDA:-$ROOT/build/fake/libcuda.so.1}
 export KC_FAKE_CUDA_DIR=$WORK/cuda KCHECKPOINT_RUN_DIR=$WORK/run
