@@ -390,15 +390,10 @@ static char *mark_path(pid_t pid)
 
 int kc_fillmark_set(pid_t pid, struct kc_error **err)
 {
-	_cleanup_free_ char *path = mark_path(pid);
-	_cleanup_free_ char *dir = kc_xstrdup(path);
-	*strrchr(dir, '/') = '\0';
-	if (kc_mkdir_p(dir, 0700, err) < 0)
+	char name[32];
+	snprintf(name, sizeof(name), "filling-%d", (int)pid);
+	if (kc_run_mark_write(name, "", err) < 0)
 		return kc_error_prefix(err, "fill mark");
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create '%s'", path);
-	close(fd);
 	return 0;
 }
 
@@ -406,10 +401,10 @@ int kc_fillmark_set(pid_t pid, struct kc_error **err)
  * later process that gets the same pid is not taken for it. */
 void kc_fillmark_stamp(pid_t pid)
 {
-	_cleanup_free_ char *path = mark_path(pid);
-	_cleanup_fclose_ FILE *f = fopen(path, "we");
-	if (f)
-		fprintf(f, "%llu\n", (unsigned long long)kc_pid_starttime(pid));
+	char name[32], text[32];
+	snprintf(name, sizeof(name), "filling-%d", (int)pid);
+	snprintf(text, sizeof(text), "%llu\n", (unsigned long long)kc_pid_starttime(pid));
+	kc_run_mark_write(name, text, NULL);
 }
 
 void kc_fillmark_clear(pid_t pid)

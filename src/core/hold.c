@@ -34,21 +34,10 @@ static char *holdmark_path(pid_t tid)
 
 static int holdmark_set(const struct kc_held_thread *h, struct kc_error **err)
 {
-	_cleanup_free_ char *path = holdmark_path(h->tid);
-	_cleanup_free_ char *dir = kc_xstrdup(path);
-	*strrchr(dir, '/') = '\0';
-	if (kc_mkdir_p(dir, 0700, err) < 0)
-		return -1;
-	FILE *f = fopen(path, "we");
-	if (!f)
-		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create '%s'", path);
-	int w = fprintf(f, "%llu %" PRIx64 "\n", (unsigned long long)kc_pid_starttime(h->tid), h->sigmask);
-	if (fclose(f) != 0 || w < 0) {
-		int e = errno;
-		unlink(path);
-		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot write '%s'", path);
-	}
-	return 0;
+	char name[32], text[64];
+	snprintf(name, sizeof(name), "held-%d", (int)h->tid);
+	snprintf(text, sizeof(text), "%llu %" PRIx64 "\n", (unsigned long long)kc_pid_starttime(h->tid), h->sigmask);
+	return kc_run_mark_write(name, text, err);
 }
 
 /* The mask tid's mark keeps, if the mark is whole and of this very
@@ -187,21 +176,10 @@ static char *stopmark_path(pid_t pid)
 
 int kc_stopmark_set(pid_t pid, struct kc_error **err)
 {
-	_cleanup_free_ char *path = stopmark_path(pid);
-	_cleanup_free_ char *dir = kc_xstrdup(path);
-	*strrchr(dir, '/') = '\0';
-	if (kc_mkdir_p(dir, 0700, err) < 0)
-		return -1;
-	FILE *f = fopen(path, "we");
-	if (!f)
-		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create '%s'", path);
-	int w = fprintf(f, "%llu\n", (unsigned long long)kc_pid_starttime(pid));
-	if (fclose(f) != 0 || w < 0) {
-		int e = errno;
-		unlink(path);
-		return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot write '%s'", path);
-	}
-	return 0;
+	char name[32], text[32];
+	snprintf(name, sizeof(name), "stopped-%d", (int)pid);
+	snprintf(text, sizeof(text), "%llu\n", (unsigned long long)kc_pid_starttime(pid));
+	return kc_run_mark_write(name, text, err);
 }
 
 void kc_stopmark_clear(pid_t pid)
