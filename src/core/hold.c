@@ -4,7 +4,8 @@
  * for each CUDA process' restore thread, which the driver needs running:
  * that one runs alone, through ptrace, its signals blocked (CRIU's CUDA
  * plugin does the same).  Here: holding and letting go of those threads,
- * and the marks that let recover undo a hold whose kcheckpoint was killed.
+ * and the marks that let recover undo a hold whose kcheckpoint was killed
+ * and stop again what was stopped when dumped.
  */
 #include <dirent.h>
 #include <errno.h>
