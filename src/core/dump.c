@@ -260,6 +260,23 @@ static int undo_link_remaps(void *arg, struct kc_error **err)
 	return 0;
 }
 
+/* Processes stopped before the dump: a rollback (or --leave-running)
+ * resumes the tree, for its GPU too, then stops these again; pushed first,
+ * so it runs last.  Each has a stop mark meanwhile, for recover. */
+struct restop_arg {
+	size_t n;
+	pid_t pids[];
+};
+
+static int undo_restop(void *arg, struct kc_error **err)
+{
+	(void)err;
+	struct restop_arg *a = arg;
+	for (size_t i = 0; i < a->n; i++)
+		kill(a->pids[i], SIGSTOP);
+	return 0;
+}
+
 static struct kc_manifest_proc *add_proc(struct kc_manifest *m, pid_t pid, pid_t ppid)
 {
 	struct kc_manifest_proc *p = kc_manifest_add_proc(m);
@@ -381,6 +398,9 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 	 * memory read, and the archive is written from the images while it
 	 * runs (as podman's -R does), not while it stays stopped */
 	bool archive_late = o->archive && o->leave_running;
+	struct restop_arg *restop = NULL; /* owned by the undo stack once pushed */
+	_cleanup_free_ pid_t *marked = NULL; /* their stop marks */
+	size_t n_marked = 0;
 
 	if (check_target(o->pid, err) < 0)
 		return -1;
@@ -462,6 +482,18 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 		goto out;
 	if (!o->archive && check_room(o->images_dir, m, err) < 0)
 		goto out;
+	restop = kc_xcalloc(1, sizeof(*restop) + (m->n_procs + 1) * sizeof(pid_t));
+	marked = kc_xcalloc(m->n_procs + 1, sizeof(pid_t));
+	for (size_t i = 0; i < m->n_procs; i++) {
+		if (!m->procs[i].stopped)
+			continue;
+		if (kc_stopmark_set(m->procs[i].pid, err) < 0) {
+			free(restop);
+			goto out;
+		}
+		marked[n_marked++] = restop->pids[restop->n++] = m->procs[i].pid;
+	}
+	kc_undo_push(&undo, "stop again", undo_restop, restop);
 
 	/* GPU stage: lock all, then checkpoint all */
 	secs = kc_xcalloc(n, sizeof(double));
@@ -631,6 +663,8 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 rollback:
 	kc_rollback(&undo, err);
 out:
+	for (size_t i = 0; i < n_marked; i++)
+		kc_stopmark_clear(marked[i]);
 	/* half-written images help nobody and block a retry; CRIU's log,
 	 * which the error may name, stays */
 	if (rc < 0 && !images_complete)

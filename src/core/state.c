@@ -84,6 +84,11 @@ static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *p
 		if (t > 0) {
 			char comm[64];
 			kc_pid_comm(t, comm, sizeof(comm));
+			if (strcmp(comm, "criu"))
+				return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
+						    "pid %d is being traced by pid %d ('%s'): run 'kcheckpoint recover' "
+						    "again once it has let go",
+						    (int)pids[i], (int)t, comm);
 			return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
 					    "pid %d is being traced by pid %d ('%s'), a CRIU still at work: run "
 					    "'kcheckpoint recover' again once it has exited",
@@ -115,56 +120,30 @@ static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *p
 	if (b->criu && b->criu->ops->unlock_network && b->criu->ops->unlock_network(b->criu->h, pids, np, err) < 0)
 		return kc_error_prefix(err, "unlock TCP connections");
 	/* a restore killed while it held restore threads left their signals
-	 * blocked */
-	for (size_t i = 0; i < np; i++)
+	 * blocked; a stopped process cannot serve the driver's restore thread,
+	 * and a dump killed after CRIU may have left the others stopped too.
+	 * (Not held alone here as restore does: a stop signal CRIU or a user
+	 * left pending stops a held thread for good, and SIGCONT clears it.) */
+	for (size_t i = 0; i < np; i++) {
 		kc_holdmark_undo(pids[i]);
-	/* stopped now: continued at the end (a thread let go after its GPU
-	 * restore may not show it yet) */
-	_cleanup_free_ bool *was_stopped = kc_xcalloc(np + 1, sizeof(bool));
-	for (size_t i = 0; i < np; i++)
-		was_stopped[i] = kc_pid_state(pids[i]) == 'T';
+		if (kc_pid_state(pids[i]) == 'T')
+			kc_proctree_cont(&pids[i], 1);
+	}
 	if (ckpt->n || locked->n) {
 		if (!b->cuda) /* cannot happen: their state came from the driver */
 			return kc_error_set(err, KC_EXIT_GPU, 0, "no CUDA driver loaded");
-		/* as restore does: a stopped process stays so until its GPU is
-		 * back, but for its restore thread, which runs alone (a dump or
-		 * restore killed after CRIU leaves the tree stopped); one that
-		 * runs already cannot be stopped without harm */
-		_cleanup_free_ struct kc_gpu_set *hr = kc_gpu_set_new(b, ns);
-		_cleanup_free_ struct kc_gpu_set *hu = kc_gpu_set_new(b, ns);
-		for (size_t i = 0; i < ckpt->n; i++)
-			if (kc_pid_state(ckpt->pids[i]) == 'T')
-				hr->pids[hr->n++] = ckpt->pids[i];
-		for (size_t i = 0; i < locked->n; i++)
-			if (kc_pid_state(locked->pids[i]) == 'T')
-				hu->pids[hu->n++] = locked->pids[i];
-		_cleanup_free_ struct kc_held_thread *held = NULL;
-		size_t n_held = 0;
-		struct kc_error *why = NULL;
-		if ((hr->n || hu->n) && kc_hold_restore_threads(b, hr, hu, &held, &n_held, &why) < 0) {
-			if (!kc_progress_quiet)
-				fprintf(stderr, "kcheckpoint: the tree runs during the GPU restore: %s\n", why->msg);
-			kc_error_free(why);
-			kc_release_threads(held, &n_held);
-			kc_proctree_cont(pids, np);
-		}
 		struct kc_progress *gp = kc_progress_start("gpu-restore", NULL, NULL);
 		int rc = kc_gpu_restore(ckpt, NULL, 0, NULL, NULL, err) < 0 ? kc_error_prefix(err, "GPU restore")
 			 : kc_gpu_unlock(locked, NULL, NULL, err) < 0  ? kc_error_prefix(err, "GPU unlock")
 								       : 0;
 		kc_progress_stop(gp);
-		kc_release_threads(held, &n_held);
 		if (rc < 0)
-			return -1; /* stopped ones stay so: their GPU is not back */
+			return -1;
 	}
-	/* the rest of the tree runs (a dump killed after CRIU left it stopped),
-	 * but for what was stopped when dumped and whose restore was killed
-	 * before it stopped it again */
-	for (size_t i = 0; i < np; i++) {
+	/* stopped before a dump, or when dumped, and left running by a dump
+	 * or restore that was killed before it stopped them again */
+	for (size_t i = 0; i < np; i++)
 		if (kc_stopmark_take(pids[i]))
 			kill(pids[i], SIGSTOP);
-		else if (was_stopped[i])
-			kc_proctree_cont(&pids[i], 1);
-	}
 	return kc_tree_state(pid, b, out, n, err);
 }

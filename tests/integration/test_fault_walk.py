@@ -325,26 +325,33 @@ def test_recover_after_a_killed_restore_stops_again_what_was_stopped_when_dumped
     assert proc_state(w.pid) in ("R", "S"), proc_state(w.pid)
 
 
-def test_recover_holds_a_stopped_tree_but_for_its_restore_threads(tmp_path, cuda_env, workloads):
-    """A dump SIGKILLed after CRIU leaves the tree stopped, its GPU
-    checkpointed: recover restores the GPU the way restore does, only the
-    restore thread running meanwhile, then lets the tree run."""
+@pytest.mark.parametrize("how", ["leave-running", "SIGINT", "SIGKILL"])
+def test_a_process_stopped_before_its_dump_stays_stopped(tmp_path, cuda_env, workloads, how):
+    """Stopped by its user before the dump: stopped after a --leave-running
+    dump, after a rolled-back one, and after recover of a SIGKILLed one
+    (the dump's stopped-<pid> mark), its GPU back each time."""
     w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
     before = w.probe()
-    helper = min(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)
-    p = start_paused(cuda_env, tmp_path, "memory-read", "dump", "--fill-threads", "1", "-D", tmp_path / "img", w.pid)
-    p.send_signal(signal.SIGKILL)
-    p.communicate(timeout=60)
-    assert proc_state(w.pid) == "T" and cuda_state(cuda_env, w.pid) == 2
-    r = start_paused(cuda_env, tmp_path, "gpu-restore", "recover", w.pid)
-    assert thread_field(w.pid, w.pid, "State") == "T", "the program's own thread is stopped"
-    assert thread_field(w.pid, helper, "State") in ("R", "S"), "the restore thread runs"
-    assert thread_field(w.pid, helper, "TracerPid") == str(r.pid)
-    (tmp_path / "paused-gpu-restore").unlink()
-    _, err = r.communicate(timeout=60)
-    assert r.returncode == 0, err
-    assert thread_field(w.pid, helper, "TracerPid") == "0"
-    assert not list((tmp_path / "run").glob("held-*"))
+    os.kill(w.pid, signal.SIGSTOP)
+    assert wait_state(w.pid, "T")
+    img = tmp_path / "img"
+    if how == "leave-running":
+        run_kc(cuda_env, "dump", "--leave-running", "--fill-threads", "1", "-D", img, w.pid, check=0)
+    else:
+        p = start_paused(cuda_env, tmp_path, "memory-read", "dump", "--fill-threads", "1", "-D", img, w.pid)
+        assert (tmp_path / "run" / f"stopped-{w.pid}").exists()
+        p.send_signal(getattr(signal, how))
+        _, err = p.communicate(timeout=60)
+        if how == "SIGKILL":
+            r = recover_until_done(cuda_env, w.pid)
+            assert r.returncode == 0, r.stderr
+        else:
+            assert p.returncode == 130, err
+    assert cuda_state(cuda_env, w.pid) == 0, "its GPU back"
+    time.sleep(0.2)
+    assert proc_state(w.pid) == "T", "stopped, as before the dump"
+    assert not list((tmp_path / "run").glob("stopped-*"))
+    os.kill(w.pid, signal.SIGCONT)
     assert_running_intact(cuda_env, w)
     assert w.probe()["checksum"] == before["checksum"]
     w.kill()
@@ -449,3 +456,20 @@ def test_a_cuda_process_stopped_when_dumped_comes_back_stopped_with_its_gpu(tmp_
     os.kill(w.pid, signal.SIGCONT)
     assert_running_intact(cuda_env, w)
     assert w.probe()["checksum"] == before["checksum"]
+
+
+def test_recover_names_a_debugger_that_traces_the_tree(tmp_path, cuda_env, workloads):
+    """A tracer that is not CRIU is named as what it is (hostile test: a
+    debugger was called 'a CRIU still at work'); exit 9, nothing touched."""
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    tracer = subprocess.Popen([sys.executable, "-c", TRACER, str(w.pid)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert tracer.stdout.readline().strip() == "seized"
+        r = run_kc(cuda_env, "recover", w.pid, check=9)
+        assert "traced by pid %d ('python" % tracer.pid in r.stderr, r.stderr
+        assert "once it has let go" in r.stderr and "CRIU" not in r.stderr, r.stderr
+    finally:
+        tracer.kill()
+        tracer.wait()
+    assert_running_intact(cuda_env, w)
+    w.kill()
