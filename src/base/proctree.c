@@ -157,6 +157,24 @@ static int seize_stopped(pid_t tid, bool *seized)
 	return 0;
 }
 
+/* Whether SIGSTOP is pending for tid, its own or its process' (SigPnd,
+ * ShdPnd): the one stop signal a mask cannot block. */
+static bool sigstop_pending(pid_t tid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	FILE *f = fopen(path, "re");
+	uint64_t pending = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long long v;
+		if (sscanf(line, "SigPnd: %llx", &v) == 1 || sscanf(line, "ShdPnd: %llx", &v) == 1)
+			pending |= v;
+	}
+	if (f)
+		fclose(f);
+	return pending & 1ull << (SIGSTOP - 1);
+}
+
 int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **err)
 {
 	bool seized;
@@ -165,8 +183,20 @@ int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **e
 	int rc = seize_stopped(tid, &seized);
 	if (!seized)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot trace thread %d", (int)tid);
+	/* a SIGSTOP already pending cannot be blocked: the thread would take
+	 * it at once and sit in a ptrace-stop nobody ends, the driver waiting
+	 * for it in vain (CRIU leaves one for a process that was stopped
+	 * before its dump; a debugger or job control may too); seen while the
+	 * thread is stopped, swallowed as it comes (the other stop signals
+	 * stay blocked, and the SIGCONT after the GPU restore drops them) */
+	bool stop = rc == 0 && sigstop_pending(tid);
 	if (rc < 0 || ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(h->sigmask), &h->sigmask) < 0 ||
 	    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(all), &all) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0) {
+		int e = errno;
+		ptrace(PTRACE_DETACH, tid, NULL, NULL);
+		return kc_error_errno(err, KC_EXIT_FAILURE, e ? e : EIO, "cannot run thread %d alone", (int)tid);
+	}
+	if (stop && (wait_traced(tid) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0)) {
 		int e = errno;
 		ptrace(PTRACE_DETACH, tid, NULL, NULL);
 		return kc_error_errno(err, KC_EXIT_FAILURE, e ? e : EIO, "cannot run thread %d alone", (int)tid);

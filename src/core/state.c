@@ -121,9 +121,8 @@ static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *p
 		return kc_error_prefix(err, "unlock TCP connections");
 	/* a restore killed while it held restore threads left their signals
 	 * blocked; a stopped process cannot serve the driver's restore thread,
-	 * and a dump killed after CRIU may have left the others stopped too.
-	 * (Not held alone here as restore does: a stop signal CRIU or a user
-	 * left pending stops a held thread for good, and SIGCONT clears it.) */
+	 * and a dump killed after CRIU may have left the others stopped too
+	 * (continued, not held alone as restore does: see docs/INTERNALS.md) */
 	for (size_t i = 0; i < np; i++) {
 		kc_holdmark_undo(pids[i]);
 		if (kc_pid_state(pids[i]) == 'T')

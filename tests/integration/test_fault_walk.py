@@ -473,3 +473,18 @@ def test_recover_names_a_debugger_that_traces_the_tree(tmp_path, cuda_env, workl
         tracer.wait()
     assert_running_intact(cuda_env, w)
     w.kill()
+
+
+def test_a_sigstop_sent_during_the_fill_does_not_fail_the_restore(tmp_path, cuda_env, workloads):
+    """A SIGSTOP left pending for the restored tree (job control, a
+    debugger): the held restore thread would take it and stay trapped, the
+    driver's restore failing (hostile test: exit 6); it is swallowed."""
+    w, before, p, helper = restore_paused_with_helper(tmp_path, cuda_env, workloads, "memory-fill")
+    os.kill(w.pid, signal.SIGSTOP)
+    (tmp_path / "paused-memory-fill").unlink()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "hold-threads" in err and "runs during the GPU restore" not in err, err
+    assert cuda_state(cuda_env, w.pid) == 0
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]

@@ -167,12 +167,44 @@ static void test_a_thread_traced_by_another_is_refused(void **state)
 	stop_child(c);
 }
 
+/* A stop signal pending for the stopped process (CRIU leaves a SIGSTOP
+ * for one stopped before its dump; gdb and job control may too) cannot be
+ * blocked: the held thread swallows it and runs, not trapped for good. */
+static void test_a_pending_stop_signal_does_not_trap_the_held_thread(void **state)
+{
+	(void)state;
+	pid_t tid, c = start_stopped(&tid);
+	kill(c, SIGSTOP);
+	kill(c, SIGTSTP);
+	char path[64], *text = NULL;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	assert_int_equal(kc_read_file(path, &text, NULL, NULL), 0);
+	uint64_t pending = strtoull(strstr(text, "\nShdPnd:") + 8, NULL, 16);
+	free(text);
+	assert_true(pending & (1ull << (SIGSTOP - 1))); /* the premise: still pending while stopped */
+	assert_true(pending & (1ull << (SIGTSTP - 1)));
+
+	struct kc_error *err = NULL;
+	struct kc_held_thread h;
+	assert_int_equal(kc_thread_run_alone(tid, &h, &err), 0);
+	uint64_t h0 = sh->helper_count, m0 = sh->main_count;
+	sleep_ms(100);
+	assert_true(sh->helper_count > h0); /* it runs */
+	assert_true(sh->main_count == m0);
+	kc_thread_release(&h);
+	kill(c, SIGCONT); /* drops the SIGTSTP still pending (blocked while held) */
+	sleep_ms(100);
+	assert_true(sh->main_count > m0);
+	stop_child(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_thread_runs_alone_then_stops_with_its_process),
 		cmocka_unit_test(test_a_running_thread_is_held_too),
 		cmocka_unit_test(test_a_thread_traced_by_another_is_refused),
+		cmocka_unit_test(test_a_pending_stop_signal_does_not_trap_the_held_thread),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
