@@ -277,6 +277,30 @@ static int undo_restop(void *arg, struct kc_error **err)
 	return 0;
 }
 
+/* The GPU restore of a rollback.  A process its user stopped before the
+ * dump is still stopped here when the rollback comes before CRIU (the tree
+ * is resumed only from CRIU's stage on), and the driver needs its restore
+ * thread running: that one runs alone meanwhile, as in a restore. */
+static int undo_gpu_restore(void *arg, struct kc_error **err)
+{
+	struct kc_gpu_set *set = arg;
+	_cleanup_free_ struct kc_gpu_set *stopped = kc_gpu_set_new(set->b, set->n);
+	_cleanup_free_ struct kc_gpu_set *none = kc_gpu_set_new(set->b, 0);
+	for (size_t i = 0; i < set->n; i++)
+		if (kc_pid_state(set->pids[i]) == 'T')
+			stopped->pids[stopped->n++] = set->pids[i];
+	_cleanup_free_ struct kc_held_thread *held = NULL;
+	size_t n_held = 0;
+	struct kc_error *why = NULL;
+	if (stopped->n && kc_hold_restore_threads(set->b, stopped, none, &held, &n_held, &why) < 0) {
+		kc_error_free(why); /* then the driver answers for itself */
+		kc_release_threads(held, &n_held);
+	}
+	int rc = kc_gpu_restore(set, NULL, 0, NULL, NULL, err);
+	kc_release_threads(held, &n_held);
+	return rc;
+}
+
 static struct kc_manifest_proc *add_proc(struct kc_manifest *m, pid_t pid, pid_t ppid)
 {
 	struct kc_manifest_proc *p = kc_manifest_add_proc(m);
@@ -401,6 +425,7 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 	struct restop_arg *restop = NULL; /* owned by the undo stack once pushed */
 	_cleanup_free_ pid_t *marked = NULL; /* their stop marks */
 	size_t n_marked = 0;
+	bool keep_marks = false;
 
 	if (check_target(o->pid, err) < 0)
 		return -1;
@@ -485,8 +510,12 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 	restop = kc_xcalloc(1, sizeof(*restop) + (m->n_procs + 1) * sizeof(pid_t));
 	marked = kc_xcalloc(m->n_procs + 1, sizeof(pid_t));
 	for (size_t i = 0; i < m->n_procs; i++) {
-		if (!m->procs[i].stopped)
+		if (!m->procs[i].stopped) {
+			/* one an earlier, killed dump left: this dump is what
+			 * recover may have to finish now, and it runs */
+			kc_stopmark_clear(m->procs[i].pid);
 			continue;
+		}
 		if (kc_stopmark_set(m->procs[i].pid, err) < 0) {
 			free(restop);
 			goto out;
@@ -522,7 +551,7 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 				if (m->procs[j].pid == to_ckpt->pids[i])
 					m->procs[j].checkpoint_s = secs[i];
 		kc_report_add(r, "gpu-checkpoint", kc_now() - t0, m->vram_bytes);
-		kc_undo_push(&undo, "gpu restore", kc_gpu_undo_restore, ckpt);
+		kc_undo_push(&undo, "gpu restore", undo_gpu_restore, ckpt);
 		if (cr < 0 || kc_check_interrupted(err) < 0) {
 			kc_error_prefix(err, "GPU checkpoint");
 			goto rollback;
@@ -637,6 +666,7 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 			 * stopped or locked: say how to get it going */
 			kc_error_prefix(err, "resume after dump");
 			kc_error_set_hint(err, "run 'kcheckpoint recover' on pid %d", (int)o->pid);
+			keep_marks = true;
 			goto out;
 		}
 		kc_report_add(r, "resume", kc_now() - t0, 0);
@@ -653,6 +683,7 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 			kc_error_prefix(err, "end the dumped process");
 			kc_error_set_hint(err, "the image is complete; kill pid %d, or run 'kcheckpoint recover' on it",
 					  (int)o->pid);
+			keep_marks = true;
 			goto out;
 		}
 		kc_report_add(r, "kill", kc_now() - t0, 0);
@@ -662,8 +693,10 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 
 rollback:
 	kc_rollback(&undo, err);
+	keep_marks = err && *err && (*err)->exit_code == KC_EXIT_ROLLBACK;
 out:
-	for (size_t i = 0; i < n_marked; i++)
+	/* kept where the error says to run recover: it stops them again */
+	for (size_t i = 0; !keep_marks && i < n_marked; i++)
 		kc_stopmark_clear(marked[i]);
 	/* half-written images help nobody and block a retry; CRIU's log,
 	 * which the error may name, stays */

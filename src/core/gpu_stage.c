@@ -87,7 +87,3 @@ int kc_gpu_undo_unlock(void *arg, struct kc_error **err)
 	return kc_gpu_unlock(arg, NULL, NULL, err);
 }
 
-int kc_gpu_undo_restore(void *arg, struct kc_error **err)
-{
-	return kc_gpu_restore(arg, NULL, 0, NULL, NULL, err);
-}

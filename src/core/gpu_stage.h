@@ -26,6 +26,5 @@ int kc_gpu_unlock(const struct kc_gpu_set *set, double *secs, struct kc_gpu_set 
 
 /* kc_undo_fn adapters; arg is a struct kc_gpu_set *. */
 int kc_gpu_undo_unlock(void *arg, struct kc_error **err);
-int kc_gpu_undo_restore(void *arg, struct kc_error **err);
 
 #endif

@@ -325,11 +325,13 @@ def test_recover_after_a_killed_restore_stops_again_what_was_stopped_when_dumped
     assert proc_state(w.pid) in ("R", "S"), proc_state(w.pid)
 
 
-@pytest.mark.parametrize("how", ["leave-running", "SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("how", ["leave-running", "SIGINT", "SIGKILL", "SIGINT-gpu"])
 def test_a_process_stopped_before_its_dump_stays_stopped(tmp_path, cuda_env, workloads, how):
     """Stopped by its user before the dump: stopped after a --leave-running
-    dump, after a rolled-back one, and after recover of a SIGKILLed one
-    (the dump's stopped-<pid> mark), its GPU back each time."""
+    dump, after a rolled-back one (also one rolled back before CRIU, the
+    tree never resumed: its restore thread runs alone for the GPU undo),
+    and after recover of a SIGKILLed one (the dump's stopped-<pid> mark),
+    its GPU back each time."""
     w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
     before = w.probe()
     os.kill(w.pid, signal.SIGSTOP)
@@ -338,9 +340,10 @@ def test_a_process_stopped_before_its_dump_stays_stopped(tmp_path, cuda_env, wor
     if how == "leave-running":
         run_kc(cuda_env, "dump", "--leave-running", "--fill-threads", "1", "-D", img, w.pid, check=0)
     else:
-        p = start_paused(cuda_env, tmp_path, "memory-read", "dump", "--fill-threads", "1", "-D", img, w.pid)
+        stage = "gpu-checkpoint" if how == "SIGINT-gpu" else "memory-read"
+        p = start_paused(cuda_env, tmp_path, stage, "dump", "--fill-threads", "1", "-D", img, w.pid)
         assert (tmp_path / "run" / f"stopped-{w.pid}").exists()
-        p.send_signal(getattr(signal, how))
+        p.send_signal(getattr(signal, how.split("-")[0]))
         _, err = p.communicate(timeout=60)
         if how == "SIGKILL":
             r = recover_until_done(cuda_env, w.pid)
@@ -488,3 +491,41 @@ def test_a_sigstop_sent_during_the_fill_does_not_fail_the_restore(tmp_path, cuda
     assert cuda_state(cuda_env, w.pid) == 0
     assert_running_intact(cuda_env, w)
     assert w.probe()["checksum"] == before["checksum"]
+
+
+def test_stop_marks_stay_for_recover_after_exit_10_and_go_when_a_dump_finds_it_running(tmp_path, cuda_env,
+                                                                                     workloads):
+    """Exit 10 says to run recover: the dump keeps its stop marks for it
+    (hostile test: they went, and recover left the process running). And a
+    mark a killed dump left goes with the next dump that finds the
+    process running, so a late recover does not stop it."""
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    before = w.probe()
+    os.kill(w.pid, signal.SIGSTOP)
+    assert wait_state(w.pid, "T")
+    env = dict(cuda_env, KC_FAKE_CUDA_FAIL="restore:999")  # the rollback's GPU restore fails
+    p = start_paused(env, tmp_path, "memory-read", "dump", "--fill-threads", "1", "-D", tmp_path / "img", w.pid)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 10, err
+    mark = tmp_path / "run" / f"stopped-{w.pid}"
+    assert mark.exists(), "kept for recover"
+    r = recover_until_done(cuda_env, w.pid)
+    assert r.returncode == 0, r.stderr
+    assert cuda_state(cuda_env, w.pid) == 0
+    time.sleep(0.2)
+    assert proc_state(w.pid) == "T" and not mark.exists()
+
+    # a mark a killed dump left (its start time), the process continued by
+    # its user since: the next dump finds it running and removes the mark,
+    # so a late recover leaves it running
+    os.kill(w.pid, signal.SIGCONT)
+    mark.write_text(Path(f"/proc/{w.pid}/stat").read_text().rsplit(")", 1)[1].split()[19] + "\n")
+    run_kc(cuda_env, "dump", "--leave-running", "--fill-threads", "1", "-D", tmp_path / "i2", w.pid, check=0)
+    assert not mark.exists(), "the running process' old mark goes"
+    run_kc(cuda_env, "recover", w.pid, check=0)
+    time.sleep(0.2)
+    assert proc_state(w.pid) in ("R", "S"), proc_state(w.pid)
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
+    w.kill()
