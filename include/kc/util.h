@@ -26,9 +26,11 @@ int kc_write_file_atomic(const char *path, const void *buf, size_t len, mode_t m
  * neighbours). */
 int kc_write_file_replace(const char *path, const void *buf, size_t len, mode_t mode, struct kc_error **err);
 int kc_mkdir_p(const char *path, mode_t mode, struct kc_error **err);
-/* name (a mark that recover reads: filling-PID, held-TID, stopped-PID)
- * with text, in kc_run_dir(), which is made first; replaced whole. */
-int kc_run_mark_write(const char *name, const char *text, struct kc_error **err);
+/* A mark that recover reads, "<kind>-<id>" in kc_run_dir() (filling-PID,
+ * held-TID, stopped-PID): its path; written with text (the dir made
+ * first), replaced whole. */
+char *kc_run_mark_path(const char *kind, pid_t id);
+int kc_run_mark_write(const char *kind, pid_t id, const char *text, struct kc_error **err);
 /* rm -rf; refuses "/" and empty paths. */
 int kc_rm_rf(const char *path, struct kc_error **err);
 /* The whole file to fd (a pipe: dump -o -), and fd to a new file

@@ -219,18 +219,6 @@ static int spawn_error(struct kc_error **err, int e, const char *path)
 }
 
 /*
- * Runs criu with stdout and stderr captured into *output (may be NULL) and
- * its wait status in *wstatus.
- *
- * CRIU gets its own process group so that a ^C on the terminal reaches
- * only us: interrupting CRIU halfway through a dump or restore would leave
- * a tree we cannot reason about, while we can roll back cleanly once it
- * returns.  The exception is keep_stdin, for a --shell-job restore: CRIU
- * hands its stdin terminal to the restored tree and makes its parent's
- * group the terminal's foreground group, which only works from our own,
- * foreground, group.
- */
-/*
  * CRIU's environment: ours, without the variables our CRIU patches read
  * (one inherited from a shell would have CRIU leave memory out that this
  * kcheckpoint does not read: an image silently without it), plus var
@@ -252,6 +240,18 @@ static char **criu_env(char *var)
 	return envp;
 }
 
+/*
+ * Runs criu with stdout and stderr captured into *output (may be NULL) and
+ * its wait status in *wstatus.
+ *
+ * CRIU gets its own process group so that a ^C on the terminal reaches
+ * only us: interrupting CRIU halfway through a dump or restore would leave
+ * a tree we cannot reason about, while we can roll back cleanly once it
+ * returns.  The exception is keep_stdin, for a --shell-job restore: CRIU
+ * hands its stdin terminal to the restored tree and makes its parent's
+ * group the terminal's foreground group, which only works from our own,
+ * foreground, group.  var: see criu_env.
+ */
 static int run_criu(char **argv, char *var, bool keep_stdin, char **output, int *wstatus, struct kc_error **err)
 {
 	_cleanup_strv_ char **envp = criu_env(var);

@@ -191,12 +191,8 @@ int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **e
 	 * stay blocked, and the SIGCONT after the GPU restore drops them) */
 	bool stop = rc == 0 && sigstop_pending(tid);
 	if (rc < 0 || ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(h->sigmask), &h->sigmask) < 0 ||
-	    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(all), &all) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0) {
-		int e = errno;
-		ptrace(PTRACE_DETACH, tid, NULL, NULL);
-		return kc_error_errno(err, KC_EXIT_FAILURE, e ? e : EIO, "cannot run thread %d alone", (int)tid);
-	}
-	if (stop && (wait_traced(tid) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0)) {
+	    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(all), &all) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0 ||
+	    (stop && (wait_traced(tid) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0))) {
 		int e = errno;
 		ptrace(PTRACE_DETACH, tid, NULL, NULL);
 		return kc_error_errno(err, KC_EXIT_FAILURE, e ? e : EIO, "cannot run thread %d alone", (int)tid);

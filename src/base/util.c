@@ -124,11 +124,16 @@ int kc_write_file_replace(const char *path, const void *buf, size_t len, mode_t 
 	return write_replace(path, buf, len, mode, false, err);
 }
 
-int kc_run_mark_write(const char *name, const char *text, struct kc_error **err)
+char *kc_run_mark_path(const char *kind, pid_t id)
+{
+	return kc_xasprintf("%s/%s-%d", kc_run_dir(), kind, (int)id);
+}
+
+int kc_run_mark_write(const char *kind, pid_t id, const char *text, struct kc_error **err)
 {
 	if (kc_mkdir_p(kc_run_dir(), 0700, err) < 0)
 		return -1;
-	_cleanup_free_ char *path = kc_xasprintf("%s/%s", kc_run_dir(), name);
+	_cleanup_free_ char *path = kc_run_mark_path(kind, id);
 	return kc_write_file_replace(path, text, strlen(text), 0600, err);
 }
 

@@ -383,16 +383,9 @@ out:
  * tree is), one file per pid.  A mark only counts while its pid is
  * stopped: a running pid means the fill finished or the pid was reused.
  */
-static char *mark_path(pid_t pid)
-{
-	return kc_xasprintf("%s/filling-%d", kc_run_dir(), (int)pid);
-}
-
 int kc_fillmark_set(pid_t pid, struct kc_error **err)
 {
-	char name[32];
-	snprintf(name, sizeof(name), "filling-%d", (int)pid);
-	if (kc_run_mark_write(name, "", err) < 0)
+	if (kc_run_mark_write("filling", pid, "", err) < 0)
 		return kc_error_prefix(err, "fill mark");
 	return 0;
 }
@@ -401,21 +394,20 @@ int kc_fillmark_set(pid_t pid, struct kc_error **err)
  * later process that gets the same pid is not taken for it. */
 void kc_fillmark_stamp(pid_t pid)
 {
-	char name[32], text[32];
-	snprintf(name, sizeof(name), "filling-%d", (int)pid);
+	char text[32];
 	snprintf(text, sizeof(text), "%llu\n", (unsigned long long)kc_pid_starttime(pid));
-	kc_run_mark_write(name, text, NULL);
+	kc_run_mark_write("filling", pid, text, NULL);
 }
 
 void kc_fillmark_clear(pid_t pid)
 {
-	_cleanup_free_ char *path = mark_path(pid);
+	_cleanup_free_ char *path = kc_run_mark_path("filling", pid);
 	unlink(path);
 }
 
 bool kc_fillmark_blocks(pid_t pid)
 {
-	_cleanup_free_ char *path = mark_path(pid);
+	_cleanup_free_ char *path = kc_run_mark_path("filling", pid);
 	_cleanup_free_ char *text = NULL;
 	if (kc_read_file(path, &text, NULL, NULL) < 0)
 		return false;

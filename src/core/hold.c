@@ -28,24 +28,18 @@
  * the kernel detaches it with them still blocked.  Its own mask waits in
  * the run dir ("<start time> <mask hex>") for recover to put back.
  */
-static char *holdmark_path(pid_t tid)
-{
-	return kc_xasprintf("%s/held-%d", kc_run_dir(), (int)tid);
-}
-
 static int holdmark_set(const struct kc_held_thread *h, struct kc_error **err)
 {
-	char name[32], text[64];
-	snprintf(name, sizeof(name), "held-%d", (int)h->tid);
+	char text[64];
 	snprintf(text, sizeof(text), "%llu %" PRIx64 "\n", (unsigned long long)kc_pid_starttime(h->tid), h->sigmask);
-	return kc_run_mark_write(name, text, err);
+	return kc_run_mark_write("held", h->tid, text, err);
 }
 
 /* The mask tid's mark keeps, if the mark is whole and of this very
  * thread (not one that got the id of a held thread since). */
 static bool holdmark_read(pid_t tid, uint64_t *mask)
 {
-	_cleanup_free_ char *path = holdmark_path(tid);
+	_cleanup_free_ char *path = kc_run_mark_path("held", tid);
 	_cleanup_free_ char *text = NULL;
 	unsigned long long start, m;
 	if (kc_read_file(path, &text, NULL, NULL) < 0 || sscanf(text, "%llu %llx", &start, &m) != 2 ||
@@ -94,7 +88,7 @@ void kc_holdmark_undo(pid_t pid)
 		pid_t tid = (pid_t)atoi(de->d_name);
 		if (tid <= 0)
 			continue;
-		_cleanup_free_ char *path = holdmark_path(tid);
+		_cleanup_free_ char *path = kc_run_mark_path("held", tid);
 		if (access(path, F_OK) < 0)
 			continue;
 		uint64_t mask;
@@ -109,7 +103,7 @@ void kc_release_threads(const struct kc_held_thread *h, size_t *n)
 {
 	for (size_t i = 0; i < *n; i++) {
 		kc_thread_release(&h[i]);
-		_cleanup_free_ char *path = holdmark_path(h[i].tid);
+		_cleanup_free_ char *path = kc_run_mark_path("held", h[i].tid);
 		unlink(path);
 	}
 	*n = 0;
@@ -170,29 +164,23 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
  * has to let the tree run for the driver, stops it again: restore leaves
  * "stopped-<pid>" ("<start time>") in the run dir while it works.
  */
-static char *stopmark_path(pid_t pid)
-{
-	return kc_xasprintf("%s/stopped-%d", kc_run_dir(), (int)pid);
-}
-
 int kc_stopmark_set(pid_t pid, struct kc_error **err)
 {
-	char name[32], text[32];
-	snprintf(name, sizeof(name), "stopped-%d", (int)pid);
+	char text[32];
 	snprintf(text, sizeof(text), "%llu\n", (unsigned long long)kc_pid_starttime(pid));
-	return kc_run_mark_write(name, text, err);
+	return kc_run_mark_write("stopped", pid, text, err);
 }
 
 void kc_stopmark_clear(pid_t pid)
 {
-	_cleanup_free_ char *path = stopmark_path(pid);
+	_cleanup_free_ char *path = kc_run_mark_path("stopped", pid);
 	unlink(path);
 }
 
 /* pid's mark, if it is of this very process */
 static bool stopmark_valid(pid_t pid)
 {
-	_cleanup_free_ char *path = stopmark_path(pid);
+	_cleanup_free_ char *path = kc_run_mark_path("stopped", pid);
 	_cleanup_free_ char *text = NULL;
 	unsigned long long start;
 	return kc_read_file(path, &text, NULL, NULL) == 0 && sscanf(text, "%llu", &start) == 1 && start &&

@@ -95,17 +95,21 @@ static char *huge_runs_file(const char *dir, const struct kc_bulk_region *v, siz
 	return path;
 }
 
+static bool stopped_when_dumped(const struct kc_manifest *m, pid_t pid)
+{
+	for (size_t j = 0; j < m->n_procs; j++)
+		if (m->procs[j].pid == pid)
+			return m->procs[j].stopped;
+	return false;
+}
+
 /* The tree CRIU left stopped runs, but for the processes stopped when
  * dumped, which stay (or are again, after a thread of theirs ran alone)
  * stopped. */
 static void run_tree(const struct kc_manifest *m, const pid_t *tree, size_t n_tree)
 {
-	for (size_t i = 0; i < n_tree; i++) {
-		bool was_stopped = false;
-		for (size_t j = 0; j < m->n_procs && !was_stopped; j++)
-			was_stopped = m->procs[j].pid == tree[i] && m->procs[j].stopped;
-		kill(tree[i], was_stopped ? SIGSTOP : SIGCONT);
-	}
+	for (size_t i = 0; i < n_tree; i++)
+		kill(tree[i], stopped_when_dumped(m, tree[i]) ? SIGSTOP : SIGCONT);
 }
 
 static int undo_discard(void *arg, struct kc_error **err)
@@ -380,12 +384,11 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (n_tree)
 		kc_stopmark_sweep();
 	for (size_t i = 0; i < n_tree; i++)
-		for (size_t j = 0; j < m->n_procs; j++)
-			if (m->procs[j].pid == tree[i] && m->procs[j].stopped) {
-				if (kc_stopmark_set(tree[i], err) < 0)
-					goto rollback;
-				stopped[n_stopped++] = tree[i];
-			}
+		if (stopped_when_dumped(m, tree[i])) {
+			if (kc_stopmark_set(tree[i], err) < 0)
+				goto rollback;
+			stopped[n_stopped++] = tree[i];
+		}
 	if (n_bulk) {
 		for (size_t i = 0; i < n_bulk; i++)
 			kc_fillmark_stamp(bulk[i].pid);
