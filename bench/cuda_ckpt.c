@@ -6,6 +6,8 @@
  *
  *   cuda_ckpt --toggle --pid N     lock + checkpoint, or restore + unlock
  *   cuda_ckpt --get-state --pid N
+ *   cuda_ckpt --op lock|checkpoint|restore|unlock|restore-tid --pid N
+ *                                  that one call alone (probes of the driver)
  *
  * Prints the seconds each call took.  No dependency beyond libdl.
  */
@@ -50,13 +52,16 @@ static void call(op_fn fn, const char *name, int pid, void *args)
 int main(int argc, char **argv)
 {
 	int pid = 0, toggle = 0;
+	const char *op = NULL;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--pid") == 0 && i + 1 < argc)
 			pid = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--op") == 0 && i + 1 < argc)
+			op = argv[++i];
 		else if (strcmp(argv[i], "--toggle") == 0)
 			toggle = 1;
 		else if (strcmp(argv[i], "--get-state") != 0) {
-			fprintf(stderr, "usage: cuda_ckpt --toggle|--get-state --pid N\n");
+			fprintf(stderr, "usage: cuda_ckpt --toggle|--get-state|--op OP --pid N\n");
 			return 2;
 		}
 	}
@@ -75,6 +80,27 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("init %.3f\n", now() - t0);
+	if (op) {
+		unsigned long long args[8] = {0};
+		if (strcmp(op, "restore-tid") == 0) {
+			int tid = 0;
+			t0 = now();
+			int r = ((state_fn)sym(lib, "cuCheckpointProcessGetRestoreThreadId"))(pid, &tid);
+			printf("restore-tid %.3f: result %d, tid %d\n", now() - t0, r, tid);
+			return r ? 1 : 0;
+		}
+		const char *fn = strcmp(op, "lock") == 0	 ? "cuCheckpointProcessLock"
+				 : strcmp(op, "checkpoint") == 0 ? "cuCheckpointProcessCheckpoint"
+				 : strcmp(op, "restore") == 0	 ? "cuCheckpointProcessRestore"
+				 : strcmp(op, "unlock") == 0	 ? "cuCheckpointProcessUnlock"
+								 : NULL;
+		if (!fn) {
+			fprintf(stderr, "cuda_ckpt: unknown op '%s'\n", op);
+			return 2;
+		}
+		call((op_fn)sym(lib, fn), op, pid, strcmp(op, "lock") == 0 ? args : NULL);
+		return 0;
+	}
 	int state = -1;
 	if (((state_fn)sym(lib, "cuCheckpointProcessGetState"))(pid, &state)) {
 		fprintf(stderr, "cuda_ckpt: get state of %d failed\n", pid);

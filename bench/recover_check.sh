@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # recover on the real driver, where CI has only the fake: a dump SIGKILLed
 # after CRIU (tree stopped, GPU checkpointed) and a restore SIGKILLed at the
-# start of its GPU restore (restore thread held), each recovered; then the
-# workload checks all its VRAM.  Prints each step; exit 1 on the first
+# start of its GPU restore (restore thread held), each recovered; between
+# them a process stopped by its user, asked about and dumped (left running);
+# then the workload checks all its VRAM.  Prints each step; exit 1 on the first
 # failure.  KCHECKPOINT_TEST_PAUSE (src/core/report.c) picks the stage.
 #
 #   bench/recover_check.sh BINDIR [GIB]    (BINDIR: gpu_workload; KC: kcheckpoint)
@@ -37,7 +38,7 @@ paused() { # STAGE CMD...: runs kcheckpoint until STAGE, SIGKILLs it there
 recover() {
 	local t0 t1
 	t0=$(date +%s.%N)
-	"$KC" recover --json "$ROOT" >"$WORK/recover.json" 2>"$WORK/recover.err" || fail "recover: $(cat "$WORK/recover.err")"
+	timeout 120 "$KC" recover --json "$ROOT" >"$WORK/recover.json" 2>"$WORK/recover.err" || fail "recover: $(cat "$WORK/recover.err")"
 	t1=$(date +%s.%N)
 	grep -q "runs during the GPU restore" "$WORK/recover.err" && fail "recover did not hold: $(cat "$WORK/recover.err")"
 	echo "recover: $(python3 -c "print(f'{$t1 - $t0:.2f}')") s, $(python3 -c "import json; d=json.load(open('$WORK/recover.json')); print(', '.join(p['comm'] + ' ' + p['state'] + '/' + p['process'] for p in d['processes']))")"
@@ -49,16 +50,32 @@ read -r c0 m0 < <(probe) || fail "no answer"
 echo "workload $ROOT ($GIB GiB VRAM): counter $c0, mismatches $m0"
 
 paused memory-read dump --fill-threads 4 -D "$WORK/img1" "$ROOT"
-echo "dump killed at memory-read: $("$KC" state --json "$ROOT" | python3 -c "import json,sys; print([(p['state'], p['process']) for p in json.load(sys.stdin)['processes']])")"
+echo "dump killed at memory-read: $(timeout 60 "$KC" state --json "$ROOT" | python3 -c "import json,sys; print([(p['state'], p['process']) for p in json.load(sys.stdin)['processes']])")"
 recover
 read -r c1 m1 < <(probe) || fail "no answer after recover"
 [ "$m1" = 0 ] && [ "$c1" -ge "$c0" ] || fail "after recover: counter $c1, mismatches $m1"
 echo "after recover: counter $c0 -> $c1, mismatches 0"
 
-"$KC" dump -q --fill-threads 4 -D "$WORK/img2" "$ROOT" || fail "dump"
+# stopped by its user: state, and a dump left running, ask the driver
+# through the restore thread alone; it stays stopped
+kill -STOP "$ROOT"
+sleep 0.3
+echo "stopped: $(timeout 60 "$KC" state --json "$ROOT" | python3 -c "import json,sys; print([(p['state'], p['process']) for p in json.load(sys.stdin)['processes']])")"
+t0=$(date +%s.%N)
+timeout 300 "$KC" dump -q --leave-running --fill-threads 4 -D "$WORK/img0" "$ROOT" || fail "dump of the stopped process"
+t1=$(date +%s.%N)
+sleep 0.3
+grep -q '^State:.*T' /proc/"$ROOT"/status || fail "not stopped after its dump: $(grep State /proc/"$ROOT"/status)"
+echo "stopped process dumped, left running, in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s: still stopped, $(timeout 60 "$KC" state --json "$ROOT" | python3 -c "import json,sys; print([(p['state'], p['process']) for p in json.load(sys.stdin)['processes']])")"
+kill -CONT "$ROOT"
+read -r c3 m3 < <(probe) || fail "no answer after the dump of the stopped process"
+[ "$m3" = 0 ] || fail "mismatches $m3"
+echo "continued: counter $c3, mismatches 0"
+
+timeout 300 "$KC" dump -q --fill-threads 4 -D "$WORK/img2" "$ROOT" || fail "dump"
 for _ in $(seq 3000); do [ -e "/proc/$ROOT" ] || break; sleep 0.01; done
 paused gpu-restore restore --fill-threads 4 "$WORK/img2"
-echo "restore killed at gpu-restore: $("$KC" state --json "$ROOT" | python3 -c "import json,sys; print([(p['state'], p['process']) for p in json.load(sys.stdin)['processes']])")"
+echo "restore killed at gpu-restore: $(timeout 60 "$KC" state --json "$ROOT" | python3 -c "import json,sys; print([(p['state'], p['process']) for p in json.load(sys.stdin)['processes']])")"
 recover
 read -r c2 m2 < <(probe) || fail "no answer after recover"
 [ "$m2" = 0 ] || fail "after recover: mismatches $m2"

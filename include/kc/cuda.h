@@ -14,6 +14,9 @@ enum kc_cuda_state {
 	KC_CUDA_CHECKPOINTED = 2,
 	KC_CUDA_FAILED = 3,
 	KC_CUDA_NONE = -1, /* not a CUDA process (driver says NOT_INITIALIZED) */
+	/* a CUDA process the driver could not be asked about (stopped, and
+	 * its restore thread may not run: see kcheckpoint(1), state) */
+	KC_CUDA_UNKNOWN = -2,
 };
 
 /* CUresult values the orchestrator branches on (driver API numbers). */

@@ -476,7 +476,16 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 			continue;
 		enum kc_cuda_state st;
 		struct kc_error *e = NULL;
-		if (b->cuda->ops->get_state(b->cuda->h, pids[i], &st, &e) < 0) {
+		/* the driver answers through the restore thread alone */
+		struct kc_held_thread held[1];
+		size_t n_held = 0;
+		if (kc_hold_if_stopped(b, pids[i], held, &n_held, err) < 0) {
+			kc_error_prefix(err, "CUDA state of pid %d", (int)pids[i]);
+			goto out;
+		}
+		int sr = b->cuda->ops->get_state(b->cuda->h, pids[i], &st, &e);
+		kc_release_threads(held, &n_held);
+		if (sr < 0) {
 			/* a child that exited since we listed it is no longer ours to dump */
 			if (e->cause == KC_CUDA_ERROR_OPERATING_SYSTEM && i > 0) {
 				kc_error_free(e);
@@ -523,6 +532,13 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 		marked[n_marked++] = restop->pids[restop->n++] = m->procs[i].pid;
 	}
 	kc_undo_push(&undo, "stop again", undo_restop, restop);
+	/* A lock or checkpoint of a stopped CUDA process never returned, its
+	 * restore thread running alone or not (runs 36-37): such a process
+	 * runs for the GPU stage (its CUDA calls wait once it is locked) and
+	 * is stopped again after, as marked above. */
+	for (size_t i = 0; i < m->n_procs; i++)
+		if (m->procs[i].stopped && m->procs[i].cuda)
+			kill(m->procs[i].pid, SIGCONT);
 
 	/* GPU stage: lock all, then checkpoint all */
 	secs = kc_xcalloc(n, sizeof(double));

@@ -109,6 +109,32 @@ void kc_release_threads(const struct kc_held_thread *h, size_t *n)
 	*n = 0;
 }
 
+static bool is_held(const struct kc_held_thread *held, size_t n, pid_t tid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (held[i].tid == tid)
+			return true;
+	return false;
+}
+
+/* tid runs alone, its mask kept where recover finds it (or not held).
+ * A mark a killed kcheckpoint left for it holds the thread's own mask
+ * (the one it has now is that hold's): that one is kept and put back. */
+static int hold_one(pid_t tid, struct kc_held_thread *h, struct kc_error **err)
+{
+	uint64_t own;
+	bool marked = holdmark_read(tid, &own);
+	if (kc_thread_run_alone(tid, h, err) < 0)
+		return -1;
+	if (marked)
+		h->sigmask = own;
+	if (holdmark_set(h, err) < 0) {
+		kc_thread_release(h);
+		return -1;
+	}
+	return 0;
+}
+
 /* The restore thread of each process of both sets runs alone. */
 int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set *a, const struct kc_gpu_set *c,
 				struct kc_held_thread **held, size_t *n_held, struct kc_error **err)
@@ -132,10 +158,7 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 			if (tid <= 0)
 				return kc_error_set(err, KC_EXIT_GPU, 0, "no restore thread for pid %d",
 						    (int)sets[k]->pids[i]);
-			bool dup = false;
-			for (size_t j = 0; j < *n_held && !dup; j++)
-				dup = (*held)[j].tid == tid;
-			if (dup)
+			if (is_held(*held, *n_held, tid))
 				continue;
 			/* CRIU stops the threads as it ends; one still on its way
 			 * would trap again once continued */
@@ -146,15 +169,41 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 				struct timespec ts = {0, 1000000L};
 				nanosleep(&ts, NULL);
 			}
-			if (kc_thread_run_alone(tid, &(*held)[*n_held], err) < 0)
+			if (hold_one(tid, &(*held)[*n_held], err) < 0)
 				return -1;
-			/* the mask must be kept where recover finds it, or not held */
-			if (holdmark_set(&(*held)[*n_held], err) < 0) {
-				kc_thread_release(&(*held)[*n_held]);
-				return -1;
-			}
 			(*n_held)++;
 		}
+	return 0;
+}
+
+int kc_hold_if_stopped(const struct kc_backends *b, pid_t pid, struct kc_held_thread *held, size_t *n_held,
+		       struct kc_error **err)
+{
+	char ps = kc_pid_state(pid);
+	if (!b->cuda || !b->cuda->ops->get_restore_tid || (ps != 'T' && ps != 't'))
+		return 0; /* a group stop stops every thread */
+	/* the one call the driver answers without that thread (run 36) */
+	int tid = 0;
+	struct kc_error *e = NULL;
+	if (b->cuda->ops->get_restore_tid(b->cuda->h, pid, &tid, &e) < 0 || tid <= 0) {
+		kc_error_free(e); /* no CUDA, or gone: answered at once */
+		return 0;
+	}
+	char st = kc_pid_state(tid);
+	if ((st != 'T' && st != 't') || is_held(held, *n_held, tid))
+		return 0;
+	pid_t tracer = kc_pid_tracer(tid);
+	if (tracer > 0) {
+		char comm[64];
+		kc_pid_comm(tracer, comm, sizeof(comm));
+		return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
+				    "pid %d is stopped, and its CUDA restore thread %d traced by pid %d ('%s'): the "
+				    "driver cannot answer for it until that one lets go",
+				    (int)pid, tid, (int)tracer, comm);
+	}
+	if (hold_one(tid, &held[*n_held], err) < 0)
+		return -1;
+	(*n_held)++;
 	return 0;
 }
 

@@ -84,6 +84,15 @@ struct kc_held_thread;
 int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set *a, const struct kc_gpu_set *c,
 			    struct kc_held_thread **held, size_t *n_held, struct kc_error **err);
 void kc_release_threads(const struct kc_held_thread *h, size_t *n);
+/* The driver asks a CUDA process' restore thread for everything but that
+ * thread's id, and waits for it as long as it takes: on driver 580 a
+ * get_state, lock or restore of a SIGSTOPped process never returned (run
+ * 36).  If pid's restore thread is stopped it runs alone, as above, and
+ * goes into held[*n_held] (room for one more needed); a process without
+ * CUDA, gone or running needs nothing.  Exit 9 where another tracer has
+ * it stopped. */
+int kc_hold_if_stopped(const struct kc_backends *b, pid_t pid, struct kc_held_thread *held, size_t *n_held,
+		       struct kc_error **err);
 
 /* GPU devices a process still has open or mapped (gpu_devices.c). */
 struct kc_gpu_dev_use {

@@ -13,8 +13,64 @@
 #include "kc/util.h"
 #include "orchestrator_int.h"
 
-int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
-		  struct kc_error **err)
+/*
+ * What the driver says of one process.  It answers for a CUDA process only
+ * through the process' restore thread (all but that thread's id: run 36),
+ * so a stopped one's thread runs alone meanwhile, as restore has it run;
+ * never on memory a killed restore did not finish, nor where another
+ * kcheckpoint works on the process (locked: the caller holds the pid
+ * locks).  Where it cannot be asked the state is "unknown", an error if
+ * strict (recover needs every answer).  1: the process is gone.
+ */
+static int ask_driver(const struct kc_backends *b, pid_t pid, bool locked, bool strict, struct kc_proc_state *s,
+		      struct kc_error **err)
+{
+	struct kc_error *e = NULL;
+	int tid = 0;
+	if (b->cuda->ops->get_restore_tid(b->cuda->h, pid, &tid, &e) < 0) {
+		int cause = e->cause;
+		if (cause == KC_CUDA_ERROR_NOT_INITIALIZED) {
+			kc_error_free(e); /* a process without CUDA */
+			return 0;
+		}
+		kc_error_propagate(err, e);
+		return cause == KC_CUDA_ERROR_OPERATING_SYSTEM ? 1 : -1;
+	}
+	s->restore_tid = tid;
+	char ts = kc_pid_state(tid);
+	if (ts == 'T' || ts == 't') {
+		if (kc_fillmark_blocks(pid)) {
+			s->state = KC_CUDA_UNKNOWN;
+			return 0;
+		}
+		_cleanup_free_ int *lock = NULL;
+		struct kc_held_thread held[1];
+		size_t n_held = 0;
+		if ((!locked && kc_pids_lock(&pid, 1, &lock, &e) < 0) || kc_hold_if_stopped(b, pid, held, &n_held, &e) < 0) {
+			kc_pids_unlock(steal_ptr(lock), 1);
+			if (strict) {
+				kc_error_propagate(err, e);
+				return -1;
+			}
+			kc_error_free(e);
+			s->state = KC_CUDA_UNKNOWN;
+			return 0;
+		}
+		int r = b->cuda->ops->get_state(b->cuda->h, pid, &s->state, &e);
+		kc_release_threads(held, &n_held);
+		kc_pids_unlock(steal_ptr(lock), 1);
+		if (r == 0)
+			return 0;
+	} else if (b->cuda->ops->get_state(b->cuda->h, pid, &s->state, &e) == 0) {
+		return 0;
+	}
+	int cause = e->cause;
+	kc_error_propagate(err, e);
+	return cause == KC_CUDA_ERROR_OPERATING_SYSTEM ? 1 : -1;
+}
+
+static int tree_state(pid_t pid, const struct kc_backends *b, bool locked, bool strict, struct kc_proc_state **out,
+		      size_t *n, struct kc_error **err)
 {
 	_cleanup_free_ pid_t *pids = NULL;
 	size_t np;
@@ -32,24 +88,27 @@ int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state *
 			 : st == 'T' || st == 't'	 ? "stopped"
 						 : "running";
 		s->state = KC_CUDA_NONE;
-		if (b->cuda) {
-			struct kc_error *e = NULL;
-			if (b->cuda->ops->get_state(b->cuda->h, pids[i], &s->state, &e) < 0) {
-				if (e->cause == KC_CUDA_ERROR_OPERATING_SYSTEM && i > 0) {
-					kc_error_free(e); /* exited meanwhile */
-					continue;
-				}
-				kc_error_propagate(err, e);
-				return kc_error_prefix(err, "CUDA state of pid %d", (int)pids[i]);
-			}
-			if (s->state != KC_CUDA_NONE)
-				b->cuda->ops->get_restore_tid(b->cuda->h, pids[i], &s->restore_tid, NULL);
+		struct kc_error *e = NULL;
+		int r = b->cuda ? ask_driver(b, pids[i], locked, strict, s, &e) : 0;
+		if (r == 1 && i > 0) {
+			kc_error_free(e); /* exited meanwhile */
+			continue;
+		}
+		if (r != 0) {
+			kc_error_propagate(err, e);
+			return kc_error_prefix(err, "CUDA state of pid %d", (int)pids[i]);
 		}
 		k++;
 	}
 	*out = steal_ptr(v);
 	*n = k;
 	return 0;
+}
+
+int kc_tree_state(pid_t pid, const struct kc_backends *b, struct kc_proc_state **out, size_t *n,
+		  struct kc_error **err)
+{
+	return tree_state(pid, b, false, false, out, n, err);
 }
 
 static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *pids, size_t np,
@@ -105,7 +164,7 @@ static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *p
 		}
 	_cleanup_free_ struct kc_proc_state *st = NULL;
 	size_t ns;
-	if (kc_tree_state(pid, b, &st, &ns, err) < 0)
+	if (tree_state(pid, b, true, true, &st, &ns, err) < 0)
 		return -1;
 	_cleanup_free_ struct kc_gpu_set *ckpt = kc_gpu_set_new(b, ns);
 	_cleanup_free_ struct kc_gpu_set *locked = kc_gpu_set_new(b, ns);
@@ -144,5 +203,5 @@ static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *p
 	for (size_t i = 0; i < np; i++)
 		if (kc_stopmark_take(pids[i]))
 			kill(pids[i], SIGSTOP);
-	return kc_tree_state(pid, b, out, n, err);
+	return tree_state(pid, b, true, true, out, n, err);
 }

@@ -245,6 +245,21 @@ static bool thread_stopped(int tgid, int tid)
 	return p && (p[2] == 'T' || p[2] == 't');
 }
 
+static bool any_thread_stopped(int tgid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", tgid);
+	DIR *d = opendir(path);
+	if (!d)
+		return false;
+	bool stopped = false;
+	struct dirent *de;
+	while (!stopped && (de = readdir(d)))
+		stopped = atoi(de->d_name) > 0 && thread_stopped(tgid, atoi(de->d_name));
+	closedir(d);
+	return stopped;
+}
+
 /* Field 22 of /proc/<pid>/stat; 0 if it cannot be read. */
 static unsigned long long start_time(int tgid)
 {
@@ -528,16 +543,6 @@ static CUresult transition(const char *dir, int tgid, int state, struct call *c,
 		unsigned count;
 		if (state != STATE_CHECKPOINTED)
 			return CUDA_ERROR_ILLEGAL_STATE;
-		/* the process' restore thread does the work (CRIU's CUDA plugin
-		 * runs it alone for that): the driver waits for a stopped one
-		 * (2 s here; a debugger's stop passes), then gives up as a lock
-		 * wait does */
-		for (int w = 0; thread_stopped(tgid, restore_thread(tgid)); w++) {
-			if (w == 200)
-				return CUDA_ERROR_NOT_READY;
-			struct timespec ts = {0, 10000000L};
-			nanosleep(&ts, NULL);
-		}
 		CUresult r = check_restore_args(c->restore_args, &pairs, &count);
 		if (r)
 			return r;
@@ -639,6 +644,14 @@ static CUresult locked_step(const char *dir, int tgid, struct call *c, int expec
 	return r;
 }
 
+static bool is_cuda_process(const char *dir, int tgid)
+{
+	char name[32], path[4096];
+	state_key(tgid, name, sizeof(name));
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return access(path, F_OK) == 0;
+}
+
 static CUresult run_call(struct call *c)
 {
 	const char *dir = state_dir();
@@ -671,6 +684,29 @@ static CUresult run_call(struct call *c)
 		log_call(c->op, c->pid, CUDA_ERROR_OPERATING_SYSTEM);
 		return CUDA_ERROR_OPERATING_SYSTEM;
 	}
+
+	/*
+	 * The driver asks the process' restore thread for everything but its
+	 * id, and waits for its answer as long as it takes: on driver 580 a
+	 * get_state, lock or restore of a SIGSTOPped CUDA process never
+	 * returned, and one whose caller was killed meanwhile changed nothing
+	 * (run 36, docs/FAKE_LIBCUDA.md).  A lock or checkpoint needs more:
+	 * with the restore thread running alone, the rest of the process
+	 * stopped, a dump's lock or checkpoint never returned either, that
+	 * thread waiting on a futex (run 37).  A process without CUDA is
+	 * answered at once, stopped or not.
+	 */
+	if (c->op != OP_RESTORE_TID && is_cuda_process(dir, tgid))
+		for (;;) {
+			bool whole = c->op == OP_LOCK || c->op == OP_CHECKPOINT;
+			if (whole ? !any_thread_stopped(tgid) : !thread_stopped(tgid, restore_thread(tgid)))
+				break;
+			if (task_tgid(tgid) < 0) {
+				log_call(c->op, c->pid, CUDA_ERROR_OPERATING_SYSTEM);
+				return CUDA_ERROR_OPERATING_SYSTEM;
+			}
+			sleep_ms(5);
+		}
 
 	/*
 	 * Check, sleep unlocked, then re-check and apply.  No lock is held

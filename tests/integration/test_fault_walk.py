@@ -529,3 +529,70 @@ def test_stop_marks_stay_for_recover_after_exit_10_and_go_when_a_dump_finds_it_r
     assert_running_intact(cuda_env, w)
     assert w.probe()["checksum"] == before["checksum"]
     w.kill()
+
+
+HOLDER = """
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+if libc.ptrace(0x4206, int(sys.argv[1]), None, None) != 0:  # PTRACE_SEIZE, never continued
+    sys.exit("seize failed: %d" % ctypes.get_errno())
+print("seized", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_driver_is_asked_about_a_stopped_process_through_its_restore_thread(tmp_path, cuda_env, workloads):
+    """The driver answers for a CUDA process through the process' restore
+    thread and waits for it as long as it takes (run 36: get_state, lock
+    and restore of a SIGSTOPped process never returned on driver 580; the
+    fake waits as long).  state and dump run that thread alone to ask its
+    state; a lock or checkpoint needs the whole process running (run 37),
+    so the dump continues it for its GPU stage; stopped after each.  Where
+    another tracer keeps that thread stopped, state says 'unknown' and dump
+    refuses (exit 9), nothing waits."""
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    before = w.probe()
+    helper = min(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)
+    os.kill(w.pid, signal.SIGSTOP)
+    assert wait_state(w.pid, "T")
+
+    def state():
+        return json.loads(run_kc(cuda_env, "state", "--json", w.pid, check=0, timeout=30).stdout)["processes"][0]
+
+    def still_stopped():
+        time.sleep(0.1)
+        for t in (w.pid, helper):
+            assert thread_field(w.pid, t, "State") == "T", t
+            assert thread_field(w.pid, t, "TracerPid") == "0", t
+            assert int(thread_field(w.pid, t, "SigBlk"), 16) == 0, t
+        assert not list((tmp_path / "run").glob("held-*"))
+
+    st = state()
+    assert (st["state"], st["process"], st["restore_tid"]) == ("running", "stopped", helper), st
+    still_stopped()
+
+    # dumped stopped, left running: asked, locked and checkpointed through
+    # that thread alone, GPU back, stopped as before
+    run_kc(cuda_env, "dump", "--leave-running", "--fill-threads", "1", "-D", tmp_path / "img", w.pid, check=0,
+           timeout=60)
+    assert cuda_state(cuda_env, w.pid) == 0
+    still_stopped()
+
+    # a debugger that keeps the restore thread: nothing can ask the driver
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(helper)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "seized"
+        st = state()
+        assert (st["state"], st["process"]) == ("unknown", "stopped"), st
+        r = run_kc(cuda_env, "dump", "--fill-threads", "1", "-D", tmp_path / "img2", w.pid, check=9, timeout=60)
+        assert f"its CUDA restore thread {helper} traced by pid {holder.pid}" in r.stderr, r.stderr
+        assert cuda_state(cuda_env, w.pid) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    still_stopped()
+    os.kill(w.pid, signal.SIGCONT)
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
+    w.kill()
