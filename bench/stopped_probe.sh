@@ -50,8 +50,16 @@ if [ -n "${DUMP_ONLY:-}" ]; then
 	sleep 1
 	echo "  after: $(grep -E '^(State|TracerPid)' /proc/$ROOT/status | tr '\n' ' '), kcheckpoint state: $(timeout 20 "$KC" state --json "$ROOT" 2>&1 | tr -d "\n ")"
 	for t in /proc/$ROOT/task/*; do echo "    target task ${t##*/} $(cat "$t/comm") $(awk '{print $3}' "$t/stat") $(grep -E '^(TracerPid|SigBlk)' "$t/status" | tr '\n' ' ')"; done
+	echo "22. the same, a SIGSTOP sent 0.3 s into the dump (its GPU stage)"
+	( sleep 0.3; kill -STOP "$ROOT" ) &
+	LIMIT=40 bounded "$KC" dump -v --leave-running --progress json --fill-threads 4 -D "$WORK/img2" "$ROOT"
+	sleep 1
+	echo "  after: $(grep -E '^(State|TracerPid)' /proc/$ROOT/status | tr '\n' ' '), kcheckpoint state: $(timeout 20 "$KC" state --json "$ROOT" 2>&1 | tr -d "\n ")"
 	kill -CONT "$ROOT"; sleep 2
 	echo "  continued: cuda state $(timeout 10 "$BIN/cuda_ckpt" --get-state --pid "$ROOT" 2>&1 | tr '\n' ' ')"
+	before=$(cat "$WORK/st"); kill -USR1 "$ROOT"
+	for _ in $(seq 600); do [ "$(cat "$WORK/st")" != "$before" ] && break; sleep 0.05; done
+	echo "  workload: $(cat "$WORK/st")"
 	exit 0
 fi
 if [ -z "${SECOND_ONLY:-}" ]; then

@@ -40,6 +40,10 @@ int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **e
  * stays as it is otherwise (a caller that wants it stopped sends SIGSTOP
  * after). */
 void kc_thread_release(const struct kc_held_thread *h);
+/* A held thread that a signal stopped meanwhile (SIGSTOP cannot be
+ * blocked) is set running again; from the tracer's thread, often, while
+ * the driver waits for it (the held thread is what serves the driver). */
+void kc_thread_keep_running(const struct kc_held_thread *h);
 /* Puts mask back on a thread nobody traces (one a killed kcheckpoint held):
  * seized, stopped, changed, detached. */
 int kc_thread_set_sigmask(pid_t tid, uint64_t mask, struct kc_error **err);

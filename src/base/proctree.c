@@ -208,6 +208,19 @@ void kc_thread_release(const struct kc_held_thread *h)
 	ptrace(PTRACE_DETACH, h->tid, NULL, NULL);
 }
 
+void kc_thread_keep_running(const struct kc_held_thread *h)
+{
+	int st;
+	if (waitpid(h->tid, &st, __WALL | WNOHANG) != h->tid || !WIFSTOPPED(st))
+		return;
+	/* a stop signal sent meanwhile (its signals are blocked, but SIGSTOP
+	 * cannot be), or the group stop it starts: dropped, the process is
+	 * stopped anyway and stays so once let go */
+	int sig = WSTOPSIG(st), event = (unsigned)st >> 16;
+	bool stop = event || sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
+	ptrace(PTRACE_CONT, h->tid, NULL, (void *)(long)(stop ? 0 : sig));
+}
+
 int kc_thread_set_sigmask(pid_t tid, uint64_t mask, struct kc_error **err)
 {
 	bool seized;

@@ -463,7 +463,7 @@ int kc_pid_lock(pid_t pid, struct kc_error **err)
 			close(fd);
 			if (e == EWOULDBLOCK)
 				return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
-						    "pid %d is being dumped, restored or recovered by another kcheckpoint",
+						    "pid %d is being dumped, restored, recovered or asked about by another kcheckpoint",
 						    (int)pid);
 			return kc_error_errno(err, KC_EXIT_FAILURE, e, "cannot lock '%s'", path);
 		}

@@ -222,12 +222,16 @@ static uint64_t dir_bytes(void *arg)
 /* Points at kc_dump's own list, which is read again once CRIU has the
  * tree stopped: a child forked during the GPU stage is dumped (and left
  * stopped) by CRIU too, so it must be resumed or killed with the rest. */
+struct restop_arg;
 struct resume_arg {
 	const struct kc_criu *criu;
 	pid_t *const *pids;
 	const size_t *n;
 	bool tcp_locked; /* CRIU left connections locked (--tcp-established) */
+	const struct restop_arg *stopped; /* stopped before the dump: not resumed */
 };
+
+static bool in_restop(const struct restop_arg *a, pid_t pid);
 
 static int undo_resume(void *arg, struct kc_error **err)
 {
@@ -238,9 +242,17 @@ static int undo_resume(void *arg, struct kc_error **err)
 	if (a->tcp_locked && a->criu->ops->unlock_network &&
 	    a->criu->ops->unlock_network(a->criu->h, *a->pids, *a->n, err) < 0)
 		rc = -1;
+	/* a process its user stopped stays so (a SIGCONT would also deliver
+	 * what waits for it: a SIGTERM killed one, hostile test); its GPU
+	 * comes back through its restore thread alone */
+	_cleanup_free_ pid_t *run = kc_xcalloc(*a->n + 1, sizeof(pid_t));
+	size_t k = 0;
+	for (size_t i = 0; i < *a->n; i++)
+		if (!in_restop(a->stopped, (*a->pids)[i]))
+			run[k++] = (*a->pids)[i];
 	if (a->criu->ops->resume)
-		return a->criu->ops->resume(a->criu->h, *a->pids, *a->n, err) < 0 ? -1 : rc;
-	kc_proctree_cont(*a->pids, *a->n);
+		return a->criu->ops->resume(a->criu->h, run, k, err) < 0 ? -1 : rc;
+	kc_proctree_cont(run, k);
 	return rc;
 }
 
@@ -268,6 +280,14 @@ struct restop_arg {
 	pid_t pids[];
 };
 
+static bool in_restop(const struct restop_arg *a, pid_t pid)
+{
+	for (size_t i = 0; a && i < a->n; i++)
+		if (a->pids[i] == pid)
+			return true;
+	return false;
+}
+
 static int undo_restop(void *arg, struct kc_error **err)
 {
 	(void)err;
@@ -277,13 +297,61 @@ static int undo_restop(void *arg, struct kc_error **err)
 	return 0;
 }
 
-/* The GPU restore of a rollback.  A process its user stopped before the
- * dump is still stopped here when the rollback comes before CRIU (the tree
- * is resumed only from CRIU's stage on), and the driver needs its restore
- * thread running: that one runs alone meanwhile, as in a restore. */
-static int undo_gpu_restore(void *arg, struct kc_error **err)
+/* A driver call for kc_held_call: get_state of one pid, or a lock or
+ * checkpoint of a set. */
+enum { STEP_STATE, STEP_LOCK, STEP_CHECKPOINT, STEP_RESTORE, STEP_UNLOCK };
+struct gpu_step {
+	int op;
+	const struct kc_backends *b;
+	pid_t pid;
+	enum kc_cuda_state *state;
+	const struct kc_gpu_set *set;
+	unsigned timeout_ms;
+	double *secs;
+	struct kc_gpu_set **done;
+};
+
+static int gpu_step_call(void *arg, struct kc_error **err)
 {
-	struct kc_gpu_set *set = arg;
+	struct gpu_step *g = arg;
+	switch (g->op) {
+	case STEP_LOCK:
+		return kc_gpu_lock(g->set, g->timeout_ms, g->secs, g->done, err);
+	case STEP_CHECKPOINT:
+		return kc_gpu_checkpoint(g->set, g->secs, g->done, err);
+	case STEP_RESTORE:
+		return kc_gpu_restore(g->set, NULL, 0, NULL, NULL, err);
+	case STEP_UNLOCK:
+		return kc_gpu_unlock(g->set, NULL, NULL, err);
+	default:
+		return g->b->cuda->ops->get_state(g->b->cuda->h, g->pid, g->state, err);
+	}
+}
+
+/* The threads of stopped CUDA processes, running through ptrace for the
+ * GPU stage (kc_hold_all_threads); let go before "stop again" runs. */
+struct all_hold {
+	size_t n;
+	struct kc_held_thread *h;
+};
+
+static int undo_all_hold(void *arg, struct kc_error **err)
+{
+	(void)err;
+	struct all_hold *a = arg;
+	kc_release_threads(a->h, &a->n);
+	free(a->h);
+	a->h = NULL;
+	return 0;
+}
+
+/* The GPU restore and unlock of a rollback or --leave-running.  A process
+ * stopped before the dump is still stopped there (it is not resumed), and
+ * the driver needs its restore thread running: that one runs alone
+ * meanwhile, as in a restore.  Where all its threads already run held
+ * (a rollback of the GPU stage) that hold is already what it needs. */
+static int gpu_undo_step(struct kc_gpu_set *set, int op, struct kc_error **err)
+{
 	_cleanup_free_ struct kc_gpu_set *stopped = kc_gpu_set_new(set->b, set->n);
 	_cleanup_free_ struct kc_gpu_set *none = kc_gpu_set_new(set->b, 0);
 	for (size_t i = 0; i < set->n; i++)
@@ -296,9 +364,20 @@ static int undo_gpu_restore(void *arg, struct kc_error **err)
 		kc_error_free(why); /* then the driver answers for itself */
 		kc_release_threads(held, &n_held);
 	}
-	int rc = kc_gpu_restore(set, NULL, 0, NULL, NULL, err);
+	struct gpu_step gs = {.op = op, .set = set};
+	int rc = kc_held_call(held, n_held, gpu_step_call, &gs, err);
 	kc_release_threads(held, &n_held);
 	return rc;
+}
+
+static int undo_gpu_restore(void *arg, struct kc_error **err)
+{
+	return gpu_undo_step(arg, STEP_RESTORE, err);
+}
+
+static int undo_gpu_unlock(void *arg, struct kc_error **err)
+{
+	return gpu_undo_step(arg, STEP_UNLOCK, err);
 }
 
 static struct kc_manifest_proc *add_proc(struct kc_manifest *m, pid_t pid, pid_t ppid)
@@ -465,13 +544,29 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 	bool dir_locked = true, images_complete = false;
 
 	struct kc_gpu_set *to_lock = kc_gpu_set_new(b, n), *to_ckpt = kc_gpu_set_new(b, n);
+	restop = kc_xcalloc(1, sizeof(*restop) + (n + 1) * sizeof(pid_t));
+	marked = kc_xcalloc(n + 1, sizeof(pid_t));
 	for (size_t i = 0; i < n; i++) {
 		pid_t ppid = kc_proc_ppid(pids[i]);
 		/* a child (or a container's exec'd process) that ended since we
 		 * listed it is no longer ours to dump */
 		if (ppid < 0 && i > 0)
 			continue;
+		/* signal masks a killed kcheckpoint left blocked: put back before
+		 * anything, or CRIU would dump them so */
+		kc_holdmark_undo(pids[i]);
 		struct kc_manifest_proc *p = add_proc(m, pids[i], ppid);
+		/* stopped: marked before the driver is asked anything, so that
+		 * recover stops it again whenever this dump is killed */
+		if (!p->stopped) {
+			/* one an earlier, killed dump left: this dump is what
+			 * recover may have to finish now, and it runs */
+			kc_stopmark_clear(pids[i]);
+		} else {
+			if (kc_stopmark_set(pids[i], err) < 0)
+				goto out;
+			marked[n_marked++] = restop->pids[restop->n++] = pids[i];
+		}
 		if (!b->cuda)
 			continue;
 		enum kc_cuda_state st;
@@ -483,7 +578,8 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 			kc_error_prefix(err, "CUDA state of pid %d", (int)pids[i]);
 			goto out;
 		}
-		int sr = b->cuda->ops->get_state(b->cuda->h, pids[i], &st, &e);
+		struct gpu_step gs = {.b = b, .pid = pids[i], .state = &st};
+		int sr = kc_held_call(held, n_held, gpu_step_call, &gs, &e);
 		kc_release_threads(held, &n_held);
 		if (sr < 0) {
 			/* a child that exited since we listed it is no longer ours to dump */
@@ -516,42 +612,34 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 		goto out;
 	if (!o->archive && check_room(o->images_dir, m, err) < 0)
 		goto out;
-	restop = kc_xcalloc(1, sizeof(*restop) + (m->n_procs + 1) * sizeof(pid_t));
-	marked = kc_xcalloc(m->n_procs + 1, sizeof(pid_t));
-	for (size_t i = 0; i < m->n_procs; i++) {
-		if (!m->procs[i].stopped) {
-			/* one an earlier, killed dump left: this dump is what
-			 * recover may have to finish now, and it runs */
-			kc_stopmark_clear(m->procs[i].pid);
-			continue;
-		}
-		if (kc_stopmark_set(m->procs[i].pid, err) < 0) {
-			free(restop);
-			goto out;
-		}
-		marked[n_marked++] = restop->pids[restop->n++] = m->procs[i].pid;
-	}
-	kc_undo_push(&undo, "stop again", undo_restop, restop);
-	/* A lock or checkpoint of a stopped CUDA process never returned, its
-	 * restore thread running alone or not (runs 36-37): such a process
-	 * runs for the GPU stage (its CUDA calls wait once it is locked) and
-	 * is stopped again after, as marked above. */
+	const struct restop_arg *restop_undo = restop; /* the undo stack's from here on */
+	kc_undo_push(&undo, "stop again", undo_restop, steal_ptr(restop));
+	/* a stopped CUDA process: its lock and checkpoint need all of it (run
+	 * 37), so every thread runs through ptrace, signals blocked, the
+	 * process staying stopped (no SIGCONT: no handler runs, a signal
+	 * that waits stays waiting) */
+	struct all_hold *ah = kc_xcalloc(1, sizeof(*ah));
+	kc_undo_push(&undo, "let go of held threads", undo_all_hold, ah);
 	for (size_t i = 0; i < m->n_procs; i++)
-		if (m->procs[i].stopped && m->procs[i].cuda)
-			kill(m->procs[i].pid, SIGCONT);
+		if (m->procs[i].stopped && m->procs[i].cuda && kc_hold_all_threads(m->procs[i].pid, &ah->h, &ah->n, err) < 0) {
+			kc_error_prefix(err, "run stopped pid %d for its GPU stage", (int)m->procs[i].pid);
+			goto rollback;
+		}
 
 	/* GPU stage: lock all, then checkpoint all */
 	secs = kc_xcalloc(n, sizeof(double));
 	if (to_lock->n || to_ckpt->n) {
 		struct kc_gpu_set *locked = NULL;
 		double t0 = kc_now();
-		int lr = kc_gpu_lock(to_lock, o->lock_timeout_ms, secs, &locked, err);
+		struct gpu_step gs = {.set = to_lock, .timeout_ms = o->lock_timeout_ms, .secs = secs, .done = &locked,
+				      .op = STEP_LOCK};
+		int lr = kc_held_call(ah->h, ah->n, gpu_step_call, &gs, err);
 		for (size_t i = 0; i < to_lock->n; i++)
 			for (size_t j = 0; j < m->n_procs; j++)
 				if (m->procs[j].pid == to_lock->pids[i])
 					m->procs[j].lock_s = secs[i];
 		kc_report_add(r, "gpu-lock", kc_now() - t0, 0);
-		kc_undo_push(&undo, "gpu unlock", kc_gpu_undo_unlock, locked);
+		kc_undo_push(&undo, "gpu unlock", undo_gpu_unlock, locked);
 		if (lr < 0 || kc_check_interrupted(err) < 0) {
 			kc_error_prefix(err, "GPU lock");
 			goto rollback;
@@ -560,7 +648,8 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 		struct kc_gpu_set *ckpt = NULL;
 		struct kc_progress *pg = kc_progress_start("gpu-checkpoint", NULL, NULL);
 		t0 = kc_now();
-		int cr = kc_gpu_checkpoint(to_ckpt, secs, &ckpt, err);
+		gs = (struct gpu_step){.set = to_ckpt, .secs = secs, .done = &ckpt, .op = STEP_CHECKPOINT};
+		int cr = kc_held_call(ah->h, ah->n, gpu_step_call, &gs, err);
 		kc_progress_stop(pg);
 		for (size_t i = 0; i < to_ckpt->n; i++)
 			for (size_t j = 0; j < m->n_procs; j++)
@@ -575,6 +664,10 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 		if (kc_gpu_dev_after_checkpoint(m, err) < 0)
 			goto rollback;
 	}
+	/* CRIU seizes every thread now */
+	kc_release_threads(ah->h, &ah->n);
+	free(ah->h);
+	ah->h = NULL;
 
 	/* CPU stage; the tree stays stopped so we can still roll back */
 	struct kc_criu_opts copts = o->criu;
@@ -584,7 +677,8 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 	copts.bulk_min = o->split_bulk && !o->criu.shell_job && o->fill_threads >= o->read_min_threads ? KC_BULK_MIN : 0;
 	/* pushed first: a CRIU that dies by a signal cannot thaw what it stopped */
 	struct resume_arg *ra = kc_xcalloc(1, sizeof(*ra));
-	*ra = (struct resume_arg){.criu = b->criu, .pids = &pids, .n = &n, .tcp_locked = o->criu.tcp_established};
+	*ra = (struct resume_arg){
+		.criu = b->criu, .pids = &pids, .n = &n, .tcp_locked = o->criu.tcp_established, .stopped = restop_undo};
 	kc_undo_push(&undo, "resume", undo_resume, ra);
 	struct kc_progress *pg = kc_progress_start("criu-dump", dir_bytes, (void *)o->images_dir);
 	double t0 = kc_now();
@@ -686,6 +780,11 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 			goto out;
 		}
 		kc_report_add(r, "resume", kc_now() - t0, 0);
+		/* stopped again already: a recover after a kill while the
+		 * archive is written must not stop them once more (hostile test) */
+		for (size_t i = 0; i < n_marked; i++)
+			kc_stopmark_clear(marked[i]);
+		n_marked = 0;
 		/* the tree runs on; the dump succeeds once its archive is out */
 		if (archive_late && write_archive(o, m, NULL, r, err) < 0)
 			goto out;
@@ -720,6 +819,7 @@ out:
 		kc_dir_clear(o->images_dir, (const char *const[]){KC_FAILED_LOG, KC_DIR_LOCK, NULL});
 	if (dir_locked)
 		unlock_images_dir(o->images_dir);
+	free(restop); /* NULL once the undo stack has it */
 	kc_pids_unlock(pid_locks, n_locked);
 	kc_bulk_source_free(bulk);
 	kc_undo_free(&undo);

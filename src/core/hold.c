@@ -10,6 +10,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 #include "gpu_stage.h"
 #include "kc/proctree.h"
 #include "kc/signals.h"
+#include "kc/threads.h"
 #include "kc/util.h"
 #include "orchestrator_int.h"
 
@@ -176,35 +179,133 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 	return 0;
 }
 
+/* Whether a thread of pid is stopped (group stop, or a tracer's stop) */
+static bool a_thread_stopped(pid_t pid)
+{
+	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);
+	DIR *d = opendir(task);
+	if (!d)
+		return false;
+	bool stopped = false;
+	struct dirent *de;
+	while (!stopped && (de = readdir(d))) {
+		pid_t tid = (pid_t)atoi(de->d_name);
+		char st = tid > 0 ? kc_pid_state(tid) : 0;
+		stopped = st == 'T' || st == 't';
+	}
+	closedir(d);
+	return stopped;
+}
+
+static int traced_by_another(pid_t pid, pid_t tid, struct kc_error **err)
+{
+	pid_t tracer = kc_pid_tracer(tid);
+	if (tracer <= 0 || tracer == getpid())
+		return 0;
+	char comm[64];
+	kc_pid_comm(tracer, comm, sizeof(comm));
+	return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
+			    "pid %d is stopped, and its thread %d traced by pid %d ('%s'): the driver cannot be asked "
+			    "about it until that one lets go",
+			    (int)pid, (int)tid, (int)tracer, comm);
+}
+
+bool kc_needs_hold(pid_t pid)
+{
+	return a_thread_stopped(pid);
+}
+
 int kc_hold_if_stopped(const struct kc_backends *b, pid_t pid, struct kc_held_thread *held, size_t *n_held,
 		       struct kc_error **err)
 {
-	char ps = kc_pid_state(pid);
-	if (!b->cuda || !b->cuda->ops->get_restore_tid || (ps != 'T' && ps != 't'))
-		return 0; /* a group stop stops every thread */
+	/* a thread stopped while the process runs (a debugger's non-stop
+	 * mode) may be the restore thread as well */
+	if (!b->cuda || !b->cuda->ops->get_restore_tid || !a_thread_stopped(pid))
+		return 0;
 	/* the one call the driver answers without that thread (run 36) */
 	int tid = 0;
 	struct kc_error *e = NULL;
 	if (b->cuda->ops->get_restore_tid(b->cuda->h, pid, &tid, &e) < 0 || tid <= 0) {
-		kc_error_free(e); /* no CUDA, or gone: answered at once */
-		return 0;
+		int cause = e ? e->cause : 0;
+		if (!e || cause == KC_CUDA_ERROR_NOT_INITIALIZED || cause == KC_CUDA_ERROR_OPERATING_SYSTEM) {
+			kc_error_free(e); /* no CUDA, or gone: answered at once */
+			return 0;
+		}
+		/* a thread we cannot name would be waited for in vain */
+		kc_error_propagate(err, e);
+		return kc_error_prefix(err, "restore thread of stopped pid %d", (int)pid);
 	}
 	char st = kc_pid_state(tid);
 	if ((st != 'T' && st != 't') || is_held(held, *n_held, tid))
 		return 0;
-	pid_t tracer = kc_pid_tracer(tid);
-	if (tracer > 0) {
-		char comm[64];
-		kc_pid_comm(tracer, comm, sizeof(comm));
-		return kc_error_set(err, KC_EXIT_BUSY, EBUSY,
-				    "pid %d is stopped, and its CUDA restore thread %d traced by pid %d ('%s'): the "
-				    "driver cannot answer for it until that one lets go",
-				    (int)pid, tid, (int)tracer, comm);
-	}
+	if (traced_by_another(pid, tid, err) < 0)
+		return -1;
 	if (hold_one(tid, &held[*n_held], err) < 0)
 		return -1;
 	(*n_held)++;
 	return 0;
+}
+
+int kc_hold_all_threads(pid_t pid, struct kc_held_thread **held, size_t *n_held, struct kc_error **err)
+{
+	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);
+	DIR *d = opendir(task);
+	if (!d)
+		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot list the threads of pid %d", (int)pid);
+	size_t cap = *n_held + 16;
+	*held = kc_xrealloc(*held, cap * sizeof(**held));
+	struct dirent *de;
+	int rc = 0;
+	while (rc == 0 && (de = readdir(d))) {
+		pid_t tid = (pid_t)atoi(de->d_name);
+		if (tid <= 0 || is_held(*held, *n_held, tid))
+			continue;
+		if (*n_held == cap) {
+			cap *= 2;
+			*held = kc_xrealloc(*held, cap * sizeof(**held));
+		}
+		rc = traced_by_another(pid, tid, err) < 0 || hold_one(tid, &(*held)[*n_held], err) < 0 ? -1 : 0;
+		if (rc == 0)
+			(*n_held)++;
+	}
+	closedir(d);
+	return rc;
+}
+
+struct held_call {
+	int (*fn)(void *arg, struct kc_error **err);
+	void *arg;
+	struct kc_error *err;
+	int rc;
+	atomic_bool done;
+};
+
+static void *held_call_main(void *p)
+{
+	struct held_call *c = p;
+	c->rc = c->fn(c->arg, &c->err);
+	atomic_store(&c->done, true);
+	return NULL;
+}
+
+int kc_held_call(const struct kc_held_thread *held, size_t n_held, int (*fn)(void *arg, struct kc_error **err),
+		 void *arg, struct kc_error **err)
+{
+	struct held_call c = {.fn = fn, .arg = arg};
+	pthread_t t;
+	if (!n_held || kc_thread_start(&t, held_call_main, &c) != 0)
+		return fn(arg, err);
+	/* ptrace requests come from the tracer's own thread: this one */
+	while (!atomic_load(&c.done)) {
+		for (size_t i = 0; i < n_held; i++)
+			kc_thread_keep_running(&held[i]);
+		struct timespec ts = {0, 2000000L};
+		nanosleep(&ts, NULL);
+	}
+	pthread_join(t, NULL);
+	if (c.rc < 0)
+		kc_error_propagate(err, c.err);
+	return c.rc;
 }
 
 /*

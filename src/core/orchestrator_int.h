@@ -93,6 +93,20 @@ void kc_release_threads(const struct kc_held_thread *h, size_t *n);
  * it stopped. */
 int kc_hold_if_stopped(const struct kc_backends *b, pid_t pid, struct kc_held_thread *held, size_t *n_held,
 		       struct kc_error **err);
+/* Whether a thread of pid is stopped: asking the driver about it needs
+ * care (kc_hold_if_stopped, and the pid lock against another's hold). */
+bool kc_needs_hold(pid_t pid);
+/* Every thread of pid runs through ptrace, signals blocked, while its
+ * process stays stopped (no SIGCONT: no handler runs, and a signal that
+ * waits stays waiting): a lock or checkpoint needs the whole process
+ * (run 37).  Appended to *held (realloc'ed); on failure the ones held so
+ * far are there too. */
+int kc_hold_all_threads(pid_t pid, struct kc_held_thread **held, size_t *n_held, struct kc_error **err);
+/* fn(arg) in a thread of its own while this one, the tracer, keeps the
+ * held threads running: a SIGSTOP sent meanwhile would stop one, and the
+ * driver would wait for it forever. */
+int kc_held_call(const struct kc_held_thread *held, size_t n_held, int (*fn)(void *arg, struct kc_error **err),
+		 void *arg, struct kc_error **err);
 
 /* GPU devices a process still has open or mapped (gpu_devices.c). */
 struct kc_gpu_dev_use {

@@ -718,7 +718,9 @@ static CUresult run_call(struct call *c)
 	long delay = delay_for(c->op);
 	if (c->op == OP_GET_STATE || c->op == OP_RESTORE_TID) {
 		sleep_ms(delay);
-		r = locked_step(dir, tgid, c, -1, &state, &new_state, true);
+		/* a process gone meanwhile has no state to answer with */
+		r = delay > 0 && task_tgid(c->pid) < 0 ? CUDA_ERROR_OPERATING_SYSTEM
+						       : locked_step(dir, tgid, c, -1, &state, &new_state, true);
 	} else {
 		r = locked_step(dir, tgid, c, -1, &state, &new_state, false);
 		if (r == CUDA_SUCCESS && c->op == OP_LOCK && c->lock_timeout_ms &&

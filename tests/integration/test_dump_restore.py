@@ -567,7 +567,7 @@ def test_one_kcheckpoint_at_a_time_per_process(tmp_path, cuda_env, workloads):
     first = slow_dump(cuda_env, 2000, "--leave-running", "-D", tmp_path / "a", w.pid)
     wait_locked(cuda_env, w.pid)
     p = run_kc(cuda_env, "dump", "-D", tmp_path / "b", w.pid, check=9)
-    assert "being dumped, restored or recovered by another kcheckpoint" in p.stderr, p.stderr
+    assert "being dumped, restored, recovered or asked about by another kcheckpoint" in p.stderr, p.stderr
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
     p = run_kc(cuda_env, "recover", w.pid, check=9)
     _, err = first.communicate(timeout=60)

@@ -532,11 +532,15 @@ def test_stop_marks_stay_for_recover_after_exit_10_and_go_when_a_dump_finds_it_r
 
 
 HOLDER = """
-import ctypes, sys, time
+import ctypes, os, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-if libc.ptrace(0x4206, int(sys.argv[1]), None, None) != 0:  # PTRACE_SEIZE, never continued
+tid = int(sys.argv[1])
+if libc.ptrace(0x4206, tid, None, None) != 0:  # PTRACE_SEIZE, never continued
     sys.exit("seize failed: %d" % ctypes.get_errno())
+if len(sys.argv) > 2:  # a running thread: PTRACE_INTERRUPT stops it
+    libc.ptrace(0x4207, tid, None, None)
+    os.waitpid(tid, 0x40000000)
 print("seized", flush=True)
 time.sleep(600)
 """
@@ -586,7 +590,7 @@ def test_the_driver_is_asked_about_a_stopped_process_through_its_restore_thread(
         st = state()
         assert (st["state"], st["process"]) == ("unknown", "stopped"), st
         r = run_kc(cuda_env, "dump", "--fill-threads", "1", "-D", tmp_path / "img2", w.pid, check=9, timeout=60)
-        assert f"its CUDA restore thread {helper} traced by pid {holder.pid}" in r.stderr, r.stderr
+        assert f"its thread {helper} traced by pid {holder.pid}" in r.stderr, r.stderr
         assert cuda_state(cuda_env, w.pid) == 0
     finally:
         holder.kill()
@@ -595,4 +599,84 @@ def test_the_driver_is_asked_about_a_stopped_process_through_its_restore_thread(
     os.kill(w.pid, signal.SIGCONT)
     assert_running_intact(cuda_env, w)
     assert w.probe()["checksum"] == before["checksum"]
+    w.kill()
+
+
+def test_holds_survive_what_users_and_debuggers_do_meanwhile(tmp_path, cuda_env, workloads):
+    """Hostile test of the holds: a signal waiting on a stopped process is
+    not delivered by its dump (a SIGCONT did: the dump killed it); a
+    SIGSTOP sent while the driver works does not leave it waiting forever;
+    a restore thread stopped by a debugger while the process runs is
+    'unknown' to state, and dump and recover refuse (exit 9) rather than
+    wait; a mask a killed state left blocked is put back by the next dump."""
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    before = w.probe()
+    helper = min(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)
+
+    def sigset(tid, field):
+        return int(thread_field(w.pid, tid, field), 16)
+
+    os.kill(w.pid, signal.SIGSTOP)
+    assert wait_state(w.pid, "T")
+    os.kill(w.pid, signal.SIGUSR1)  # waits while the process is stopped (a SIGTERM did the same)
+    run_kc(cuda_env, "dump", "--leave-running", "--fill-threads", "1", "-D", tmp_path / "img", w.pid, check=0,
+           timeout=60)
+    time.sleep(0.1)
+    assert proc_state(w.pid) == "T", "alive and stopped"
+    assert sigset(w.pid, "ShdPnd") & (1 << (signal.SIGUSR1 - 1)), "its signal still waits"
+    assert cuda_state(cuda_env, w.pid) == 0
+
+    # a SIGSTOP while the driver checkpoints (all threads held) or answers
+    for op, cmd in (("checkpoint", ["dump", "--leave-running", "--fill-threads", "1", "-D", tmp_path / "img2"]),
+                    ("get_state", ["state"])):
+        env = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS=f"{op}:1500")
+        p = subprocess.Popen([str(KC), *map(str, cmd), str(w.pid)], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.8)
+        os.kill(w.pid, signal.SIGSTOP)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0, (op, err)
+        time.sleep(0.1)
+        assert proc_state(w.pid) == "T" and thread_field(w.pid, helper, "State") == "T", op
+        assert sigset(helper, "SigBlk") == 0 and thread_field(w.pid, helper, "TracerPid") == "0", op
+
+    # state SIGKILLed while it holds the restore thread, the process then
+    # continued by its user: the next dump puts the thread's mask back
+    env = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="get_state:3000")
+    p = subprocess.Popen([str(KC), "state", str(w.pid)], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while not list((tmp_path / "run").glob("held-*")):
+        assert time.time() < deadline, "no hold"
+        time.sleep(0.02)
+    p.kill()
+    p.wait()
+    assert sigset(helper, "SigBlk") != 0
+    os.kill(w.pid, signal.SIGCONT)
+    time.sleep(0.1)
+    os.kill(w.pid, signal.SIGSTOP)
+    assert wait_state(w.pid, "T")
+    run_kc(cuda_env, "dump", "--leave-running", "--fill-threads", "1", "-D", tmp_path / "img3", w.pid, check=0,
+           timeout=60)
+    assert sigset(helper, "SigBlk") == 0, "its own mask back"
+    assert not list((tmp_path / "run").glob("held-*"))
+    os.kill(w.pid, signal.SIGKILL)
+    w.reap()
+
+    # a debugger stops the restore thread of a running process
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True, name="w2")
+    helper = min(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(helper), "interrupt"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "seized"
+        st = json.loads(run_kc(cuda_env, "state", "--json", w.pid, check=0, timeout=30).stdout)["processes"][0]
+        assert st["state"] == "unknown", st
+        run_kc(cuda_env, "dump", "--fill-threads", "1", "-D", tmp_path / "img4", w.pid, check=9, timeout=30)
+        run_kc(cuda_env, "recover", w.pid, check=9, timeout=30)
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert_running_intact(cuda_env, w)
     w.kill()
