@@ -2,6 +2,7 @@
 #ifndef KC_PROCTREE_H
 #define KC_PROCTREE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -33,12 +34,13 @@ void kc_proctree_cont(const pid_t *pids, size_t n);
  * (nothing held) where ptrace is not allowed or the thread is traced. */
 struct kc_held_thread {
 	pid_t tid;
-	uint64_t sigmask; /* its own, put back on release */
+	uint64_t sigmask;   /* its own, put back on release */
+	bool group_stopped; /* when seized: it stops again once let go */
 };
 int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **err);
 /* Stops it again, puts its signal mask back and detaches; the process
  * stays as it is otherwise (a caller that wants it stopped sends SIGSTOP
- * after). */
+ * after).  One seized in a group stop is back in it on return. */
 void kc_thread_release(const struct kc_held_thread *h);
 /* A held thread that a signal stopped meanwhile (SIGSTOP cannot be
  * blocked) is set running again; from the tracer's thread, often, while

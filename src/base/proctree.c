@@ -180,6 +180,7 @@ int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **e
 	bool seized;
 	uint64_t all = ~(uint64_t)0;
 	h->tid = tid;
+	h->group_stopped = kc_pid_state(tid) == 'T';
 	int rc = seize_stopped(tid, &seized);
 	if (!seized)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot trace thread %d", (int)tid);
@@ -206,6 +207,16 @@ void kc_thread_release(const struct kc_held_thread *h)
 	if (ptrace(PTRACE_INTERRUPT, h->tid, NULL, NULL) == 0 && wait_traced(h->tid) == 0)
 		ptrace(PTRACE_SETSIGMASK, h->tid, (void *)sizeof(h->sigmask), &h->sigmask);
 	ptrace(PTRACE_DETACH, h->tid, NULL, NULL);
+	/* it takes the group stop again on its way out of the ptrace-stop:
+	 * a caller that looks for stopped processes next (recover continues
+	 * them) must see it stopped, not running for a moment (1 in 2 runs
+	 * of a test missed it); a SIGCONT meanwhile ended the stop: bounded */
+	for (int i = 0; h->group_stopped && i < 200; i++) {
+		char st = kc_pid_state(h->tid);
+		if (st == 'T' || !st || st == 'Z' || st == 'X')
+			break;
+		sleep_ms(1);
+	}
 }
 
 void kc_thread_keep_running(const struct kc_held_thread *h)

@@ -526,6 +526,23 @@ pid_t kc_pid_tracer(pid_t pid)
 	return t ? (pid_t)atoi(t + 11) : 0;
 }
 
+pid_t kc_pid_tracer_any(pid_t pid)
+{
+	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);
+	DIR *d = opendir(task);
+	if (!d)
+		return kc_pid_tracer(pid);
+	pid_t t = 0;
+	struct dirent *de;
+	while (t <= 0 && (de = readdir(d))) {
+		pid_t tid = (pid_t)atoi(de->d_name);
+		if (tid > 0)
+			t = kc_pid_tracer(tid);
+	}
+	closedir(d);
+	return t;
+}
+
 bool kc_pid_is_kthread(pid_t pid)
 {
 	char path[64], buf[1024];

@@ -297,37 +297,6 @@ static int undo_restop(void *arg, struct kc_error **err)
 	return 0;
 }
 
-/* A driver call for kc_held_call: get_state of one pid, or a lock or
- * checkpoint of a set. */
-enum { STEP_STATE, STEP_LOCK, STEP_CHECKPOINT, STEP_RESTORE, STEP_UNLOCK };
-struct gpu_step {
-	int op;
-	const struct kc_backends *b;
-	pid_t pid;
-	enum kc_cuda_state *state;
-	const struct kc_gpu_set *set;
-	unsigned timeout_ms;
-	double *secs;
-	struct kc_gpu_set **done;
-};
-
-static int gpu_step_call(void *arg, struct kc_error **err)
-{
-	struct gpu_step *g = arg;
-	switch (g->op) {
-	case STEP_LOCK:
-		return kc_gpu_lock(g->set, g->timeout_ms, g->secs, g->done, err);
-	case STEP_CHECKPOINT:
-		return kc_gpu_checkpoint(g->set, g->secs, g->done, err);
-	case STEP_RESTORE:
-		return kc_gpu_restore(g->set, NULL, 0, NULL, NULL, err);
-	case STEP_UNLOCK:
-		return kc_gpu_unlock(g->set, NULL, NULL, err);
-	default:
-		return g->b->cuda->ops->get_state(g->b->cuda->h, g->pid, g->state, err);
-	}
-}
-
 /* The threads of stopped CUDA processes, running through ptrace for the
  * GPU stage (kc_hold_all_threads); let go before "stop again" runs. */
 struct all_hold {
@@ -350,7 +319,7 @@ static int undo_all_hold(void *arg, struct kc_error **err)
  * the driver needs its restore thread running: that one runs alone
  * meanwhile, as in a restore.  Where all its threads already run held
  * (a rollback of the GPU stage) that hold is already what it needs. */
-static int gpu_undo_step(struct kc_gpu_set *set, int op, struct kc_error **err)
+static int gpu_undo_step(struct kc_gpu_set *set, enum kc_gpu_op op, struct kc_error **err)
 {
 	_cleanup_free_ struct kc_gpu_set *stopped = kc_gpu_set_new(set->b, set->n);
 	_cleanup_free_ struct kc_gpu_set *none = kc_gpu_set_new(set->b, 0);
@@ -364,20 +333,20 @@ static int gpu_undo_step(struct kc_gpu_set *set, int op, struct kc_error **err)
 		kc_error_free(why); /* then the driver answers for itself */
 		kc_release_threads(held, &n_held);
 	}
-	struct gpu_step gs = {.op = op, .set = set};
-	int rc = kc_held_call(held, n_held, gpu_step_call, &gs, err);
+	struct kc_gpu_step gs = {.op = op, .set = set};
+	int rc = kc_held_call(held, n_held, kc_gpu_step_call, &gs, err);
 	kc_release_threads(held, &n_held);
 	return rc;
 }
 
 static int undo_gpu_restore(void *arg, struct kc_error **err)
 {
-	return gpu_undo_step(arg, STEP_RESTORE, err);
+	return gpu_undo_step(arg, KC_GPU_RESTORE, err);
 }
 
 static int undo_gpu_unlock(void *arg, struct kc_error **err)
 {
-	return gpu_undo_step(arg, STEP_UNLOCK, err);
+	return gpu_undo_step(arg, KC_GPU_UNLOCK, err);
 }
 
 static struct kc_manifest_proc *add_proc(struct kc_manifest *m, pid_t pid, pid_t ppid)
@@ -578,8 +547,8 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 			kc_error_prefix(err, "CUDA state of pid %d", (int)pids[i]);
 			goto out;
 		}
-		struct gpu_step gs = {.b = b, .pid = pids[i], .state = &st};
-		int sr = kc_held_call(held, n_held, gpu_step_call, &gs, &e);
+		struct kc_gpu_step gs = {.op = KC_GPU_STATE, .b = b, .pid = pids[i], .state = &st};
+		int sr = kc_held_call(held, n_held, kc_gpu_step_call, &gs, &e);
 		kc_release_threads(held, &n_held);
 		if (sr < 0) {
 			/* a child that exited since we listed it is no longer ours to dump */
@@ -631,9 +600,9 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 	if (to_lock->n || to_ckpt->n) {
 		struct kc_gpu_set *locked = NULL;
 		double t0 = kc_now();
-		struct gpu_step gs = {.set = to_lock, .timeout_ms = o->lock_timeout_ms, .secs = secs, .done = &locked,
-				      .op = STEP_LOCK};
-		int lr = kc_held_call(ah->h, ah->n, gpu_step_call, &gs, err);
+		struct kc_gpu_step gs = {
+			.op = KC_GPU_LOCK, .set = to_lock, .timeout_ms = o->lock_timeout_ms, .secs = secs, .done = &locked};
+		int lr = kc_held_call(ah->h, ah->n, kc_gpu_step_call, &gs, err);
 		for (size_t i = 0; i < to_lock->n; i++)
 			for (size_t j = 0; j < m->n_procs; j++)
 				if (m->procs[j].pid == to_lock->pids[i])
@@ -648,8 +617,8 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 		struct kc_gpu_set *ckpt = NULL;
 		struct kc_progress *pg = kc_progress_start("gpu-checkpoint", NULL, NULL);
 		t0 = kc_now();
-		gs = (struct gpu_step){.set = to_ckpt, .secs = secs, .done = &ckpt, .op = STEP_CHECKPOINT};
-		int cr = kc_held_call(ah->h, ah->n, gpu_step_call, &gs, err);
+		gs = (struct kc_gpu_step){.op = KC_GPU_CHECKPOINT, .set = to_ckpt, .secs = secs, .done = &ckpt};
+		int cr = kc_held_call(ah->h, ah->n, kc_gpu_step_call, &gs, err);
 		kc_progress_stop(pg);
 		for (size_t i = 0; i < to_ckpt->n; i++)
 			for (size_t j = 0; j < m->n_procs; j++)

@@ -82,8 +82,22 @@ int kc_gpu_unlock(const struct kc_gpu_set *set, double *secs, struct kc_gpu_set 
 	return run_stage(set, do_unlock, NULL, secs, done, err);
 }
 
-int kc_gpu_undo_unlock(void *arg, struct kc_error **err)
+int kc_gpu_step_call(void *arg, struct kc_error **err)
 {
-	return kc_gpu_unlock(arg, NULL, NULL, err);
+	const struct kc_gpu_step *g = arg;
+	switch (g->op) {
+	case KC_GPU_LOCK:
+		return kc_gpu_lock(g->set, g->timeout_ms, g->secs, g->done, err);
+	case KC_GPU_CHECKPOINT:
+		return kc_gpu_checkpoint(g->set, g->secs, g->done, err);
+	case KC_GPU_RESTORE:
+		return kc_gpu_restore(g->set, g->pairs, g->n_pairs, g->secs, g->done, err);
+	case KC_GPU_UNLOCK:
+		return kc_gpu_unlock(g->set, g->secs, g->done, err);
+	case KC_GPU_STATE:
+	default:
+		return g->b->cuda->ops->get_state(g->b->cuda->h, g->pid, g->state, err);
+	}
 }
+
 

@@ -24,7 +24,21 @@ int kc_gpu_restore(const struct kc_gpu_set *set, const struct kc_gpu_pair *pairs
 int kc_gpu_unlock(const struct kc_gpu_set *set, double *secs, struct kc_gpu_set **done,
 		  struct kc_error **err);
 
-/* kc_undo_fn adapters; arg is a struct kc_gpu_set *. */
-int kc_gpu_undo_unlock(void *arg, struct kc_error **err);
+/* One driver step, for kc_held_call (hold.c): the state of one pid, or a
+ * step on a set with the arguments above. */
+enum kc_gpu_op { KC_GPU_STATE, KC_GPU_LOCK, KC_GPU_CHECKPOINT, KC_GPU_RESTORE, KC_GPU_UNLOCK };
+struct kc_gpu_step {
+	enum kc_gpu_op op;
+	const struct kc_backends *b; /* KC_GPU_STATE: pid's state goes to *state */
+	pid_t pid;
+	enum kc_cuda_state *state;
+	const struct kc_gpu_set *set;
+	unsigned timeout_ms;
+	const struct kc_gpu_pair *pairs;
+	size_t n_pairs;
+	double *secs;
+	struct kc_gpu_set **done;
+};
+int kc_gpu_step_call(void *arg, struct kc_error **err);
 
 #endif

@@ -179,8 +179,7 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 	return 0;
 }
 
-/* Whether a thread of pid is stopped (group stop, or a tracer's stop) */
-static bool a_thread_stopped(pid_t pid)
+bool kc_needs_hold(pid_t pid)
 {
 	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);
 	DIR *d = opendir(task);
@@ -210,17 +209,12 @@ static int traced_by_another(pid_t pid, pid_t tid, struct kc_error **err)
 			    (int)pid, (int)tid, (int)tracer, comm);
 }
 
-bool kc_needs_hold(pid_t pid)
-{
-	return a_thread_stopped(pid);
-}
-
 int kc_hold_if_stopped(const struct kc_backends *b, pid_t pid, struct kc_held_thread *held, size_t *n_held,
 		       struct kc_error **err)
 {
 	/* a thread stopped while the process runs (a debugger's non-stop
 	 * mode) may be the restore thread as well */
-	if (!b->cuda || !b->cuda->ops->get_restore_tid || !a_thread_stopped(pid))
+	if (!b->cuda || !b->cuda->ops->get_restore_tid || !kc_needs_hold(pid))
 		return 0;
 	/* the one call the driver answers without that thread (run 36) */
 	int tid = 0;

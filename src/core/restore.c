@@ -124,22 +124,6 @@ static int undo_discard(void *arg, struct kc_error **err)
 	return kc_proctree_kill(pids, n, KC_KILL_EXITED, 10000, err);
 }
 
-/* The GPU restore or unlock, for kc_held_call: the held restore threads
- * are kept running meanwhile (a SIGSTOP would leave the driver waiting). */
-struct gpu_call {
-	const struct kc_gpu_set *set;
-	const struct kc_gpu_pair *pairs;
-	size_t n_pairs;
-	bool unlock;
-};
-
-static int gpu_restore_call(void *arg, struct kc_error **err)
-{
-	struct gpu_call *c = arg;
-	return c->unlock ? kc_gpu_unlock(c->set, NULL, NULL, err)
-			 : kc_gpu_restore(c->set, c->pairs, c->n_pairs, NULL, NULL, err);
-}
-
 static uint64_t pages_bytes(const struct kc_report *r, const char *dir)
 {
 	if (r->criu.have_restore && r->criu.pages_restored)
@@ -501,8 +485,10 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (to_restore->n) {
 		struct kc_progress *gp = kc_progress_start("gpu-restore", NULL, NULL);
 		t0 = kc_now();
-		struct gpu_call gc = {.set = to_restore, .pairs = pairs, .n_pairs = n_pairs};
-		int gr = kc_held_call(held, n_held, gpu_restore_call, &gc, err);
+		/* the held restore threads kept running (a SIGSTOP meanwhile
+		 * would leave the driver waiting for one) */
+		struct kc_gpu_step gs = {.op = KC_GPU_RESTORE, .set = to_restore, .pairs = pairs, .n_pairs = n_pairs};
+		int gr = kc_held_call(held, n_held, kc_gpu_step_call, &gs, err);
 		kc_progress_stop(gp);
 		kc_report_add(r, "gpu-restore", kc_now() - t0, m->vram_bytes);
 		if (gr < 0 || kc_check_interrupted(err) < 0) {
@@ -510,8 +496,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			goto rollback;
 		}
 		t0 = kc_now();
-		gc = (struct gpu_call){.set = to_unlock, .unlock = true};
-		if (kc_held_call(held, n_held, gpu_restore_call, &gc, err) < 0) {
+		gs = (struct kc_gpu_step){.op = KC_GPU_UNLOCK, .set = to_unlock};
+		if (kc_held_call(held, n_held, kc_gpu_step_call, &gs, err) < 0) {
 			kc_error_prefix(err, "GPU unlock");
 			goto rollback;
 		}

@@ -14,18 +14,6 @@
 #include "kc/util.h"
 #include "orchestrator_int.h"
 
-struct ask {
-	const struct kc_backends *b;
-	pid_t pid;
-	enum kc_cuda_state *state;
-};
-
-static int get_state_call(void *arg, struct kc_error **err)
-{
-	struct ask *a = arg;
-	return a->b->cuda->ops->get_state(a->b->cuda->h, a->pid, a->state, err);
-}
-
 /*
  * What the driver says of one process.  It answers for a CUDA process only
  * through the process' restore thread (all but that thread's id: run 36),
@@ -61,9 +49,9 @@ static int ask_driver(const struct kc_backends *b, pid_t pid, bool locked, bool 
 		}
 	}
 	s->restore_tid = tid;
-	struct ask a = {.b = b, .pid = pid, .state = &s->state};
+	struct kc_gpu_step a = {.op = KC_GPU_STATE, .b = b, .pid = pid, .state = &s->state};
 	if (!care) {
-		if (get_state_call(&a, &e) == 0)
+		if (kc_gpu_step_call(&a, &e) == 0)
 			return 0;
 	} else {
 		if (kc_fillmark_blocks(pid)) {
@@ -83,7 +71,7 @@ static int ask_driver(const struct kc_backends *b, pid_t pid, bool locked, bool 
 			s->state = KC_CUDA_UNKNOWN;
 			return 0;
 		}
-		int r = kc_held_call(held, n_held, get_state_call, &a, &e);
+		int r = kc_held_call(held, n_held, kc_gpu_step_call, &a, &e);
 		kc_release_threads(held, &n_held);
 		kc_pids_unlock(steal_ptr(lock), 1);
 		if (r == 0)
@@ -162,9 +150,10 @@ static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *p
 			  struct kc_proc_state **out, size_t *n, struct kc_error **err)
 {
 	/* a dump killed while CRIU ran leaves CRIU running on: whatever we
-	 * resume now, it stops again when CRIU finishes */
+	 * resume now, it stops again when CRIU finishes; a debugger on any
+	 * thread keeps what it stopped */
 	for (size_t i = 0; i < np; i++) {
-		pid_t t = kc_pid_tracer(pids[i]);
+		pid_t t = kc_pid_tracer_any(pids[i]);
 		if (t > 0) {
 			char comm[64];
 			kc_pid_comm(t, comm, sizeof(comm));
@@ -204,35 +193,60 @@ static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *p
 	if (b->criu && b->criu->ops->unlock_network && b->criu->ops->unlock_network(b->criu->h, pids, np, err) < 0)
 		return kc_error_prefix(err, "unlock TCP connections");
 	/* a restore killed while it held restore threads left their signals
-	 * blocked; a stopped process cannot serve the driver's restore thread,
-	 * and a dump killed after CRIU may have left the others stopped too
-	 * (continued, not held alone as restore does: see docs/INTERNALS.md) */
-	for (size_t i = 0; i < np; i++) {
+	 * blocked */
+	for (size_t i = 0; i < np; i++)
 		kc_holdmark_undo(pids[i]);
-		if (kc_pid_state(pids[i]) == 'T')
-			kc_proctree_cont(&pids[i], 1);
-	}
+	/* GPUs first, the tree still as it is: a stopped process' restore
+	 * thread runs alone for it, as in a restore (a SIGCONT would deliver
+	 * the signals waiting for a process its user stopped: a SIGTERM killed
+	 * one, hostile test), kept running while the driver works */
 	if (ckpt->n || locked->n) {
 		if (!b->cuda) /* cannot happen: their state came from the driver */
 			return kc_error_set(err, KC_EXIT_GPU, 0, "no CUDA driver loaded");
+		_cleanup_free_ struct kc_gpu_set *ckpt_st = kc_gpu_set_new(b, ns);
+		_cleanup_free_ struct kc_gpu_set *locked_st = kc_gpu_set_new(b, ns);
+		for (size_t i = 0; i < ckpt->n; i++)
+			if (kc_needs_hold(ckpt->pids[i]))
+				ckpt_st->pids[ckpt_st->n++] = ckpt->pids[i];
+		for (size_t i = 0; i < locked->n; i++)
+			if (kc_needs_hold(locked->pids[i]))
+				locked_st->pids[locked_st->n++] = locked->pids[i];
+		_cleanup_free_ struct kc_held_thread *held = NULL;
+		size_t n_held = 0;
+		if ((ckpt_st->n || locked_st->n) &&
+		    kc_hold_restore_threads(b, ckpt_st, locked_st, &held, &n_held, err) < 0) {
+			kc_release_threads(held, &n_held);
+			return kc_error_prefix(err, "run the restore threads of the stopped processes");
+		}
 		struct kc_progress *gp = kc_progress_start("gpu-restore", NULL, NULL);
-		int rc = kc_gpu_restore(ckpt, NULL, 0, NULL, NULL, err) < 0 ? kc_error_prefix(err, "GPU restore")
-			 : kc_gpu_unlock(locked, NULL, NULL, err) < 0  ? kc_error_prefix(err, "GPU unlock")
-								       : 0;
+		struct kc_gpu_step rs = {.op = KC_GPU_RESTORE, .set = ckpt}, un = {.op = KC_GPU_UNLOCK, .set = locked};
+		int rc = kc_held_call(held, n_held, kc_gpu_step_call, &rs, err) < 0 ? kc_error_prefix(err, "GPU restore")
+			 : kc_held_call(held, n_held, kc_gpu_step_call, &un, err) < 0 ? kc_error_prefix(err, "GPU unlock")
+											 : 0;
 		kc_progress_stop(gp);
+		kc_release_threads(held, &n_held);
 		if (rc < 0)
 			return -1;
 	}
-	/* stopped before a dump, or when dumped, and left running by a dump
-	 * or restore that was killed before it stopped them again */
-	for (size_t i = 0; i < np; i++)
-		if (kc_stopmark_take(pids[i])) {
-			kill(pids[i], SIGSTOP);
-			/* so the report below says so (hostile test: 1 in 5 said running) */
-			for (int w = 0; w < 500 && kc_pid_state(pids[i]) != 'T' && kc_pid_alive(pids[i]); w++) {
-				struct timespec ts = {0, 2000000L};
-				nanosleep(&ts, NULL);
-			}
+	/* then the tree runs, but for processes stopped before a dump, or
+	 * when dumped (their stop marks): a dump or restore killed before it
+	 * stopped them again leaves them running, so they are stopped */
+	for (size_t i = 0; i < np; i++) {
+		char ps = kc_pid_state(pids[i]);
+		bool stopped = ps == 'T' || ps == 't';
+		if (!kc_stopmark_take(pids[i])) {
+			if (stopped)
+				kc_proctree_cont(&pids[i], 1);
+			continue;
 		}
+		if (stopped)
+			continue;
+		kill(pids[i], SIGSTOP);
+		/* so the report below says so (hostile test: 1 in 5 said running) */
+		for (int w = 0; w < 500 && kc_pid_state(pids[i]) != 'T' && kc_pid_alive(pids[i]); w++) {
+			struct timespec ts = {0, 2000000L};
+			nanosleep(&ts, NULL);
+		}
+	}
 	return tree_state(pid, b, true, true, out, n, err);
 }

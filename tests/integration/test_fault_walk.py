@@ -680,3 +680,42 @@ def test_holds_survive_what_users_and_debuggers_do_meanwhile(tmp_path, cuda_env,
     time.sleep(0.1)
     assert_running_intact(cuda_env, w)
     w.kill()
+
+
+def test_recover_of_a_stopped_process_keeps_it_stopped_with_its_signals(tmp_path, cuda_env, workloads):
+    """A dump of a process its user stopped, SIGKILLed after CRIU: recover
+    restores its GPU through the restore thread alone and leaves it
+    stopped, its waiting signal still waiting (a SIGCONT delivered it: a
+    SIGTERM killed the process, hostile test); a SIGSTOP sent while the
+    driver restores does not leave recover waiting for ever."""
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    before = w.probe()
+    helper = min(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)
+    os.kill(w.pid, signal.SIGSTOP)
+    assert wait_state(w.pid, "T")
+    os.kill(w.pid, signal.SIGUSR1)
+    for n, stage in enumerate(["memory-read", "criu-dump"]):
+        p = start_paused(cuda_env, tmp_path, stage, "dump", "--fill-threads", "1", "-D", tmp_path / f"img{n}", w.pid)
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=60)
+        env = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="restore:1500")
+        r = subprocess.Popen([str(KC), "recover", str(w.pid)], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.8)
+        os.kill(w.pid, signal.SIGSTOP)
+        out, err = r.communicate(timeout=60)
+        if r.returncode == 9:  # the killed dump's CRIU still at work
+            assert recover_until_done(cuda_env, w.pid).returncode == 0
+        else:
+            assert r.returncode == 0, (stage, err)
+        assert cuda_state(cuda_env, w.pid) == 0, stage
+        time.sleep(0.1)
+        assert proc_state(w.pid) == "T", stage
+        assert int(thread_field(w.pid, w.pid, "ShdPnd"), 16) & (1 << (signal.SIGUSR1 - 1)), stage
+        for t in (w.pid, helper):
+            assert thread_field(w.pid, t, "TracerPid") == "0" and int(thread_field(w.pid, t, "SigBlk"), 16) == 0
+        assert not list((tmp_path / "run").glob("stopped-*")) and not list((tmp_path / "run").glob("held-*"))
+    os.kill(w.pid, signal.SIGCONT)
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
+    w.kill()
