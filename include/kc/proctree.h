@@ -42,10 +42,19 @@ int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **e
  * stays as it is otherwise (a caller that wants it stopped sends SIGSTOP
  * after).  One seized in a group stop is back in it on return. */
 void kc_thread_release(const struct kc_held_thread *h);
+/* As kc_thread_run_alone, and threads it creates are traced too (their
+ * creation comes out of kc_thread_keep_running): they inherit its blocked
+ * signals, which must not stay theirs. */
+int kc_thread_run_traced(pid_t tid, struct kc_held_thread *h, struct kc_error **err);
+/* A thread so created, now traced: held as its creator is, with the
+ * creator's own mask to get back (own). */
+int kc_thread_adopt(pid_t tid, uint64_t own, struct kc_held_thread *h);
 /* A held thread that a signal stopped meanwhile (SIGSTOP cannot be
  * blocked) is set running again; from the tracer's thread, often, while
- * the driver waits for it (the held thread is what serves the driver). */
-void kc_thread_keep_running(const struct kc_held_thread *h);
+ * the driver waits for it (the held thread is what serves the driver).
+ * Returns the id of a thread it created meanwhile (kc_thread_run_traced),
+ * else 0. */
+pid_t kc_thread_keep_running(const struct kc_held_thread *h);
 /* Puts mask back on a thread nobody traces (one a killed kcheckpoint held):
  * seized, stopped, changed, detached. */
 int kc_thread_set_sigmask(pid_t tid, uint64_t mask, struct kc_error **err);

@@ -142,10 +142,10 @@ static int wait_traced(pid_t tid)
  * seized (the kernel re-reports it); only a running one needs the
  * interrupt, and one sent to a trapped thread would trap it again after
  * PTRACE_CONT. */
-static int seize_stopped(pid_t tid, bool *seized)
+static int seize_stopped(pid_t tid, long opts, bool *seized)
 {
 	bool stopped = kc_pid_state(tid) == 'T';
-	*seized = ptrace(PTRACE_SEIZE, tid, NULL, NULL) == 0;
+	*seized = ptrace(PTRACE_SEIZE, tid, NULL, (void *)opts) == 0;
 	if (!*seized)
 		return -1;
 	errno = 0;
@@ -175,13 +175,13 @@ static bool sigstop_pending(pid_t tid)
 	return pending & 1ull << (SIGSTOP - 1);
 }
 
-int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **err)
+static int run_alone(pid_t tid, long opts, struct kc_held_thread *h, struct kc_error **err)
 {
 	bool seized;
 	uint64_t all = ~(uint64_t)0;
 	h->tid = tid;
 	h->group_stopped = kc_pid_state(tid) == 'T';
-	int rc = seize_stopped(tid, &seized);
+	int rc = seize_stopped(tid, opts, &seized);
 	if (!seized)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot trace thread %d", (int)tid);
 	/* a SIGSTOP already pending cannot be blocked: the thread would take
@@ -201,11 +201,33 @@ int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **e
 	return 0;
 }
 
+int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **err)
+{
+	return run_alone(tid, 0, h, err);
+}
+
+int kc_thread_run_traced(pid_t tid, struct kc_held_thread *h, struct kc_error **err)
+{
+	return run_alone(tid, PTRACE_O_TRACECLONE, h, err);
+}
+
+int kc_thread_adopt(pid_t tid, uint64_t own, struct kc_held_thread *h)
+{
+	/* it starts in a ptrace-stop of its own, with its creator's mask
+	 * (all blocked), and stops with the group once let go */
+	*h = (struct kc_held_thread){.tid = tid, .sigmask = own, .group_stopped = true};
+	return wait_traced(tid) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0 ? -1 : 0;
+}
+
 void kc_thread_release(const struct kc_held_thread *h)
 {
 	/* a running tracee must be in a ptrace-stop to be changed and detached */
-	if (ptrace(PTRACE_INTERRUPT, h->tid, NULL, NULL) == 0 && wait_traced(h->tid) == 0)
+	if (ptrace(PTRACE_INTERRUPT, h->tid, NULL, NULL) == 0 && wait_traced(h->tid) == 0) {
 		ptrace(PTRACE_SETSIGMASK, h->tid, (void *)sizeof(h->sigmask), &h->sigmask);
+	} else {
+		int st; /* exited: a traced thread waits for its tracer to reap it */
+		waitpid(h->tid, &st, __WALL | WNOHANG);
+	}
 	ptrace(PTRACE_DETACH, h->tid, NULL, NULL);
 	/* it takes the group stop again on its way out of the ptrace-stop:
 	 * a caller that looks for stopped processes next (recover continues
@@ -219,23 +241,27 @@ void kc_thread_release(const struct kc_held_thread *h)
 	}
 }
 
-void kc_thread_keep_running(const struct kc_held_thread *h)
+pid_t kc_thread_keep_running(const struct kc_held_thread *h)
 {
 	int st;
 	if (waitpid(h->tid, &st, __WALL | WNOHANG) != h->tid || !WIFSTOPPED(st))
-		return;
+		return 0;
 	/* a stop signal sent meanwhile (its signals are blocked, but SIGSTOP
 	 * cannot be), or the group stop it starts: dropped, the process is
 	 * stopped anyway and stays so once let go */
 	int sig = WSTOPSIG(st), event = (unsigned)st >> 16;
+	unsigned long child = 0;
+	if (event == PTRACE_EVENT_CLONE)
+		ptrace(PTRACE_GETEVENTMSG, h->tid, NULL, &child);
 	bool stop = event || sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 	ptrace(PTRACE_CONT, h->tid, NULL, (void *)(long)(stop ? 0 : sig));
+	return (pid_t)child;
 }
 
 int kc_thread_set_sigmask(pid_t tid, uint64_t mask, struct kc_error **err)
 {
 	bool seized;
-	int rc = seize_stopped(tid, &seized);
+	int rc = seize_stopped(tid, 0, &seized);
 	if (!seized)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot trace thread %d", (int)tid);
 	if (rc < 0 || ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(mask), &mask) < 0)

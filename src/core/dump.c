@@ -308,6 +308,7 @@ static int undo_all_hold(void *arg, struct kc_error **err)
 {
 	(void)err;
 	struct all_hold *a = arg;
+	kc_held_settle(&a->h, &a->n);
 	kc_release_threads(a->h, &a->n);
 	free(a->h);
 	a->h = NULL;
@@ -334,7 +335,7 @@ static int gpu_undo_step(struct kc_gpu_set *set, enum kc_gpu_op op, struct kc_er
 		kc_release_threads(held, &n_held);
 	}
 	struct kc_gpu_step gs = {.op = op, .set = set};
-	int rc = kc_held_call(held, n_held, kc_gpu_step_call, &gs, err);
+	int rc = kc_held_call(&held, &n_held, kc_gpu_step_call, &gs, err);
 	kc_release_threads(held, &n_held);
 	return rc;
 }
@@ -548,7 +549,8 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 			goto out;
 		}
 		struct kc_gpu_step gs = {.op = KC_GPU_STATE, .b = b, .pid = pids[i], .state = &st};
-		int sr = kc_held_call(held, n_held, kc_gpu_step_call, &gs, &e);
+		struct kc_held_thread *hp = held; /* no thread is created: not realloc'ed */
+		int sr = kc_held_call(&hp, &n_held, kc_gpu_step_call, &gs, &e);
 		kc_release_threads(held, &n_held);
 		if (sr < 0) {
 			/* a child that exited since we listed it is no longer ours to dump */
@@ -602,7 +604,7 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 		double t0 = kc_now();
 		struct kc_gpu_step gs = {
 			.op = KC_GPU_LOCK, .set = to_lock, .timeout_ms = o->lock_timeout_ms, .secs = secs, .done = &locked};
-		int lr = kc_held_call(ah->h, ah->n, kc_gpu_step_call, &gs, err);
+		int lr = kc_held_call(&ah->h, &ah->n, kc_gpu_step_call, &gs, err);
 		for (size_t i = 0; i < to_lock->n; i++)
 			for (size_t j = 0; j < m->n_procs; j++)
 				if (m->procs[j].pid == to_lock->pids[i])
@@ -618,7 +620,7 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 		struct kc_progress *pg = kc_progress_start("gpu-checkpoint", NULL, NULL);
 		t0 = kc_now();
 		gs = (struct kc_gpu_step){.op = KC_GPU_CHECKPOINT, .set = to_ckpt, .secs = secs, .done = &ckpt};
-		int cr = kc_held_call(ah->h, ah->n, kc_gpu_step_call, &gs, err);
+		int cr = kc_held_call(&ah->h, &ah->n, kc_gpu_step_call, &gs, err);
 		kc_progress_stop(pg);
 		for (size_t i = 0; i < to_ckpt->n; i++)
 			for (size_t j = 0; j < m->n_procs; j++)
@@ -634,6 +636,7 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 			goto rollback;
 	}
 	/* CRIU seizes every thread now */
+	kc_held_settle(&ah->h, &ah->n);
 	kc_release_threads(ah->h, &ah->n);
 	free(ah->h);
 	ah->h = NULL;

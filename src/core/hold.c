@@ -123,11 +123,11 @@ static bool is_held(const struct kc_held_thread *held, size_t n, pid_t tid)
 /* tid runs alone, its mask kept where recover finds it (or not held).
  * A mark a killed kcheckpoint left for it holds the thread's own mask
  * (the one it has now is that hold's): that one is kept and put back. */
-static int hold_one(pid_t tid, struct kc_held_thread *h, struct kc_error **err)
+static int hold_one(pid_t tid, bool clones, struct kc_held_thread *h, struct kc_error **err)
 {
 	uint64_t own;
 	bool marked = holdmark_read(tid, &own);
-	if (kc_thread_run_alone(tid, h, err) < 0)
+	if ((clones ? kc_thread_run_traced(tid, h, err) : kc_thread_run_alone(tid, h, err)) < 0)
 		return -1;
 	if (marked)
 		h->sigmask = own;
@@ -172,7 +172,7 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 				struct timespec ts = {0, 1000000L};
 				nanosleep(&ts, NULL);
 			}
-			if (hold_one(tid, &(*held)[*n_held], err) < 0)
+			if (hold_one(tid, false, &(*held)[*n_held], err) < 0)
 				return -1;
 			(*n_held)++;
 		}
@@ -234,7 +234,7 @@ int kc_hold_if_stopped(const struct kc_backends *b, pid_t pid, struct kc_held_th
 		return 0;
 	if (traced_by_another(pid, tid, err) < 0)
 		return -1;
-	if (hold_one(tid, &held[*n_held], err) < 0)
+	if (hold_one(tid, false, &held[*n_held], err) < 0)
 		return -1;
 	(*n_held)++;
 	return 0;
@@ -252,13 +252,15 @@ int kc_hold_all_threads(pid_t pid, struct kc_held_thread **held, size_t *n_held,
 	int rc = 0;
 	while (rc == 0 && (de = readdir(d))) {
 		pid_t tid = (pid_t)atoi(de->d_name);
-		if (tid <= 0 || is_held(*held, *n_held, tid))
+		/* one a held thread created since is ours already: its
+		 * creator's report of it has it held (kc_held_settle) */
+		if (tid <= 0 || is_held(*held, *n_held, tid) || kc_pid_tracer(tid) == getpid())
 			continue;
 		if (*n_held == cap) {
 			cap *= 2;
 			*held = kc_xrealloc(*held, cap * sizeof(**held));
 		}
-		rc = traced_by_another(pid, tid, err) < 0 || hold_one(tid, &(*held)[*n_held], err) < 0 ? -1 : 0;
+		rc = traced_by_another(pid, tid, err) < 0 || hold_one(tid, true, &(*held)[*n_held], err) < 0 ? -1 : 0;
 		if (rc == 0)
 			(*n_held)++;
 	}
@@ -282,17 +284,33 @@ static void *held_call_main(void *p)
 	return NULL;
 }
 
-int kc_held_call(const struct kc_held_thread *held, size_t n_held, int (*fn)(void *arg, struct kc_error **err),
+void kc_held_settle(struct kc_held_thread **held, size_t *n_held)
+{
+	for (size_t i = 0; i < *n_held; i++) {
+		pid_t child = kc_thread_keep_running(&(*held)[i]);
+		if (child <= 0)
+			continue;
+		/* a thread created meanwhile has its creator's blocked signals:
+		 * held too, to get the creator's own */
+		uint64_t own = (*held)[i].sigmask;
+		*held = kc_xrealloc(*held, (*n_held + 1) * sizeof(**held));
+		struct kc_held_thread *h = &(*held)[*n_held];
+		(void)kc_thread_adopt(child, own, h); /* one gone already is reaped when let go */
+		(void)holdmark_set(h, NULL);
+		(*n_held)++;
+	}
+}
+
+int kc_held_call(struct kc_held_thread **held, size_t *n_held, int (*fn)(void *arg, struct kc_error **err),
 		 void *arg, struct kc_error **err)
 {
 	struct held_call c = {.fn = fn, .arg = arg};
 	pthread_t t;
-	if (!n_held || kc_thread_start(&t, held_call_main, &c) != 0)
+	if (!*n_held || kc_thread_start(&t, held_call_main, &c) != 0)
 		return fn(arg, err);
 	/* ptrace requests come from the tracer's own thread: this one */
 	while (!atomic_load(&c.done)) {
-		for (size_t i = 0; i < n_held; i++)
-			kc_thread_keep_running(&held[i]);
+		kc_held_settle(held, n_held);
 		struct timespec ts = {0, 2000000L};
 		nanosleep(&ts, NULL);
 	}

@@ -99,14 +99,20 @@ bool kc_needs_hold(pid_t pid);
 /* Every thread of pid runs through ptrace, signals blocked, while its
  * process stays stopped (no SIGCONT: no handler runs, and a signal that
  * waits stays waiting): a lock or checkpoint needs the whole process
- * (run 37).  Appended to *held (realloc'ed); on failure the ones held so
- * far are there too. */
+ * (run 37).  Threads they create are traced too, and held by
+ * kc_held_call.  Appended to *held (realloc'ed); on failure the ones held
+ * so far are there too. */
 int kc_hold_all_threads(pid_t pid, struct kc_held_thread **held, size_t *n_held, struct kc_error **err);
 /* fn(arg) in a thread of its own while this one, the tracer, keeps the
  * held threads running: a SIGSTOP sent meanwhile would stop one, and the
- * driver would wait for it forever. */
-int kc_held_call(const struct kc_held_thread *held, size_t n_held, int (*fn)(void *arg, struct kc_error **err),
+ * driver would wait for it forever.  Threads that held ones create
+ * meanwhile (kc_hold_all_threads traces them) are appended to *held,
+ * which must then be malloc'ed. */
+int kc_held_call(struct kc_held_thread **held, size_t *n_held, int (*fn)(void *arg, struct kc_error **err),
 		 void *arg, struct kc_error **err);
+/* What kc_held_call does between two looks: stopped held threads
+ * continued, created ones appended; before letting go of them too. */
+void kc_held_settle(struct kc_held_thread **held, size_t *n_held);
 
 /* GPU devices a process still has open or mapped (gpu_devices.c). */
 struct kc_gpu_dev_use {

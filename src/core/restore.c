@@ -488,7 +488,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		/* the held restore threads kept running (a SIGSTOP meanwhile
 		 * would leave the driver waiting for one) */
 		struct kc_gpu_step gs = {.op = KC_GPU_RESTORE, .set = to_restore, .pairs = pairs, .n_pairs = n_pairs};
-		int gr = kc_held_call(held, n_held, kc_gpu_step_call, &gs, err);
+		int gr = kc_held_call(&held, &n_held, kc_gpu_step_call, &gs, err);
 		kc_progress_stop(gp);
 		kc_report_add(r, "gpu-restore", kc_now() - t0, m->vram_bytes);
 		if (gr < 0 || kc_check_interrupted(err) < 0) {
@@ -497,7 +497,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		}
 		t0 = kc_now();
 		gs = (struct kc_gpu_step){.op = KC_GPU_UNLOCK, .set = to_unlock};
-		if (kc_held_call(held, n_held, kc_gpu_step_call, &gs, err) < 0) {
+		if (kc_held_call(&held, &n_held, kc_gpu_step_call, &gs, err) < 0) {
 			kc_error_prefix(err, "GPU unlock");
 			goto rollback;
 		}

@@ -71,7 +71,8 @@ static int ask_driver(const struct kc_backends *b, pid_t pid, bool locked, bool 
 			s->state = KC_CUDA_UNKNOWN;
 			return 0;
 		}
-		int r = kc_held_call(held, n_held, kc_gpu_step_call, &a, &e);
+		struct kc_held_thread *hp = held; /* no thread is created: not realloc'ed */
+		int r = kc_held_call(&hp, &n_held, kc_gpu_step_call, &a, &e);
 		kc_release_threads(held, &n_held);
 		kc_pids_unlock(steal_ptr(lock), 1);
 		if (r == 0)
@@ -213,15 +214,21 @@ static int recover_locked(pid_t pid, const struct kc_backends *b, const pid_t *p
 				locked_st->pids[locked_st->n++] = locked->pids[i];
 		_cleanup_free_ struct kc_held_thread *held = NULL;
 		size_t n_held = 0;
+		struct kc_error *why = NULL;
 		if ((ckpt_st->n || locked_st->n) &&
-		    kc_hold_restore_threads(b, ckpt_st, locked_st, &held, &n_held, err) < 0) {
+		    kc_hold_restore_threads(b, ckpt_st, locked_st, &held, &n_held, &why) < 0) {
+			/* no hold (ptrace not allowed, no thread id): they run,
+			 * as restore lets a tree run then; marked ones are
+			 * stopped again below */
+			kc_error_free(why);
 			kc_release_threads(held, &n_held);
-			return kc_error_prefix(err, "run the restore threads of the stopped processes");
+			kc_proctree_cont(ckpt_st->pids, ckpt_st->n);
+			kc_proctree_cont(locked_st->pids, locked_st->n);
 		}
 		struct kc_progress *gp = kc_progress_start("gpu-restore", NULL, NULL);
 		struct kc_gpu_step rs = {.op = KC_GPU_RESTORE, .set = ckpt}, un = {.op = KC_GPU_UNLOCK, .set = locked};
-		int rc = kc_held_call(held, n_held, kc_gpu_step_call, &rs, err) < 0 ? kc_error_prefix(err, "GPU restore")
-			 : kc_held_call(held, n_held, kc_gpu_step_call, &un, err) < 0 ? kc_error_prefix(err, "GPU unlock")
+		int rc = kc_held_call(&held, &n_held, kc_gpu_step_call, &rs, err) < 0 ? kc_error_prefix(err, "GPU restore")
+			 : kc_held_call(&held, &n_held, kc_gpu_step_call, &un, err) < 0 ? kc_error_prefix(err, "GPU unlock")
 											 : 0;
 		kc_progress_stop(gp);
 		kc_release_threads(held, &n_held);

@@ -719,3 +719,30 @@ def test_recover_of_a_stopped_process_keeps_it_stopped_with_its_signals(tmp_path
     assert_running_intact(cuda_env, w)
     assert w.probe()["checksum"] == before["checksum"]
     w.kill()
+
+
+def test_threads_created_while_a_stopped_process_is_held_get_their_own_mask(tmp_path, cuda_env, workloads):
+    """For its GPU stage a stopped process runs with its signals blocked;
+    a thread it creates meanwhile inherits that mask (hostile test: kept
+    for good, in the image too, and a new thread joining the group stop
+    left the driver waiting): they are traced and held too, and get their
+    creator's own mask back."""
+    w = workloads(mb=8, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True, spawn_ms=20)
+    before = w.probe()
+    os.kill(w.pid, signal.SIGSTOP)
+    assert wait_state(w.pid, "T")
+    n0 = len(os.listdir(f"/proc/{w.pid}/task"))
+    env = dict(cuda_env, KC_FAKE_CUDA_DELAY_MS="checkpoint:600")
+    run_kc(env, "dump", "--leave-running", "--fill-threads", "1", "-D", tmp_path / "img", w.pid, check=0, timeout=60)
+    time.sleep(0.1)
+    tids = os.listdir(f"/proc/{w.pid}/task")
+    assert len(tids) > n0 + 5, "threads were created during the GPU stage"
+    for t in tids:
+        assert thread_field(w.pid, t, "State") == "T", t
+        assert thread_field(w.pid, t, "TracerPid") == "0", t
+        assert int(thread_field(w.pid, t, "SigBlk"), 16) == 0, t
+    assert not list((tmp_path / "run").glob("held-*")) and not list((tmp_path / "run").glob("stopped-*"))
+    os.kill(w.pid, signal.SIGCONT)
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
+    w.kill()

@@ -3,6 +3,7 @@
  * The CPU workload every integration test checkpoints.
  *
  *   cpu_workload [--mb N] [--seed S] --status FILE [--cuda-dir DIR] [--children K] [--helper-thread 0|1]
+ *                [--spawn-ms MS]
  *
  * Fills N MB with a pattern derived from S and ticks a counter about every
  * 10 ms.  On SIGUSR1 it re-verifies the whole pattern and rewrites FILE with
@@ -156,10 +157,28 @@ static void *idle_thread(void *arg)
 	return NULL;
 }
 
+/* --spawn-ms: a thread that creates another idle one every MS ms (64 at
+ * most), so threads appear whenever the program runs, a dump of it
+ * stopped included; they keep the signal mask they got at creation. */
+static long spawn_ms;
+
+static void *spawner_thread(void *arg)
+{
+	(void)arg;
+	struct timespec ts = {spawn_ms / 1000, (spawn_ms % 1000) * 1000000L};
+	for (int n = 0; n < 64; n++) {
+		nanosleep(&ts, NULL);
+		pthread_t t;
+		if (pthread_create(&t, NULL, idle_thread, NULL) == 0)
+			pthread_detach(t);
+	}
+	return NULL;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: cpu_workload [--mb N] [--seed S] --status FILE [--cuda-dir DIR] [--children K]"
-			" [--helper-thread 0|1]\n");
+			" [--helper-thread 0|1] [--spawn-ms MS]\n");
 	exit(2);
 }
 
@@ -192,6 +211,10 @@ int main(int argc, char **argv)
 			cuda_dir = v;
 		} else if (!strcmp(a, "--helper-thread")) {
 			helper = !strcmp(v, "1");
+		} else if (!strcmp(a, "--spawn-ms")) {
+			spawn_ms = strtol(v, &end, 10);
+			if (errno || *end || spawn_ms <= 0 || spawn_ms > 10000)
+				usage();
 		} else if (!strcmp(a, "--children")) {
 			long k = strtol(v, &end, 10);
 			if (errno || *end || k < 0 || k > 64)
@@ -265,6 +288,8 @@ int main(int argc, char **argv)
 
 	pthread_t t;
 	if (helper && pthread_create(&t, NULL, idle_thread, NULL) != 0)
+		return 1;
+	if (spawn_ms && pthread_create(&t, NULL, spawner_thread, NULL) != 0)
 		return 1;
 	if (cuda_dir && mark_cuda(cuda_dir) < 0)
 		return 1;
