@@ -752,11 +752,6 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 			goto out;
 		}
 		kc_report_add(r, "resume", kc_now() - t0, 0);
-		/* stopped again already: a recover after a kill while the
-		 * archive is written must not stop them once more (hostile test) */
-		for (size_t i = 0; i < n_marked; i++)
-			kc_stopmark_clear(marked[i]);
-		n_marked = 0;
 		/* the tree runs on; the dump succeeds once its archive is out */
 		if (archive_late && write_archive(o, m, NULL, r, err) < 0)
 			goto out;
