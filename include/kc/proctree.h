@@ -36,15 +36,29 @@ struct kc_held_thread {
 	pid_t tid;
 	uint64_t sigmask;   /* its own, put back on release */
 	bool group_stopped; /* when seized: it stops again once let go */
+	/* kc_thread_run_traced: its mask is left alone (the program's code
+	 * runs, and saves and restores masks: glibc's pthread_create put a
+	 * mask set through ptrace back after it had been let go); signals
+	 * that come meanwhile are caught instead, to be sent again */
+	bool intercept;
+	uint64_t caught;
 };
 int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **err);
 /* Stops it again, puts its signal mask back and detaches; the process
  * stays as it is otherwise (a caller that wants it stopped sends SIGSTOP
  * after).  One seized in a group stop is back in it on return. */
 void kc_thread_release(const struct kc_held_thread *h);
-/* As kc_thread_run_alone, and threads it creates are traced too (their
- * creation comes out of kc_thread_keep_running): they inherit its blocked
- * signals, which must not stay theirs. */
+/* The two halves of it, for letting go of threads that may create more:
+ * stopped (0; -1 if it is gone), with *child the thread it was creating
+ * (traced clones), if that is where it stopped; then let go (stopped:
+ * what the first half returned). */
+int kc_thread_stop(struct kc_held_thread *h, pid_t *child);
+void kc_thread_let_go(const struct kc_held_thread *h, bool stopped);
+/* Runs tid through ptrace while its process stays stopped, for a lock
+ * or checkpoint of the whole process: its mask is its own, the signals
+ * it would take are caught (h->caught) and dropped, stop signals for
+ * good, others to be sent again once let go; threads it creates are
+ * traced too (their creation comes out of kc_thread_keep_running). */
 int kc_thread_run_traced(pid_t tid, struct kc_held_thread *h, struct kc_error **err);
 /* A thread so created, now traced: held as its creator is, with the
  * creator's own mask to get back (own). */
@@ -54,7 +68,7 @@ int kc_thread_adopt(pid_t tid, uint64_t own, struct kc_held_thread *h);
  * the driver waits for it (the held thread is what serves the driver).
  * Returns the id of a thread it created meanwhile (kc_thread_run_traced),
  * else 0. */
-pid_t kc_thread_keep_running(const struct kc_held_thread *h);
+pid_t kc_thread_keep_running(struct kc_held_thread *h);
 /* Puts mask back on a thread nobody traces (one a killed kcheckpoint held):
  * seized, stopped, changed, detached. */
 int kc_thread_set_sigmask(pid_t tid, uint64_t mask, struct kc_error **err);

@@ -73,6 +73,8 @@ int kc_pids_lock(const pid_t *pids, size_t n, int **fds, struct kc_error **err);
 void kc_pids_unlock(int *fds, size_t n);
 /* The pid tracing pid (TracerPid), 0 if none or unreadable. */
 pid_t kc_pid_tracer(pid_t pid);
+/* The process (thread group) of thread tid; -1 if gone. */
+pid_t kc_tid_tgid(pid_t tid);
 /* The tracer of any thread of pid (the first found), 0 if none. */
 pid_t kc_pid_tracer_any(pid_t pid);
 /* A kernel thread (PF_KTHREAD): nothing CRIU can dump. */

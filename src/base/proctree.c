@@ -175,12 +175,11 @@ static bool sigstop_pending(pid_t tid)
 	return pending & 1ull << (SIGSTOP - 1);
 }
 
-static int run_alone(pid_t tid, long opts, struct kc_held_thread *h, struct kc_error **err)
+static int run_alone(pid_t tid, long opts, bool intercept, struct kc_held_thread *h, struct kc_error **err)
 {
 	bool seized;
 	uint64_t all = ~(uint64_t)0;
-	h->tid = tid;
-	h->group_stopped = kc_pid_state(tid) == 'T';
+	*h = (struct kc_held_thread){.tid = tid, .group_stopped = kc_pid_state(tid) == 'T', .intercept = intercept};
 	int rc = seize_stopped(tid, opts, &seized);
 	if (!seized)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot trace thread %d", (int)tid);
@@ -190,9 +189,10 @@ static int run_alone(pid_t tid, long opts, struct kc_held_thread *h, struct kc_e
 	 * before its dump; a debugger or job control may too); seen while the
 	 * thread is stopped, swallowed as it comes (the other stop signals
 	 * stay blocked, and the SIGCONT after the GPU restore drops them) */
-	bool stop = rc == 0 && sigstop_pending(tid);
+	bool stop = rc == 0 && !intercept && sigstop_pending(tid);
 	if (rc < 0 || ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(h->sigmask), &h->sigmask) < 0 ||
-	    ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(all), &all) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0 ||
+	    (!intercept && ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(all), &all) < 0) ||
+	    ptrace(PTRACE_CONT, tid, NULL, NULL) < 0 ||
 	    (stop && (wait_traced(tid) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0))) {
 		int e = errno;
 		ptrace(PTRACE_DETACH, tid, NULL, NULL);
@@ -203,31 +203,71 @@ static int run_alone(pid_t tid, long opts, struct kc_held_thread *h, struct kc_e
 
 int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **err)
 {
-	return run_alone(tid, 0, h, err);
+	return run_alone(tid, 0, false, h, err);
 }
 
 int kc_thread_run_traced(pid_t tid, struct kc_held_thread *h, struct kc_error **err)
 {
-	return run_alone(tid, PTRACE_O_TRACECLONE, h, err);
+	return run_alone(tid, PTRACE_O_TRACECLONE, true, h, err);
 }
 
 int kc_thread_adopt(pid_t tid, uint64_t own, struct kc_held_thread *h)
 {
 	/* it starts in a ptrace-stop of its own, with its creator's mask
 	 * (all blocked), and stops with the group once let go */
-	*h = (struct kc_held_thread){.tid = tid, .sigmask = own, .group_stopped = true};
+	*h = (struct kc_held_thread){.tid = tid, .sigmask = own, .group_stopped = true, .intercept = true};
 	return wait_traced(tid) < 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) < 0 ? -1 : 0;
 }
 
-void kc_thread_release(const struct kc_held_thread *h)
+/* A signal a held thread was about to take: dropped where it would stop
+ * it (its process is stopped anyway, and stays so once let go), else,
+ * for a thread that keeps its own mask, kept to be sent again; 0 or the
+ * signal to deliver. */
+static int catch_signal(struct kc_held_thread *h, int st)
 {
+	int sig = WSTOPSIG(st), event = (unsigned)st >> 16;
+	if (event || sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
+		return 0;
+	if (!h->intercept)
+		return sig;
+	h->caught |= 1ull << (sig - 1);
+	return 0;
+}
+
+int kc_thread_stop(struct kc_held_thread *h, pid_t *child)
+{
+	*child = 0;
 	/* a running tracee must be in a ptrace-stop to be changed and detached */
-	if (ptrace(PTRACE_INTERRUPT, h->tid, NULL, NULL) == 0 && wait_traced(h->tid) == 0) {
-		ptrace(PTRACE_SETSIGMASK, h->tid, (void *)sizeof(h->sigmask), &h->sigmask);
-	} else {
+	if (ptrace(PTRACE_INTERRUPT, h->tid, NULL, NULL) < 0) {
 		int st; /* exited: a traced thread waits for its tracer to reap it */
 		waitpid(h->tid, &st, __WALL | WNOHANG);
+		return -1;
 	}
+	for (int i = 0; i < 5000; i++) {
+		int st;
+		pid_t r = waitpid(h->tid, &st, __WALL | WNOHANG);
+		if (r == h->tid) {
+			if (!WIFSTOPPED(st))
+				return -1;
+			/* stopped on its way to create a thread (traced clones):
+			 * that one is ours too, and this is a stop as good */
+			unsigned long c = 0;
+			if ((unsigned)st >> 16 == PTRACE_EVENT_CLONE && ptrace(PTRACE_GETEVENTMSG, h->tid, NULL, &c) == 0)
+				*child = (pid_t)c;
+			(void)catch_signal(h, st); /* a signal it stopped for goes with the detach */
+			return 0;
+		}
+		if (r < 0 && errno != EINTR)
+			return -1;
+		sleep_ms(1);
+	}
+	return -1;
+}
+
+void kc_thread_let_go(const struct kc_held_thread *h, bool stopped)
+{
+	if (stopped && !h->intercept)
+		ptrace(PTRACE_SETSIGMASK, h->tid, (void *)sizeof(h->sigmask), &h->sigmask);
 	ptrace(PTRACE_DETACH, h->tid, NULL, NULL);
 	/* it takes the group stop again on its way out of the ptrace-stop:
 	 * a caller that looks for stopped processes next (recover continues
@@ -241,20 +281,24 @@ void kc_thread_release(const struct kc_held_thread *h)
 	}
 }
 
-pid_t kc_thread_keep_running(const struct kc_held_thread *h)
+void kc_thread_release(const struct kc_held_thread *h)
+{
+	pid_t child;
+	struct kc_held_thread copy = *h;
+	kc_thread_let_go(h, kc_thread_stop(&copy, &child) == 0);
+}
+
+pid_t kc_thread_keep_running(struct kc_held_thread *h)
 {
 	int st;
 	if (waitpid(h->tid, &st, __WALL | WNOHANG) != h->tid || !WIFSTOPPED(st))
 		return 0;
-	/* a stop signal sent meanwhile (its signals are blocked, but SIGSTOP
-	 * cannot be), or the group stop it starts: dropped, the process is
-	 * stopped anyway and stays so once let go */
-	int sig = WSTOPSIG(st), event = (unsigned)st >> 16;
+	/* a stop signal sent meanwhile (a held thread's other signals are
+	 * blocked, but SIGSTOP cannot be), or the group stop it starts */
 	unsigned long child = 0;
-	if (event == PTRACE_EVENT_CLONE)
+	if ((unsigned)st >> 16 == PTRACE_EVENT_CLONE)
 		ptrace(PTRACE_GETEVENTMSG, h->tid, NULL, &child);
-	bool stop = event || sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
-	ptrace(PTRACE_CONT, h->tid, NULL, (void *)(long)(stop ? 0 : sig));
+	ptrace(PTRACE_CONT, h->tid, NULL, (void *)(long)catch_signal(h, st));
 	return (pid_t)child;
 }
 

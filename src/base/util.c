@@ -526,6 +526,17 @@ pid_t kc_pid_tracer(pid_t pid)
 	return t ? (pid_t)atoi(t + 11) : 0;
 }
 
+pid_t kc_tid_tgid(pid_t tid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	_cleanup_free_ char *text = NULL;
+	if (kc_read_file(path, &text, NULL, NULL) < 0)
+		return -1;
+	const char *t = strstr(text, "\nTgid:");
+	return t ? (pid_t)atoi(t + 6) : -1;
+}
+
 pid_t kc_pid_tracer_any(pid_t pid)
 {
 	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);

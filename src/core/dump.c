@@ -308,8 +308,7 @@ static int undo_all_hold(void *arg, struct kc_error **err)
 {
 	(void)err;
 	struct all_hold *a = arg;
-	kc_held_settle(&a->h, &a->n);
-	kc_release_threads(a->h, &a->n);
+	kc_release_all_threads(&a->h, &a->n);
 	free(a->h);
 	a->h = NULL;
 	return 0;
@@ -636,8 +635,7 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 			goto rollback;
 	}
 	/* CRIU seizes every thread now */
-	kc_held_settle(&ah->h, &ah->n);
-	kc_release_threads(ah->h, &ah->n);
+	kc_release_all_threads(&ah->h, &ah->n);
 	free(ah->h);
 	ah->h = NULL;
 

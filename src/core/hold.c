@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -299,6 +300,68 @@ void kc_held_settle(struct kc_held_thread **held, size_t *n_held)
 		(void)holdmark_set(h, NULL);
 		(*n_held)++;
 	}
+}
+
+static bool all_threads_stopped(pid_t pid)
+{
+	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);
+	DIR *d = opendir(task);
+	if (!d)
+		return true;
+	bool all = true;
+	struct dirent *de;
+	while (all && (de = readdir(d))) {
+		pid_t tid = (pid_t)atoi(de->d_name);
+		all = tid <= 0 || kc_pid_state(tid) == 'T';
+	}
+	closedir(d);
+	return all;
+}
+
+void kc_release_all_threads(struct kc_held_thread **held, size_t *n_held)
+{
+	kc_held_settle(held, n_held);
+	/* every one stopped before any is let go: one still running could
+	 * create a thread meanwhile, traced by us and never let go (hostile
+	 * test: CRIU refused that thread, stopped on its own, and it kept
+	 * every signal blocked); the ones created so are stopped too */
+	_cleanup_free_ bool *stopped = NULL;
+	for (size_t i = 0; i < *n_held; i++) {
+		pid_t child = 0;
+		stopped = kc_xrealloc(stopped, (*n_held + 1) * sizeof(*stopped));
+		stopped[i] = kc_thread_stop(&(*held)[i], &child) == 0;
+		if (child <= 0 || is_held(*held, *n_held, child))
+			continue;
+		*held = kc_xrealloc(*held, (*n_held + 1) * sizeof(**held));
+		(*held)[*n_held] = (struct kc_held_thread){
+			.tid = child, .sigmask = (*held)[i].sigmask, .group_stopped = true, .intercept = true};
+		(void)holdmark_set(&(*held)[*n_held], NULL);
+		(*n_held)++;
+	}
+	_cleanup_free_ pid_t *tgid = kc_xcalloc(*n_held + 1, sizeof(*tgid));
+	for (size_t i = 0; i < *n_held; i++)
+		tgid[i] = kc_tid_tgid((*held)[i].tid);
+	for (size_t i = 0; i < *n_held; i++) {
+		kc_thread_let_go(&(*held)[i], stopped[i]);
+		_cleanup_free_ char *path = kc_run_mark_path("held", (*held)[i].tid);
+		unlink(path);
+	}
+	/* the signals caught meanwhile wait for the stopped process again,
+	 * sent once every thread is back in its stop: one a thread still on
+	 * its way there would take, a fatal one killing the process
+	 * (hostile test) */
+	for (size_t i = 0; i < *n_held; i++) {
+		if (!(*held)[i].caught || tgid[i] <= 0)
+			continue;
+		for (int w = 0; w < 500 && !all_threads_stopped(tgid[i]); w++) {
+			struct timespec ts = {0, 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		for (int sig = 1; sig <= 64; sig++)
+			if ((*held)[i].caught & 1ull << (sig - 1))
+				kill(tgid[i], sig);
+	}
+	*n_held = 0;
 }
 
 int kc_held_call(struct kc_held_thread **held, size_t *n_held, int (*fn)(void *arg, struct kc_error **err),

@@ -113,6 +113,9 @@ int kc_held_call(struct kc_held_thread **held, size_t *n_held, int (*fn)(void *a
 /* What kc_held_call does between two looks: stopped held threads
  * continued, created ones appended; before letting go of them too. */
 void kc_held_settle(struct kc_held_thread **held, size_t *n_held);
+/* Lets go of threads held by kc_hold_all_threads, those they created
+ * included: all stopped first, then each let go. */
+void kc_release_all_threads(struct kc_held_thread **held, size_t *n_held);
 
 /* GPU devices a process still has open or mapped (gpu_devices.c). */
 struct kc_gpu_dev_use {

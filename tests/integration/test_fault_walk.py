@@ -744,5 +744,11 @@ def test_threads_created_while_a_stopped_process_is_held_get_their_own_mask(tmp_
     assert not list((tmp_path / "run").glob("held-*")) and not list((tmp_path / "run").glob("stopped-*"))
     os.kill(w.pid, signal.SIGCONT)
     assert_running_intact(cuda_env, w)
+    # and so once it runs: a thread let go inside pthread_create puts
+    # back the mask glibc saved there (hostile test: a mask set through
+    # ptrace came back that way, blocked, in every thread it made after)
+    time.sleep(0.3)
+    for t in os.listdir(f"/proc/{w.pid}/task"):
+        assert int(thread_field(w.pid, t, "SigBlk"), 16) == 0, t
     assert w.probe()["checksum"] == before["checksum"]
     w.kill()
