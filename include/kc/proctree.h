@@ -38,9 +38,10 @@ struct kc_held_thread {
 	bool group_stopped; /* when seized: it stops again once let go */
 	/* kc_thread_run_traced: its mask is left alone (the program's code
 	 * runs, and saves and restores masks: glibc's pthread_create put a
-	 * mask set through ptrace back after it had been let go); signals
-	 * that come meanwhile are caught instead, to be sent again */
+	 * mask set through ptrace back after it had been let go) */
 	bool intercept;
+	/* signals it was about to take while held (kc_thread_keep_running,
+	 * kc_thread_stop), to be sent again once it is let go */
 	uint64_t caught;
 };
 int kc_thread_run_alone(pid_t tid, struct kc_held_thread *h, struct kc_error **err);

@@ -220,16 +220,23 @@ int kc_thread_adopt(pid_t tid, uint64_t own, struct kc_held_thread *h)
 }
 
 /* A signal a held thread was about to take: dropped where it would stop
- * it (its process is stopped anyway, and stays so once let go), else,
- * for a thread that keeps its own mask, kept to be sent again; 0 or the
- * signal to deliver. */
+ * it (its process is stopped anyway, and stays so once let go), else
+ * kept in h->caught, to be sent again once it is let go; the signal to
+ * deliver now: none. */
 static int catch_signal(struct kc_held_thread *h, int st)
 {
 	int sig = WSTOPSIG(st), event = (unsigned)st >> 16;
 	if (event || sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
 		return 0;
-	if (!h->intercept)
+	/* a fault of its own is not sent by anyone: held back, the thread
+	 * would fault again and again, and the process die only later */
+	if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGSYS)
 		return sig;
+	/* its signals are blocked, or they were, until the program changed
+	 * its mask (rt_sigreturn, as CRIU leaves a restored thread): no
+	 * handler of it runs while the rest of the process is stopped
+	 * (hostile test: a restored process with a signal waiting died of
+	 * SIGSEGV during its GPU restore) */
 	h->caught |= 1ull << (sig - 1);
 	return 0;
 }

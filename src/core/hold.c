@@ -103,13 +103,38 @@ void kc_holdmark_undo(pid_t pid)
 	closedir(d);
 }
 
-void kc_release_threads(const struct kc_held_thread *h, size_t *n)
+static bool all_threads_stopped(pid_t pid);
+
+/* The signals held threads were about to take, to their processes again,
+ * once every thread of one that was stopped is back in its stop: one a
+ * thread still on its way there took, a fatal one killed the process
+ * (hostile test). */
+static void send_caught(const struct kc_held_thread *h, size_t n, const pid_t *tgid)
 {
+	for (size_t i = 0; i < n; i++) {
+		if (!h[i].caught || tgid[i] <= 0)
+			continue;
+		for (int w = 0; h[i].group_stopped && w < 500 && !all_threads_stopped(tgid[i]); w++) {
+			struct timespec ts = {0, 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		for (int sig = 1; sig <= 64; sig++)
+			if (h[i].caught & 1ull << (sig - 1))
+				kill(tgid[i], sig);
+	}
+}
+
+void kc_release_threads(struct kc_held_thread *h, size_t *n)
+{
+	_cleanup_free_ pid_t *tgid = kc_xcalloc(*n + 1, sizeof(*tgid));
 	for (size_t i = 0; i < *n; i++) {
-		kc_thread_release(&h[i]);
+		tgid[i] = kc_tid_tgid(h[i].tid);
+		pid_t child;
+		kc_thread_let_go(&h[i], kc_thread_stop(&h[i], &child) == 0);
 		_cleanup_free_ char *path = kc_run_mark_path("held", h[i].tid);
 		unlink(path);
 	}
+	send_caught(h, *n, tgid);
 	*n = 0;
 }
 
@@ -346,21 +371,7 @@ void kc_release_all_threads(struct kc_held_thread **held, size_t *n_held)
 		_cleanup_free_ char *path = kc_run_mark_path("held", (*held)[i].tid);
 		unlink(path);
 	}
-	/* the signals caught meanwhile wait for the stopped process again,
-	 * sent once every thread is back in its stop: one a thread still on
-	 * its way there would take, a fatal one killing the process
-	 * (hostile test) */
-	for (size_t i = 0; i < *n_held; i++) {
-		if (!(*held)[i].caught || tgid[i] <= 0)
-			continue;
-		for (int w = 0; w < 500 && !all_threads_stopped(tgid[i]); w++) {
-			struct timespec ts = {0, 1000000L};
-			nanosleep(&ts, NULL);
-		}
-		for (int sig = 1; sig <= 64; sig++)
-			if ((*held)[i].caught & 1ull << (sig - 1))
-				kill(tgid[i], sig);
-	}
+	send_caught(*held, *n_held, tgid);
 	*n_held = 0;
 }
 

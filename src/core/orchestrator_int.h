@@ -83,7 +83,7 @@ struct kc_gpu_set;
 struct kc_held_thread;
 int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set *a, const struct kc_gpu_set *c,
 			    struct kc_held_thread **held, size_t *n_held, struct kc_error **err);
-void kc_release_threads(const struct kc_held_thread *h, size_t *n);
+void kc_release_threads(struct kc_held_thread *h, size_t *n);
 /* The driver asks a CUDA process' restore thread for everything but that
  * thread's id, and waits for it as long as it takes: on driver 580 a
  * get_state, lock or restore of a SIGSTOPped process never returned (run

@@ -752,3 +752,5 @@ def test_threads_created_while_a_stopped_process_is_held_get_their_own_mask(tmp_
         assert int(thread_field(w.pid, t, "SigBlk"), 16) == 0, t
     assert w.probe()["checksum"] == before["checksum"]
     w.kill()
+
+
