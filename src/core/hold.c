@@ -205,21 +205,34 @@ int kc_hold_restore_threads(const struct kc_backends *b, const struct kc_gpu_set
 	return 0;
 }
 
-bool kc_needs_hold(pid_t pid)
+/* How many threads pid has, in a group stop ('T'), or stopped either
+ * way ('T', or 't' by a tracer); stops counting at the first stopped one
+ * when first_stop. */
+static void thread_stops(pid_t pid, bool first_stop, size_t *n, size_t *group, size_t *any)
 {
+	*n = *group = *any = 0;
 	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);
 	DIR *d = opendir(task);
 	if (!d)
-		return false;
-	bool stopped = false;
+		return;
 	struct dirent *de;
-	while (!stopped && (de = readdir(d))) {
+	while ((de = readdir(d)) && !(first_stop && *any)) {
 		pid_t tid = (pid_t)atoi(de->d_name);
-		char st = tid > 0 ? kc_pid_state(tid) : 0;
-		stopped = st == 'T' || st == 't';
+		if (tid <= 0)
+			continue;
+		char st = kc_pid_state(tid);
+		(*n)++;
+		*group += st == 'T';
+		*any += st == 'T' || st == 't';
 	}
 	closedir(d);
-	return stopped;
+}
+
+bool kc_needs_hold(pid_t pid)
+{
+	size_t n, group, any;
+	thread_stops(pid, true, &n, &group, &any);
+	return any > 0;
 }
 
 static int traced_by_another(pid_t pid, pid_t tid, struct kc_error **err)
@@ -329,18 +342,9 @@ void kc_held_settle(struct kc_held_thread **held, size_t *n_held)
 
 static bool all_threads_stopped(pid_t pid)
 {
-	_cleanup_free_ char *task = kc_xasprintf("/proc/%d/task", (int)pid);
-	DIR *d = opendir(task);
-	if (!d)
-		return true;
-	bool all = true;
-	struct dirent *de;
-	while (all && (de = readdir(d))) {
-		pid_t tid = (pid_t)atoi(de->d_name);
-		all = tid <= 0 || kc_pid_state(tid) == 'T';
-	}
-	closedir(d);
-	return all;
+	size_t n, group, any;
+	thread_stops(pid, false, &n, &group, &any);
+	return group == n;
 }
 
 void kc_release_all_threads(struct kc_held_thread **held, size_t *n_held)
