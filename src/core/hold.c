@@ -124,17 +124,30 @@ static void send_caught(const struct kc_held_thread *h, size_t n, const pid_t *t
 	}
 }
 
-void kc_release_threads(struct kc_held_thread *h, size_t *n)
+/* The second half of letting go, for threads already stopped where
+ * stopped[i] says: mask back (kept ones), detached, marks gone, the
+ * signals they were about to take sent again. */
+static void let_go_all(struct kc_held_thread *h, size_t n, const bool *stopped)
 {
-	_cleanup_free_ pid_t *tgid = kc_xcalloc(*n + 1, sizeof(*tgid));
-	for (size_t i = 0; i < *n; i++) {
+	_cleanup_free_ pid_t *tgid = kc_xcalloc(n + 1, sizeof(*tgid));
+	for (size_t i = 0; i < n; i++)
 		tgid[i] = kc_tid_tgid(h[i].tid);
-		pid_t child;
-		kc_thread_let_go(&h[i], kc_thread_stop(&h[i], &child) == 0);
+	for (size_t i = 0; i < n; i++) {
+		kc_thread_let_go(&h[i], stopped[i]);
 		_cleanup_free_ char *path = kc_run_mark_path("held", h[i].tid);
 		unlink(path);
 	}
-	send_caught(h, *n, tgid);
+	send_caught(h, n, tgid);
+}
+
+void kc_release_threads(struct kc_held_thread *h, size_t *n)
+{
+	_cleanup_free_ bool *stopped = kc_xcalloc(*n + 1, sizeof(*stopped));
+	for (size_t i = 0; i < *n; i++) {
+		pid_t child;
+		stopped[i] = kc_thread_stop(&h[i], &child) == 0;
+	}
+	let_go_all(h, *n, stopped);
 	*n = 0;
 }
 
@@ -268,6 +281,11 @@ int kc_hold_if_stopped(const struct kc_backends *b, pid_t pid, struct kc_held_th
 		kc_error_propagate(err, e);
 		return kc_error_prefix(err, "restore thread of stopped pid %d", (int)pid);
 	}
+	return kc_hold_tid_if_stopped(pid, tid, held, n_held, err);
+}
+
+int kc_hold_tid_if_stopped(pid_t pid, pid_t tid, struct kc_held_thread *held, size_t *n_held, struct kc_error **err)
+{
 	char st = kc_pid_state(tid);
 	if ((st != 'T' && st != 't') || is_held(held, *n_held, tid))
 		return 0;
@@ -367,15 +385,7 @@ void kc_release_all_threads(struct kc_held_thread **held, size_t *n_held)
 		(void)holdmark_set(&(*held)[*n_held], NULL);
 		(*n_held)++;
 	}
-	_cleanup_free_ pid_t *tgid = kc_xcalloc(*n_held + 1, sizeof(*tgid));
-	for (size_t i = 0; i < *n_held; i++)
-		tgid[i] = kc_tid_tgid((*held)[i].tid);
-	for (size_t i = 0; i < *n_held; i++) {
-		kc_thread_let_go(&(*held)[i], stopped[i]);
-		_cleanup_free_ char *path = kc_run_mark_path("held", (*held)[i].tid);
-		unlink(path);
-	}
-	send_caught(*held, *n_held, tgid);
+	let_go_all(*held, *n_held, stopped);
 	*n_held = 0;
 }
 

@@ -93,6 +93,8 @@ void kc_release_threads(struct kc_held_thread *h, size_t *n);
  * it stopped. */
 int kc_hold_if_stopped(const struct kc_backends *b, pid_t pid, struct kc_held_thread *held, size_t *n_held,
 		       struct kc_error **err);
+/* The same, with the restore thread's id already had from the driver. */
+int kc_hold_tid_if_stopped(pid_t pid, pid_t tid, struct kc_held_thread *held, size_t *n_held, struct kc_error **err);
 /* Whether a thread of pid is stopped: asking the driver about it needs
  * care (kc_hold_if_stopped, and the pid lock against another's hold). */
 bool kc_needs_hold(pid_t pid);

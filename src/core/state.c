@@ -61,7 +61,7 @@ static int ask_driver(const struct kc_backends *b, pid_t pid, bool locked, bool 
 		_cleanup_free_ int *lock = NULL;
 		struct kc_held_thread held[1];
 		size_t n_held = 0;
-		if ((!locked && kc_pids_lock(&pid, 1, &lock, &e) < 0) || kc_hold_if_stopped(b, pid, held, &n_held, &e) < 0) {
+		if ((!locked && kc_pids_lock(&pid, 1, &lock, &e) < 0) || kc_hold_tid_if_stopped(pid, tid, held, &n_held, &e) < 0) {
 			kc_pids_unlock(steal_ptr(lock), 1);
 			if (strict) {
 				kc_error_propagate(err, e);
