@@ -201,6 +201,7 @@ rows = [("gpu init+lock+ckpt", sec("gpu-init") + sec("gpu-lock") + sec("gpu-chec
         ("criu restore", sec("criu-restore"), m["criu_restore"]),
         ("memory-fill", sec("memory-fill"), 0.0),
         ("gpu (wait)+rst+unlock", sec("gpu-init-wait") + sec("gpu-restore") + sec("gpu-unlock"), m["gpu_restore"]),
+        ("fill-wait (beside gpu)", sec("fill-wait"), 0.0),
         ("restore (wall)", w["restore"], m["criu_restore"] + m["gpu_restore"])]
 vram = d.get("vram_bytes", 0)
 print(f"{'stage':22} {'kcheckpoint':>12} {'manual':>10} {'ratio':>7}   (VRAM {vram/1e9:.2f} GB, image {m['image_bytes']/1e9:.2f} GB)")

@@ -31,7 +31,9 @@
 # (20), WORKERS (2), TRAIN_ARGS / SERVE_ARGS / TWO_ARGS (more options for
 # the workload, e.g. TRAIN_ARGS="--hidden 2048 --layers 16"), PORT (18431),
 # KC_DUMP_OPTS / KC_RESTORE_OPTS (more kcheckpoint options, e.g. "--thp
-# always"), KEEP_ARCHIVES=1, and the timeouts in seconds: T_START (to reach
+# always"), DIR=1 (images dirs instead of archives: dump -D, restore from
+# the dir, where the memory fills beside the GPU restore), KEEP_ARCHIVES=1,
+# and the timeouts in seconds: T_START (to reach
 # the pause or get warm; 300), T_RUN (to finish after the restore; 300),
 # T_KC (one kcheckpoint command; 300).
 #
@@ -159,14 +161,19 @@ kc_err() { # RC: what the failed kcheckpoint command said
 do_dump() { # [KC OPTION...]: dumps ROOT's tree into ARCH, waits for its pids to be free
 	local t0 rc vb smi
 	ARCH=$WORK/$CASE.tar.zst
-	rm -f "$ARCH"
+	DEST=(-o "$ARCH" --work-dir "$WORK")
+	if [ "${DIR:-0}" = 1 ]; then
+		ARCH=$WORK/$CASE.d
+		DEST=(-D "$ARCH")
+	fi
+	rm -rf "$ARCH"
 	BEFORE=$(tree_pids "$ROOT" | sort -n | tr '\n' ' ')
 	note "tree before the dump:"
 	ps_tree "$ROOT" >>"$L"
 	smi=$(vram_smi "$ROOT")
 	note "nvidia-smi: the tree holds $smi MiB; kcheckpoint dump $* ${DUMP_OPTS[*]}"
 	t0=$(now)
-	timeout -k 10 "$T_KC" "$KC" dump --json -o "$ARCH" --work-dir "$WORK" \
+	timeout -k 10 "$T_KC" "$KC" dump --json "${DEST[@]}" \
 		${DUMP_OPTS[@]+"${DUMP_OPTS[@]}"} "$@" "$ROOT" >"$LOGDIR/$CASE-dump.json" 2>"$WORK/kc.err"
 	rc=$?
 	DUMP_S=$(since "$t0")
@@ -193,7 +200,9 @@ do_dump() { # [KC OPTION...]: dumps ROOT's tree into ARCH, waits for its pids to
 do_restore() { # [T0]: restores ARCH (timed from T0, default now); sets RESTORE_T0, RESTORE_S, PROCS
 	local rc root p alive=0 n=0 st
 	RESTORE_T0=${1:-$(now)}
-	timeout -k 10 "$T_KC" "$KC" restore --json --work-dir "$WORK" \
+	local wd=(--work-dir "$WORK")
+	[ "${DIR:-0}" = 1 ] && wd=()
+	timeout -k 10 "$T_KC" "$KC" restore --json ${wd[@]+"${wd[@]}"} \
 		${RESTORE_OPTS[@]+"${RESTORE_OPTS[@]}"} "$ARCH" >"$LOGDIR/$CASE-restore.json" 2>"$WORK/kc.err"
 	rc=$?
 	RESTORE_S=$(since "$RESTORE_T0")
@@ -395,7 +404,7 @@ run_case() {
 	ROOT=''
 	[ -n "$CLIENT" ] && kill "$CLIENT" 2>/dev/null && wait "$CLIENT" 2>/dev/null
 	CLIENT=''
-	[ "${KEEP_ARCHIVES:-0}" = 1 ] || rm -f "$WORK/$CASE.tar.zst"
+	[ "${KEEP_ARCHIVES:-0}" = 1 ] || rm -rf "$WORK/$CASE.tar.zst" "$WORK/$CASE.d"
 	[ $rc = 0 ] || { say "FAILED (log: $L)"; [ "$EXACT" = - ] && EXACT=FAIL; }
 	say "$(since "$t0") s"
 	SUMMARY+=("$(printf '%-17s %8s %7s %9s %14s %12s %9s %5s' "$CASE" "$VRAM_GIB" "$DUMP_S" "$RESTORE_S" \

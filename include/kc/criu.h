@@ -44,6 +44,10 @@ struct kc_criu_opts {
 	 * kcheckpoint fills itself; a CRIU that knows how (patches/criu/0002)
 	 * advises MADV_HUGEPAGE on the VMAs they mostly cover.  NULL: none. */
 	const char *huge_runs;
+	/* Restore: a CRIU that knows how (patches/criu/0003) registers the
+	 * VMAs the runs of uffd_runs (same format) touch with a userfaultfd and
+	 * sends it, with the pid, to the unix socket uffd_socket.  NULL: none. */
+	const char *uffd_socket, *uffd_runs;
 };
 
 /* From CRIU's stats-dump / stats-restore images (images/stats.proto). */

@@ -93,6 +93,10 @@ struct kc_restore_opts {
 	/* Where THP is "madvise", have CRIU advise MADV_HUGEPAGE on the VMAs
 	 * that memory fills (most of), so it faults in huge pages. */
 	bool fill_huge;
+	/* From an images dir with the memory's 1 MiB digests, to a CUDA
+	 * process: the fill runs beside the GPU restore, each piece checked
+	 * before the driver may read it (our CRIU hands over a userfaultfd). */
+	bool fill_overlap;
 	/* Optional: called after CRIU restored, before the GPU stage.  The CLI
 	 * loads the driver (cuInit) in a thread meanwhile and joins it here, so
 	 * driver start-up overlaps unpack and CRIU restore. */

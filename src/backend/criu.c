@@ -221,14 +221,15 @@ static int spawn_error(struct kc_error **err, int e, const char *path)
 /*
  * CRIU's environment: ours, without the variables our CRIU patches read
  * (one inherited from a shell would have CRIU leave memory out that this
- * kcheckpoint does not read: an image silently without it), plus var
- * (taken; NULL for none).
+ * kcheckpoint does not read: an image silently without it), plus vars
+ * (a NULL-terminated list, taken; NULL for none).
  */
-static char **criu_env(char *var)
+static char **criu_env(char **vars)
 {
-	static const char *const ours[] = {"KCHECKPOINT_BULK_MIN=", "KCHECKPOINT_BULK_HUGE="};
+	static const char *const ours[] = {"KCHECKPOINT_BULK_MIN=", "KCHECKPOINT_BULK_HUGE=", "KCHECKPOINT_BULK_UFFD=",
+					   "KCHECKPOINT_BULK_RUNS="};
 	size_t n = kc_strv_len(environ), k = 0;
-	char **envp = kc_xcalloc(n + 2, sizeof(char *));
+	char **envp = kc_xcalloc(n + kc_strv_len(vars) + 1, sizeof(char *));
 	for (size_t i = 0; i < n; i++) {
 		bool drop = false;
 		for (size_t j = 0; j < KC_ARRAY_SIZE(ours) && !drop; j++)
@@ -236,7 +237,9 @@ static char **criu_env(char *var)
 		if (!drop)
 			envp[k++] = kc_xstrdup(environ[i]);
 	}
-	envp[k] = var;
+	for (size_t i = 0; vars && vars[i]; i++)
+		envp[k++] = vars[i];
+	free(vars);
 	return envp;
 }
 
@@ -250,11 +253,11 @@ static char **criu_env(char *var)
  * returns.  The exception is keep_stdin, for a --shell-job restore: CRIU
  * hands its stdin terminal to the restored tree and makes its parent's
  * group the terminal's foreground group, which only works from our own,
- * foreground, group.  var: see criu_env.
+ * foreground, group.  vars: see criu_env.
  */
-static int run_criu(char **argv, char *var, bool keep_stdin, char **output, int *wstatus, struct kc_error **err)
+static int run_criu(char **argv, char **vars, bool keep_stdin, char **output, int *wstatus, struct kc_error **err)
 {
-	_cleanup_strv_ char **envp = criu_env(var);
+	_cleanup_strv_ char **envp = criu_env(vars);
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot create pipe");
@@ -485,11 +488,13 @@ static int criu_dump(void *h, const struct kc_criu_opts *o, pid_t pid, const cha
 
 	/* our CRIU (patches/criu/0001-*) leaves large anonymous memory to us;
 	 * any other CRIU ignores the variable and dumps it all */
-	char *var = o->bulk_min ? kc_xasprintf("KCHECKPOINT_BULK_MIN=%llu", (unsigned long long)o->bulk_min) : NULL;
+	char **vars = kc_xcalloc(2, sizeof(char *));
+	if (o->bulk_min)
+		vars[0] = kc_xasprintf("KCHECKPOINT_BULK_MIN=%llu", (unsigned long long)o->bulk_min);
 	_cleanup_free_ char *out = NULL;
 	_cleanup_free_ char *log = kc_xasprintf("%s/criu-dump.log", dir);
 	int status;
-	if (run_criu(argv, var, false, &out, &status, err) < 0)
+	if (run_criu(argv, vars, false, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "dump", status, log, out);
@@ -550,13 +555,21 @@ static int criu_restore(void *h, const struct kc_criu_opts *o, const char *image
 	add_common_flags(&a, o);
 	argv = a.v;
 
-	/* our CRIU (patches/criu/0002-*) advises huge pages where we fill;
-	 * any other CRIU ignores the variable */
-	char *var = o->huge_runs ? kc_xasprintf("KCHECKPOINT_BULK_HUGE=%s", o->huge_runs) : NULL;
+	/* our CRIU (patches/criu/0002-*) advises huge pages where we fill,
+	 * and (0003-*) hands us a userfaultfd for them; any other CRIU ignores
+	 * the variables */
+	char **vars = kc_xcalloc(4, sizeof(char *));
+	size_t nv = 0;
+	if (o->huge_runs)
+		vars[nv++] = kc_xasprintf("KCHECKPOINT_BULK_HUGE=%s", o->huge_runs);
+	if (o->uffd_socket && o->uffd_runs) {
+		vars[nv++] = kc_xasprintf("KCHECKPOINT_BULK_UFFD=%s", o->uffd_socket);
+		vars[nv++] = kc_xasprintf("KCHECKPOINT_BULK_RUNS=%s", o->uffd_runs);
+	}
 	_cleanup_free_ char *out = NULL;
 	_cleanup_free_ char *log = kc_xasprintf("%s/criu-restore.log", wdir);
 	int status;
-	if (run_criu(argv, var, o->shell_job, &out, &status, err) < 0)
+	if (run_criu(argv, vars, o->shell_job, &out, &status, err) < 0)
 		return -1;
 	if (!succeeded(status))
 		return criu_failed(err, "restore", status, log, out);

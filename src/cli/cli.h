@@ -34,6 +34,7 @@ enum kc_opt_id {
 	OPT_THREADS,
 	OPT_FILL_THREADS,
 	OPT_NO_FILL_HUGE,
+	OPT_NO_FILL_OVERLAP,
 	OPT_LEAVE_RUNNING,
 	OPT_LOCK_TIMEOUT,
 	OPT_TCP_ESTABLISHED,
@@ -100,7 +101,7 @@ extern const size_t kc_n_commands;
 /* Everything any command can be given; each command reads its part. */
 struct kc_args {
 	bool json, verbose, quiet, keep_images, leave_running, tcp_established, tcp_close, shell_job,
-		file_locks, verify, no_fill_huge;
+		file_locks, verify, no_fill_huge, no_fill_overlap;
 	int rw_layer; /* 1 --with-rw-layer, -1 --ignore-rootfs, 0 neither */
 	char *criu_opts[33]; /* --criu-opt, NULL-terminated */
 	size_t n_criu_opts;

@@ -71,7 +71,7 @@ static int restore_image(const struct kc_args *ap, const char *image, struct kc_
 				    .gpu_ready = kc_backends_gpu_ready, .gpu_ready_arg = &cb, .map_checked = map_checked,
 				    .fill_threads = a.fill_threads > 0 ? (unsigned)a.fill_threads
 								       : (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
-				    .fill_huge = !a.no_fill_huge, .work_dir = a.work_dir, .keep_images = a.keep_images,
+				    .fill_huge = !a.no_fill_huge, .fill_overlap = !a.no_fill_overlap, .work_dir = a.work_dir, .keep_images = a.keep_images,
 				    .thp = a.thp, .quiet = a.quiet};
 	kc_cli_criu_opts(&a, &o.criu);
 	if (a.containerd) {

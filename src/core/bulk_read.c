@@ -291,6 +291,7 @@ int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigne
 	struct job j = {.src = (struct kc_bulk_source *)s, .write_lock = PTHREAD_MUTEX_INITIALIZER};
 	int rc = -1;
 	_cleanup_free_ char *out_path = kc_xasprintf("%s/" KC_BULK_READ_NAME, images_dir);
+	_cleanup_free_ char *leaves_path = kc_xasprintf("%s/" KC_BULK_LEAVES_NAME, images_dir);
 	int out_fd = -1;
 	j.n_chunks = (size_t)((s->total + CHUNK - 1) / CHUNK);
 	size_t leaves = (size_t)((s->total + KC_ARCHIVE_LEAF - 1) / KC_ARCHIVE_LEAF);
@@ -318,14 +319,21 @@ int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigne
 		}
 	}
 	kc_leaves_root((const uint8_t(*)[32])j.d, leaves, sha256);
+	/* each 1 MiB's own hash, so that a restore can check a piece before
+	 * the CUDA driver reads it, long before the last one is there
+	 * (bulk_uffd.c); a member of the image like any other */
+	if (s->total && kc_write_file_replace(leaves_path, j.d, leaves * sizeof(*j.d), 0600, err) < 0)
+		goto out;
 	if (kc_bulk_write_index(images_dir, s, err) < 0)
 		goto out;
 	rc = 0;
 out:
 	if (out_fd >= 0)
 		close(out_fd);
-	if (rc < 0)
+	if (rc < 0) {
 		unlink(out_path);
+		unlink(leaves_path);
+	}
 	free(j.d);
 	return rc;
 }

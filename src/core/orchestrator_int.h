@@ -45,6 +45,8 @@ void kc_fill_target_close(struct kc_fill_target *t);
  * populated pages of those VMAs, readable from the stopped tree
  * (bulk_read.c).  *s stays NULL for a CRIU that dumped everything. */
 #define KC_BULK_READ_NAME "kcheckpoint-bulk-read.img"
+/* Its 1 MiB leaves' SHA-256 digests, 32 bytes each, in order. */
+#define KC_BULK_LEAVES_NAME "kcheckpoint-bulk-read.leaves"
 struct kc_bulk_source;
 int kc_bulk_source_open(const char *images_dir, struct kc_bulk_source **s, struct kc_error **err);
 uint64_t kc_bulk_source_size(const struct kc_bulk_source *s);
@@ -59,6 +61,32 @@ int kc_bulk_write_index(const char *images_dir, const struct kc_bulk_source *s, 
  * index. */
 int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigned threads, char sha256[65],
 		 struct kc_error **err);
+
+/*
+ * The fill beside the GPU restore (bulk_uffd.c): prepare before CRIU
+ * restores (a socket in dir for the userfaultfds of our CRIU, the runs it
+ * registers; *f stays NULL, no error, where the image cannot be filled so:
+ * no leaf digests; only the runs of KC_BULK_READ_NAME, the rest is the
+ * caller's), start once CRIU
+ * returned (*none: no process sent a userfaultfd, fill as before), finish
+ * before anything of the tree runs (every leaf in and checked, or the
+ * error; a failed fill killed the processes it fills), free last.
+ */
+struct kc_uffd_fill;
+int kc_uffd_fill_prepare(const char *images_dir, const char *dir, const struct kc_manifest *m,
+			 const struct kc_bulk_region *v, size_t n, unsigned threads, struct kc_uffd_fill **f,
+			 struct kc_error **err);
+const char *kc_uffd_fill_socket(const struct kc_uffd_fill *f);
+const char *kc_uffd_fill_runs(const struct kc_uffd_fill *f);
+int kc_uffd_fill_start(struct kc_uffd_fill *f, bool *none, struct kc_error **err);
+uint64_t kc_uffd_fill_done(void *f);
+bool kc_uffd_fill_failed(const struct kc_uffd_fill *f);
+int kc_uffd_fill_finish(struct kc_uffd_fill *f, double *seconds, uint64_t *bytes, struct kc_error **err);
+/* Stops its threads (a process waiting on a page then waits until it is
+ * killed); free closes the userfaultfds, after which their VMAs are plain
+ * memory. */
+void kc_uffd_fill_stop(struct kc_uffd_fill *f);
+void kc_uffd_fill_free(struct kc_uffd_fill *f);
 
 /* A fill in progress for pid (bulk_fill.c): recover refuses to continue a
  * stopped pid with a mark. */

@@ -95,6 +95,32 @@ static char *huge_runs_file(const char *dir, const struct kc_bulk_region *v, siz
 	return path;
 }
 
+/* The fill beside the GPU restore, once it is over: every byte is in and
+ * checked, and from here on recover may run the tree. */
+static int finish_fill(struct kc_uffd_fill **uf, struct kc_report *r, const struct kc_bulk_region *bulk, size_t n_bulk,
+		       bool *fill_done, struct kc_error **err)
+{
+	if (!*uf)
+		return 0;
+	double s = 0, t0 = kc_now();
+	uint64_t bytes = 0;
+	struct kc_progress *pg = kc_progress_start("fill-wait", kc_uffd_fill_done, *uf);
+	kc_progress_total(pg, kc_bulk_regions_bytes(bulk, n_bulk));
+	int fr = kc_uffd_fill_finish(*uf, &s, &bytes, err);
+	kc_progress_stop(pg);
+	if (fr < 0)
+		return -1;
+	kc_report_add(r, "memory-fill", s, bytes);
+	/* how much longer than the GPU restore the fill took */
+	kc_report_add(r, "fill-wait", kc_now() - t0, 0);
+	kc_uffd_fill_free(*uf);
+	*uf = NULL;
+	*fill_done = true;
+	for (size_t i = 0; i < n_bulk; i++)
+		kc_fillmark_clear(bulk[i].pid);
+	return 0;
+}
+
 static bool stopped_when_dumped(const struct kc_manifest *m, pid_t pid)
 {
 	for (size_t j = 0; j < m->n_procs; j++)
@@ -193,6 +219,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	_cleanup_free_ struct kc_bulk_region *bulk = NULL; /* memory CRIU leaves to us */
 	size_t n_bulk = 0;
 	bool fill_done = false; /* every process' memory is back */
+	struct kc_uffd_fill *uf = NULL; /* that memory filled beside the GPU restore */
 	_cleanup_free_ char *criu_dir = NULL; /* CRIU's log and stats, ours */
 	_cleanup_free_ char *huge_runs = NULL; /* in it: the runs to advise huge */
 	_cleanup_free_ pid_t *tree = NULL;      /* the restored tree, while CRIU left it stopped */
@@ -357,6 +384,13 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	if (o->fill_huge && (criu_dir || o->images_private))
 		huge_runs = huge_runs_file(stats_dir, bulk, n_bulk, to_restore);
 	copts.huge_runs = huge_runs;
+	/* beside the GPU restore, where there is one and each piece can be
+	 * checked before the driver reads it (an archive fills as it unpacks) */
+	if (o->fill_overlap && n_bulk && to_restore->n && !o->archive && !o->images_private && criu_dir &&
+	    kc_uffd_fill_prepare(o->images_dir, criu_dir, m, bulk, n_bulk, o->fill_threads, &uf, err) < 0)
+		goto out;
+	copts.uffd_socket = kc_uffd_fill_socket(uf);
+	copts.uffd_runs = kc_uffd_fill_runs(uf);
 	pid_t root = 0;
 	struct kc_progress *pg = kc_progress_start("criu-restore", NULL, NULL);
 	struct kc_prefetch *pf = o->prefetch ? kc_prefetch_start(o->images_dir, 8) : NULL;
@@ -408,8 +442,29 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		 * anything of the tree runs, the driver's restore thread too:
 		 * its stack and the driver's own state are in these runs */
 		uint64_t filled = 0;
+		bool none = true;
+		if (uf) {
+			/* its progress shows where it goes on alone (fill-wait) */
+			kc_progress_stop(kc_progress_start("memory-fill", NULL, NULL));
+			if (kc_uffd_fill_start(uf, &none, err) < 0)
+				goto rollback;
+		}
+		if (uf && none) { /* a CRIU without patches/criu/0003 */
+			kc_uffd_fill_free(uf);
+			uf = NULL;
+		}
 		t0 = kc_now();
-		if (o->archive) {
+		if (uf) {
+			/* going on beside the GPU restore (finish_fill); the runs of
+			 * file maps split out of CRIU's images are filled now */
+			_cleanup_free_ struct kc_bulk_region *rest = kc_xcalloc(n_bulk + 1, sizeof(*rest));
+			size_t n_rest = 0;
+			for (size_t i = 0; i < n_bulk; i++)
+				if (strcmp(bulk[i].file, KC_BULK_READ_NAME))
+					rest[n_rest++] = bulk[i];
+			if (n_rest && kc_bulk_fill(o->images_dir, m, rest, n_rest, o->fill_threads, &filled, err) < 0)
+				goto rollback;
+		} else if (o->archive) {
 			/* unpacking the rest of the archive is the fill */
 			struct kc_fill_target *ft = NULL;
 			if (kc_fill_target_open(bulk, n_bulk, &ft, err) < 0)
@@ -428,11 +483,13 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 					err) < 0) {
 			goto rollback;
 		}
-		kc_report_add(r, "memory-fill", kc_now() - t0, filled);
-		fill_done = true;
-		/* all of it is back: from here on recover may run the tree */
-		for (size_t i = 0; i < n_bulk; i++)
-			kc_fillmark_clear(bulk[i].pid);
+		if (!uf) {
+			kc_report_add(r, "memory-fill", kc_now() - t0, filled);
+			fill_done = true;
+			/* all of it is back: from here on recover may run the tree */
+			for (size_t i = 0; i < n_bulk; i++)
+				kc_fillmark_clear(bulk[i].pid);
+		}
 		if (kc_check_interrupted(err) < 0)
 			goto rollback;
 	}
@@ -472,6 +529,9 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 					why ? why->msg : "no restore thread");
 			kc_error_free(why);
 			kc_release_threads(held, &n_held);
+			/* nothing of the program runs before all of it is checked */
+			if (finish_fill(&uf, r, bulk, n_bulk, &fill_done, err) < 0)
+				goto rollback;
 			/* all of it, the processes stopped when dumped too (their
 			 * restore thread must run); those are stopped again after */
 			kc_proctree_cont(tree, n_tree);
@@ -491,6 +551,15 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		int gr = kc_held_call(&held, &n_held, kc_gpu_step_call, &gs, err);
 		kc_progress_stop(gp);
 		kc_report_add(r, "gpu-restore", kc_now() - t0, m->vram_bytes);
+		if (gr < 0 && kc_uffd_fill_failed(uf)) {
+			/* the fill killed the processes: its error is the one */
+			if (err) {
+				kc_error_free(*err);
+				*err = NULL;
+			}
+			finish_fill(&uf, r, bulk, n_bulk, &fill_done, err);
+			goto rollback;
+		}
 		if (gr < 0 || kc_check_interrupted(err) < 0) {
 			kc_error_prefix(err, "GPU restore");
 			goto rollback;
@@ -503,6 +572,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		}
 		kc_report_add(r, "gpu-unlock", kc_now() - t0, 0);
 	}
+	if (finish_fill(&uf, r, bulk, n_bulk, &fill_done, err) < 0)
+		goto rollback;
 	if (n_tree) {
 		kc_release_threads(held, &n_held);
 		run_tree(m, tree, n_tree);
@@ -515,9 +586,12 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	goto out;
 
 rollback:
+	/* a thread waiting on a page not filled then waits until it is killed */
+	kc_uffd_fill_stop(uf);
 	kc_release_threads(held, &n_held); /* detached before the tree is killed */
 	kc_rollback(&undo, err);
 out:
+	kc_uffd_fill_free(uf);
 	kc_release_threads(held, &n_held);
 	for (size_t i = 0; i < n_stopped; i++)
 		kc_stopmark_clear(stopped[i]);

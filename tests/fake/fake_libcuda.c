@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -503,6 +504,35 @@ struct call {
 };
 
 /*
+ * The host copy of a process' GPU memory, as the real driver keeps it in
+ * the process: a workload that says where it is ("<tgid>.backup" in the
+ * state dir: start and length, hex) has 4 KiB of every MiB of it read at
+ * checkpoint and again at restore, through process_vm_readv, which waits
+ * for a page behind a userfaultfd as the driver's own read does (run 33).
+ * 0 with *sum, 1 for a process without one, -1 where it cannot be read.
+ */
+static int backup_sum(const char *dir, int tgid, unsigned long long *sum)
+{
+	char path[4096], buf[64];
+	unsigned long start = 0, len = 0;
+	snprintf(path, sizeof(path), "%s/%d.backup", dir, tgid);
+	if (read_text(path, buf, sizeof(buf)) < 0 || sscanf(buf, "%lx %lx", &start, &len) != 2 || !len)
+		return 1;
+	unsigned long long h = 0xcbf29ce484222325ULL;
+	static __thread unsigned char page[4096];
+	for (unsigned long off = 0; off < len; off += 1ul << 20) {
+		size_t n = len - off < sizeof(page) ? len - off : sizeof(page);
+		struct iovec local = {page, n}, remote = {(void *)(start + off), n};
+		if (process_vm_readv(tgid, &local, 1, &remote, 1, 0) != (ssize_t)n)
+			return -1;
+		for (size_t i = 0; i < n; i++)
+			h = (h ^ page[i]) * 0x100000001b3ULL;
+	}
+	*sum = h;
+	return 0;
+}
+
+/*
  * Checks the call against the state and, when apply, carries it out (the
  * caller writes new_state).  Sleeping for KC_FAKE_CUDA_DELAY_MS happens
  * between a check and the apply, outside the lock (see run_call).
@@ -536,6 +566,17 @@ static CUresult transition(const char *dir, int tgid, int state, struct call *c,
 			return CUDA_ERROR_UNKNOWN;
 		if (apply && (set_process_gpu(dir, tgid, old_gpu) < 0 || save_node_gpus(dir, tgid) < 0))
 			return CUDA_ERROR_UNKNOWN;
+		if (apply) {
+			unsigned long long sum;
+			char name[64], text[32];
+			int b = backup_sum(dir, tgid, &sum);
+			if (b < 0)
+				return CUDA_ERROR_UNKNOWN;
+			snprintf(name, sizeof(name), "%d.backup-sum", tgid);
+			snprintf(text, sizeof(text), "%016llx\n", sum);
+			if (b == 0 && write_atomic(dir, name, text) < 0)
+				return CUDA_ERROR_UNKNOWN;
+		}
 		*new_state = STATE_CHECKPOINTED;
 		return CUDA_SUCCESS;
 	case OP_RESTORE: {
@@ -548,6 +589,22 @@ static CUresult transition(const char *dir, int tgid, int state, struct call *c,
 			return r;
 		if (process_gpu(dir, tgid, old_gpu) < 0)
 			return CUDA_ERROR_UNKNOWN;
+		/* the copy it restores from: what the checkpoint left there, or
+		 * the kcheckpoint that filled it is wrong (a real driver would
+		 * restore whatever it found; this one says so) */
+		char sname[4096], saved[32];
+		snprintf(sname, sizeof(sname), "%s/%d.backup-sum", dir, tgid);
+		if (!apply && read_text(sname, saved, sizeof(saved)) == 0) {
+			unsigned long long sum = 0;
+			char now[32];
+			int b = backup_sum(dir, tgid, &sum);
+			snprintf(now, sizeof(now), "%016llx\n", sum);
+			if (b != 0 || strcmp(now, saved)) {
+				fprintf(stderr, "fake libcuda: pid %d: the memory restore reads is not what checkpoint left\n",
+					tgid);
+				return CUDA_ERROR_UNKNOWN;
+			}
+		}
 		int n_gpus = machine_gpus(gpus);
 		unsigned char was[MAX_GPUS][16];
 		int n_was = node_gpus_at_checkpoint(dir, tgid, was);

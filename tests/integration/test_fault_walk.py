@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KC, alive, cuda_state, kill_pid, proc_state, run_kc, wait_gone, wait_state
+from conftest import KC, alive, cuda_state, kill_all, kill_pid, proc_state, run_kc, wait_gone, wait_state
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
 
@@ -245,7 +245,7 @@ def thread_field(pid, tid, field):
     raise AssertionError(f"no {field} for thread {tid}")
 
 
-def restore_paused_with_helper(tmp_path, env, workloads, stage, stopped_before=False):
+def restore_paused_with_helper(tmp_path, env, workloads, stage, stopped_before=False, extra=()):
     """A fake CUDA process with an idle second thread (the fake's restore
     thread), dumped to an images dir and restored up to stage, paused.
     Returns the workload, its probe before, the restore and that thread."""
@@ -261,7 +261,7 @@ def restore_paused_with_helper(tmp_path, env, workloads, stage, stopped_before=F
     # a mark a killed restore left for a thread that is gone since
     # (pid_max is at most 4194304): the next hold sweeps it
     (tmp_path / "run" / "held-4000001").write_text("1 0\n")
-    p = start_paused(env, tmp_path, stage, "restore", "--fill-threads", "1", img)
+    p = start_paused(env, tmp_path, stage, "restore", "--fill-threads", "1", *extra, img)
     helper = min(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)
     return w, before, p, helper
 
@@ -304,8 +304,10 @@ def test_recover_after_a_killed_restore_stops_again_what_was_stopped_when_dumped
     (tmp_path / "run").mkdir(exist_ok=True)
     stale = tmp_path / "run" / "stopped-4000001"  # a process long gone: swept
     stale.write_text("1\n")
+    # the memory filled first: a restore killed during a fill beside the GPU
+    # restore leaves nothing recover may run (next test)
     w, before, p, helper = restore_paused_with_helper(tmp_path, cuda_env, workloads, "gpu-restore",
-                                                      stopped_before=True)
+                                                      stopped_before=True, extra=["--no-fill-overlap"])
     mark = tmp_path / "run" / f"stopped-{w.pid}"
     assert mark.exists() and not stale.exists()
     p.send_signal(signal.SIGKILL)
@@ -323,6 +325,26 @@ def test_recover_after_a_killed_restore_stops_again_what_was_stopped_when_dumped
     r = run_kc(cuda_env, "recover", w.pid, check=0)
     time.sleep(0.2)
     assert proc_state(w.pid) in ("R", "S"), proc_state(w.pid)
+
+
+@pytest.mark.parametrize("stage", ["memory-fill", "gpu-restore", "fill-wait"])
+def test_a_restore_killed_while_memory_fills_beside_the_gpu_never_runs(tmp_path, cuda_env, workloads, stage):
+    """SIGKILLed while the memory goes in through the userfaultfd beside the
+    GPU restore: what is not filled reads as zeros once kcheckpoint's
+    descriptor is gone, so recover refuses (exit 7) and the tree stays
+    stopped until it is killed; the image, untouched, restores again."""
+    w, before, p, helper = restore_paused_with_helper(tmp_path, cuda_env, workloads, stage)
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=60)
+    r = recover_until_done(cuda_env, w.pid)
+    assert r.returncode == 7 and "must not run" in r.stderr, r.stderr
+    assert proc_state(w.pid) == "T", "nothing of the program ran"
+    kill_all(w.pid)
+    w.reap()
+    assert wait_gone(w.pid)
+    run_kc(cuda_env, "restore", "--fill-threads", "2", tmp_path / "img", check=0)
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
 
 
 @pytest.mark.parametrize("how", ["leave-running", "SIGINT", "SIGKILL", "SIGINT-gpu"])

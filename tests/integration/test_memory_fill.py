@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KC, SRC, alive, kill_all, reap, run_kc, wait_gone
+from conftest import KC, SRC, alive, cuda_state, kill_all, reap, run_kc, wait_gone
 
 LAYOUTS = SRC / "tests" / "workload" / "memory_layouts.py"
 
@@ -626,3 +626,26 @@ def test_images_dir_with_a_file_the_manifest_does_not_list_is_refused(tmp_path, 
         p = run_kc(kc_env, *cmd, img, check=5)
         assert "cgroup.img' is not in the manifest" in p.stderr, p.stderr
     assert not alive(w.pid)
+
+
+def test_gpu_memory_fills_beside_the_gpu_restore(tmp_path, cuda_env, workloads):
+    """From an images dir, a CUDA process' large memory goes in through a
+    userfaultfd our CRIU hands over (patches/criu/0003) while the driver
+    restores: the fake driver reads 4 KiB of every MiB of the workload's
+    pattern at restore, as the real one reads its host copy, and fails the
+    restore where it finds other bytes than checkpoint left there."""
+    w = workloads(mb=256, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    before = w.probe()
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "--fill-threads", "2", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    leaves = (img / "kcheckpoint-bulk-read.leaves").read_bytes()
+    assert len(leaves) == 32 * (((img / "kcheckpoint-bulk-read.img").stat().st_size + (1 << 20) - 1) >> 20)
+    assert (Path(cuda_env["KC_FAKE_CUDA_DIR"]) / f"{w.pid}.backup-sum").exists(), "the fake read the pattern"
+    p = run_kc(cuda_env, "restore", "--json", img, check=0)
+    stages = {s["stage"]: s for s in json.loads(p.stdout)["stages"]}
+    assert "fill-wait" in stages and stages["memory-fill"]["bytes"] >= 256 << 20, stages
+    after = w.probe()
+    assert after["ok"] == "1" and after["checksum"] == before["checksum"]
+    assert cuda_state(cuda_env, w.pid) == 0

@@ -111,9 +111,29 @@ static void write_status(const struct workload *w)
 		fprintf(stderr, "cpu_workload: cannot write '%s': %s\n", w->status, strerror(errno));
 }
 
-static int mark_cuda(const char *dir)
+/*
+ * A CUDA process for the fake driver: its state file, and where its
+ * pattern lives ("<pid>.backup": start and length, hex), which the fake
+ * reads as the real driver reads its host copy of the GPU's memory: at
+ * checkpoint, and again at restore, where it must find the same bytes.
+ */
+static int mark_cuda(const char *dir, const struct workload *w)
 {
 	char path[4096];
+	if (w->words) {
+		char line[64];
+		int n = snprintf(line, sizeof(line), "%lx %zx\n", (unsigned long)(uintptr_t)w->buf,
+				 w->words * sizeof(uint64_t));
+		snprintf(path, sizeof(path), "%s/%d.backup", dir, (int)getpid());
+		int bfd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (bfd < 0 || write(bfd, line, (size_t)n) != n) {
+			fprintf(stderr, "cpu_workload: cannot write '%s': %s\n", path, strerror(errno));
+			if (bfd >= 0)
+				close(bfd);
+			return -1;
+		}
+		close(bfd);
+	}
 	snprintf(path, sizeof(path), "%s/%d", dir, (int)getpid());
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
@@ -270,7 +290,7 @@ int main(int argc, char **argv)
 			if (asprintf(&status, "%s.%d", w.status, i) < 0)
 				_exit(1);
 			w.status = status;
-			if (cuda_dir && mark_cuda(cuda_dir) < 0)
+			if (cuda_dir && mark_cuda(cuda_dir, &w) < 0)
 				_exit(1);
 			write_status(&w);
 			close(ready[1]);
@@ -291,7 +311,7 @@ int main(int argc, char **argv)
 		return 1;
 	if (spawn_ms && pthread_create(&t, NULL, spawner_thread, NULL) != 0)
 		return 1;
-	if (cuda_dir && mark_cuda(cuda_dir) < 0)
+	if (cuda_dir && mark_cuda(cuda_dir, &w) < 0)
 		return 1;
 	write_status(&w);
 	run_loop(&w, children, n_children, 0);

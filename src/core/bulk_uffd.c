@@ -1,0 +1,829 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The fill beside the GPU restore.  A restore's two long steps were one
+ * after the other: the fill of the large memory runs (fresh memory, about
+ * 3 s for 26 GB on 16 cores) and then the CUDA driver's copy of the GPU's
+ * memory out of those runs (3.2-4.4 s).  Here the runs are registered with
+ * a userfaultfd in each restored process (our CRIU, patches/criu/0003,
+ * sends it over a socket), so the driver can start at once: a page it
+ * reads before the fill got there waits for it instead of reading as zero
+ * (docs/PERFORMANCE.md, run 33: the driver's restore does wait so).
+ *
+ * Every 1 MiB leaf of the memory file is copied into a buffer of the
+ * filling thread, checked there against its digest from the image
+ * (KC_BULK_LEAVES_NAME, whose own tree root must be the manifest's
+ * checksum of the memory file), and only then copied into the process
+ * (UFFDIO_COPY), so no byte reaches the driver unchecked, its own
+ * thread's stack included.  Many threads fill ahead in address order; a
+ * fault on a leaf nobody took is filled by the thread that reads it.
+ * A leaf that fails its check, or a copy that fails, kills the processes
+ * being filled: the driver waiting on their memory would wait forever, and
+ * the restore is rolled back anyway.  The program's own threads stay
+ * stopped until every leaf is in (kc_uffd_fill_finish).
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "archive_internal.h"
+#include "kc/sha256.h"
+#include "kc/threads.h"
+#include "kc/util.h"
+#include "orchestrator_int.h"
+
+/* PAGEMAP_SCAN (Linux 6.7, linux/fs.h), for headers older than that */
+#ifndef PAGEMAP_SCAN
+struct page_region {
+	uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask,
+		category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_PRESENT (1 << 3)
+#endif
+
+#define LEAF KC_ARCHIVE_LEAF
+#define PAGE 4096u
+
+enum { LEAF_FREE, LEAF_BUSY, LEAF_DONE };
+
+struct vrange {
+	uint64_t lo, hi;
+};
+
+struct uproc {
+	pid_t pid;
+	atomic_int fd; /* the process' userfaultfd, -1 until CRIU sent it */
+	struct vrange *vmas; /* registered, in address order */
+	size_t n_vmas;
+	int mem_fd; /* /proc/<pid>/mem: pages already there are written */
+	pthread_t server;
+	bool serving;
+};
+
+struct kc_uffd_fill {
+	char *sock_path, *runs_path;
+	int listen_fd;
+	int stop_pipe[2]; /* readable once the servers must go */
+	pthread_t acceptor;
+	bool accepting;
+
+	const unsigned char *map; /* KC_BULK_READ_NAME, read-only */
+	size_t len;
+	uint8_t (*want)[32]; /* each leaf's digest, from the image */
+	size_t n_leaves;
+	_Atomic unsigned char *state;
+
+	struct kc_bulk_region *v; /* sorted by file offset (the file's order) */
+	size_t n;
+	struct kc_bulk_region **by_addr; /* sorted by pid, then address */
+	struct uproc *procs;
+	size_t n_procs;
+
+	unsigned threads;
+	pthread_t *fillers;
+	size_t n_fillers;
+	atomic_size_t next; /* the next leaf to fill ahead */
+	atomic_uint_fast64_t done;
+	atomic_int failed; /* an errno */
+	atomic_bool stop;
+	char why[160]; /* the first failure, set with failed */
+	pthread_mutex_t why_lock;
+	double t0;
+};
+
+static void fail(struct kc_uffd_fill *f, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(struct kc_uffd_fill *f, int e, const char *fmt, ...)
+{
+	pthread_mutex_lock(&f->why_lock);
+	if (!atomic_load(&f->failed)) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(f->why, sizeof(f->why), fmt, ap);
+		va_end(ap);
+		atomic_store(&f->failed, e ? e : EIO);
+		/* a thread of theirs may wait on memory that will never come; a
+		 * reader from outside (process_vm_readv) waits on, unkillable,
+		 * until the range is no longer registered */
+		for (size_t i = 0; i < f->n_procs; i++) {
+			kill(f->procs[i].pid, SIGKILL);
+			int fd = atomic_load(&f->procs[i].fd);
+			for (size_t k = 0; fd >= 0 && k < f->procs[i].n_vmas; k++) {
+				struct uffdio_range r = {.start = f->procs[i].vmas[k].lo,
+							 .len = f->procs[i].vmas[k].hi - f->procs[i].vmas[k].lo};
+				ioctl(fd, UFFDIO_UNREGISTER, &r);
+			}
+		}
+	}
+	pthread_mutex_unlock(&f->why_lock);
+}
+
+static struct uproc *proc_of(struct kc_uffd_fill *f, pid_t pid)
+{
+	for (size_t i = 0; i < f->n_procs; i++)
+		if (f->procs[i].pid == pid)
+			return &f->procs[i];
+	return NULL;
+}
+
+/* UFFDIO_COPY of [src, src+len) to dst; a page already there is written
+ * through mem_fd (the kernel wrote into some while CRIU restored: the
+ * rseq area at the top of each thread's stack); -1 with errno. */
+static int copy_in(int fd, int mem_fd, uint64_t dst, const unsigned char *src, uint64_t len)
+{
+	while (len) {
+		struct uffdio_copy c = {.dst = dst, .src = (uint64_t)(uintptr_t)src, .len = len, .mode = 0};
+		if (ioctl(fd, UFFDIO_COPY, &c) == 0)
+			return 0;
+		int e = errno;
+		if (c.copy > 0) { /* part of it went in */
+			dst += (uint64_t)c.copy;
+			src += c.copy;
+			len -= (uint64_t)c.copy;
+			continue;
+		}
+		if (e == EAGAIN) /* the process' mappings were changing: again */
+			continue;
+		if (e == EEXIST) {
+			if (pwrite(mem_fd, src, PAGE, (off_t)dst) != (ssize_t)PAGE) {
+				if (errno == 0)
+					errno = EIO;
+				return -1;
+			}
+			dst += PAGE;
+			src += PAGE;
+			len -= PAGE;
+			continue;
+		}
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+/* UFFDIO_COPY goes into one VMA at a time (a run may go on into the next
+ * VMA: a thread's stack after its neighbour, a mapping split by
+ * mprotect); every byte must be in one registered. */
+static int copy_run(const struct uproc *p, int fd, uint64_t dst, const unsigned char *src, uint64_t len)
+{
+	size_t lo = 0, hi = p->n_vmas;
+	while (lo < hi) { /* the first VMA ending past dst */
+		size_t mid = (lo + hi) / 2;
+		if (p->vmas[mid].hi <= dst)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	while (len) {
+		if (lo >= p->n_vmas || p->vmas[lo].lo > dst) {
+			errno = ENOENT;
+			return -1;
+		}
+		uint64_t n = p->vmas[lo].hi - dst < len ? p->vmas[lo].hi - dst : len;
+		if (copy_in(fd, p->mem_fd, dst, src, n) < 0)
+			return -1;
+		dst += n;
+		src += n;
+		len -= n;
+		lo++;
+	}
+	return 0;
+}
+
+/* Fills leaf l (or waits for the thread that does); 0 once it is in. */
+static int fill_leaf(struct kc_uffd_fill *f, size_t l, unsigned char *buf)
+{
+	unsigned char expect = LEAF_FREE;
+	if (!atomic_compare_exchange_strong(&f->state[l], &expect, LEAF_BUSY)) {
+		while (atomic_load(&f->state[l]) != LEAF_DONE) {
+			if (atomic_load(&f->failed) || atomic_load(&f->stop))
+				return -1;
+			struct timespec ts = {0, 20000};
+			nanosleep(&ts, NULL);
+		}
+		return 0;
+	}
+	uint64_t off = (uint64_t)l * LEAF, len = f->len - off < LEAF ? f->len - off : LEAF;
+	/* copied once into this thread's buffer, checked there, and copied
+	 * into the process from there: what was checked is what goes in */
+	memcpy(buf, f->map + off, len);
+	uint8_t d[32];
+	kc_sha256(buf, len, d);
+	if (memcmp(d, f->want[l], 32)) {
+		fail(f, EBADMSG, "checksum mismatch for member '" KC_BULK_READ_NAME "' (its MiB %zu)", l);
+		return -1;
+	}
+	/* the runs this leaf holds: the first whose end is past off */
+	size_t lo = 0, hi = f->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (f->v[mid].offset + f->v[mid].bytes <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; i < f->n && f->v[i].offset < off + len; i++) {
+		const struct kc_bulk_region *r = &f->v[i];
+		uint64_t s = r->offset > off ? r->offset : off;
+		uint64_t e = r->offset + r->bytes < off + len ? r->offset + r->bytes : off + len;
+		struct uproc *p = proc_of(f, r->pid);
+		int fd = p ? atomic_load(&p->fd) : -1;
+		if (fd < 0) {
+			fail(f, ESRCH, "no userfaultfd came for pid %d", (int)r->pid);
+			return -1;
+		}
+		if (copy_run(p, fd, r->vaddr + (s - r->offset), buf + (s - off), e - s) < 0) {
+			fail(f, errno, "cannot fill pid %d at 0x%" PRIx64 ": %s", (int)r->pid, r->vaddr + (s - r->offset),
+			     strerror(errno));
+			return -1;
+		}
+	}
+	atomic_fetch_add(&f->done, len);
+	atomic_store(&f->state[l], LEAF_DONE);
+	return 0;
+}
+
+static void *filler(void *arg)
+{
+	struct kc_uffd_fill *f = arg;
+	unsigned char *buf = malloc(LEAF);
+	if (!buf) {
+		fail(f, ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (;;) {
+		if (atomic_load(&f->failed) || atomic_load(&f->stop))
+			break;
+		size_t l = atomic_fetch_add(&f->next, 1);
+		if (l >= f->n_leaves)
+			break;
+		if (atomic_load(&f->state[l]) == LEAF_FREE)
+			fill_leaf(f, l, buf);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* The run of pid that holds addr, NULL for a hole of its VMAs. */
+static const struct kc_bulk_region *run_at(const struct kc_uffd_fill *f, pid_t pid, uint64_t addr)
+{
+	size_t lo = 0, hi = f->n;
+	while (lo < hi) { /* the first run of pid ending past addr */
+		size_t mid = (lo + hi) / 2;
+		const struct kc_bulk_region *r = f->by_addr[mid];
+		if (r->pid < pid || (r->pid == pid && r->vaddr + r->bytes <= addr))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < f->n && f->by_addr[lo]->pid == pid && f->by_addr[lo]->vaddr <= addr)
+		return f->by_addr[lo];
+	return NULL;
+}
+
+struct server_arg {
+	struct kc_uffd_fill *f;
+	struct uproc *p;
+};
+
+/* Serves one process' faults until told to stop. */
+static void *server(void *arg)
+{
+	struct server_arg sa = *(struct server_arg *)arg;
+	free(arg);
+	struct kc_uffd_fill *f = sa.f;
+	int fd = atomic_load(&sa.p->fd);
+	unsigned char *buf = malloc(LEAF);
+	if (!buf) {
+		fail(f, ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (;;) {
+		struct pollfd pf[2] = {{.fd = fd, .events = POLLIN}, {.fd = f->stop_pipe[0], .events = POLLIN}};
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pf[1].revents || (pf[0].revents & (POLLERR | POLLHUP | POLLNVAL)))
+			break;
+		struct uffd_msg msg;
+		ssize_t got = read(fd, &msg, sizeof(msg));
+		if (got < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (got != (ssize_t)sizeof(msg))
+			break; /* the process is gone */
+		if (msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		uint64_t addr = msg.arg.pagefault.address & ~(uint64_t)(PAGE - 1);
+		const struct kc_bulk_region *r = run_at(f, sa.p->pid, addr);
+		if (!r) { /* a page that was never there: zero, as it was */
+			struct uffdio_zeropage z = {.range = {.start = addr, .len = PAGE}};
+			if (ioctl(fd, UFFDIO_ZEROPAGE, &z) < 0 && errno != EEXIST && errno != EAGAIN) {
+				fail(f, errno, "cannot map a zero page into pid %d at 0x%" PRIx64 ": %s", (int)sa.p->pid,
+				     addr, strerror(errno));
+				break;
+			}
+		} else if (fill_leaf(f, (size_t)((r->offset + (addr - r->vaddr)) / LEAF), buf) < 0) {
+			break;
+		}
+		/* filled by another thread before this fault was read, or just
+		 * now: either way the thread waiting on it goes on */
+		struct uffdio_range w = {.start = addr, .len = PAGE};
+		ioctl(fd, UFFDIO_WAKE, &w);
+	}
+	free(buf);
+	return NULL;
+}
+
+static void start_server(struct kc_uffd_fill *f, struct uproc *p)
+{
+	struct server_arg *sa = kc_xcalloc(1, sizeof(*sa));
+	*sa = (struct server_arg){.f = f, .p = p};
+	if (kc_thread_start(&p->server, server, sa) != 0) {
+		free(sa);
+		fail(f, EAGAIN, "cannot start a thread");
+		return;
+	}
+	p->serving = true;
+}
+
+/* Takes CRIU's userfaultfds as its tasks send them, during the restore:
+ * the restorer may fault on these runs itself (a thread's stack). */
+static void *acceptor(void *arg)
+{
+	struct kc_uffd_fill *f = arg;
+	for (;;) {
+		struct pollfd pf[2] = {{.fd = f->listen_fd, .events = POLLIN}, {.fd = f->stop_pipe[0], .events = POLLIN}};
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		if (pf[1].revents)
+			return NULL;
+		int c = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			continue;
+		int pid = 0, ufd = -1;
+		char cbuf[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = {.iov_base = &pid, .iov_len = sizeof(pid)};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+		ssize_t got = recvmsg(c, &msg, MSG_CMSG_CLOEXEC);
+		struct cmsghdr *cm = got == (ssize_t)sizeof(pid) ? CMSG_FIRSTHDR(&msg) : NULL;
+		if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+		    cm->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&ufd, CMSG_DATA(cm), sizeof(int));
+		/* from the process it names (the restored task itself), not
+		 * from anyone else who found the socket */
+		struct ucred cred;
+		socklen_t cl = sizeof(cred);
+		if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.pid != pid || cred.uid != geteuid())
+			pid = 0;
+		close(c);
+		struct uproc *p = ufd >= 0 && pid > 0 ? proc_of(f, (pid_t)pid) : NULL;
+		int none = -1;
+		if (!p || !atomic_compare_exchange_strong(&p->fd, &none, ufd)) {
+			if (ufd >= 0)
+				close(ufd);
+			continue; /* not one of ours, or a second one: the first counts */
+		}
+		start_server(f, p);
+	}
+}
+
+static int cmp_offset(const void *a, const void *b)
+{
+	const struct kc_bulk_region *x = a, *y = b;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static int cmp_addr(const void *a, const void *b)
+{
+	const struct kc_bulk_region *x = *(const struct kc_bulk_region *const *)a;
+	const struct kc_bulk_region *y = *(const struct kc_bulk_region *const *)b;
+	if (x->pid != y->pid)
+		return x->pid < y->pid ? -1 : 1;
+	return x->vaddr < y->vaddr ? -1 : x->vaddr > y->vaddr;
+}
+
+/* The image's digests of each leaf, and their root against the manifest:
+ * false (no error) where the image has none to go by. */
+static int load_leaves(struct kc_uffd_fill *f, const char *images_dir, const struct kc_manifest *m,
+		       struct kc_error **err)
+{
+	const char *sum = NULL;
+	for (size_t i = 0; i < m->n_members; i++)
+		if (!strcmp(m->members[i].path, KC_BULK_READ_NAME) && m->members[i].size == f->len)
+			sum = m->members[i].sha256;
+	bool listed = false;
+	for (size_t i = 0; i < m->n_members; i++)
+		listed |= !strcmp(m->members[i].path, KC_BULK_LEAVES_NAME);
+	if (!sum || !listed)
+		return 0;
+	_cleanup_free_ char *path = kc_xasprintf("%s/" KC_BULK_LEAVES_NAME, images_dir);
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	if (kc_read_file(path, &text, &len, err) < 0)
+		return -1;
+	f->n_leaves = (f->len + LEAF - 1) / LEAF;
+	char hex[65];
+	if (len == f->n_leaves * 32)
+		kc_leaves_root((const uint8_t(*)[32])text, f->n_leaves, hex);
+	if (len != f->n_leaves * 32 || strcmp(hex, sum))
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "'%s' does not match the checksum of '" KC_BULK_READ_NAME "'",
+				    path);
+	f->want = (uint8_t(*)[32])steal_ptr(text);
+	return 1;
+}
+
+void kc_uffd_fill_free(struct kc_uffd_fill *f)
+{
+	if (!f)
+		return;
+	kc_uffd_fill_stop(f);
+	for (size_t i = 0; i < f->n_procs; i++) {
+		int fd = atomic_load(&f->procs[i].fd);
+		if (fd >= 0)
+			close(fd); /* the VMAs are plain memory again */
+	}
+	if (f->listen_fd >= 0)
+		close(f->listen_fd);
+	if (f->stop_pipe[0] >= 0) {
+		close(f->stop_pipe[0]);
+		close(f->stop_pipe[1]);
+	}
+	if (f->runs_path)
+		unlink(f->runs_path);
+	if (f->map)
+		munmap((void *)f->map, f->len);
+	pthread_mutex_destroy(&f->why_lock);
+	free(f->sock_path);
+	free(f->runs_path);
+	free(f->want);
+	free((void *)f->state);
+	free(f->v);
+	free(f->by_addr);
+	for (size_t i = 0; i < f->n_procs; i++) {
+		free(f->procs[i].vmas);
+		if (f->procs[i].mem_fd >= 0)
+			close(f->procs[i].mem_fd);
+	}
+	free(f->procs);
+	free(f->fillers);
+	free(f);
+}
+
+void kc_uffd_fill_stop(struct kc_uffd_fill *f)
+{
+	if (!f)
+		return;
+	atomic_store(&f->stop, true);
+	for (size_t i = 0; i < f->n_fillers; i++)
+		pthread_join(f->fillers[i], NULL);
+	f->n_fillers = 0;
+	if (f->stop_pipe[1] >= 0 && (f->accepting || f->n_procs)) {
+		ssize_t w = write(f->stop_pipe[1], "x", 1);
+		(void)w;
+	}
+	if (f->accepting)
+		pthread_join(f->acceptor, NULL);
+	f->accepting = false;
+	for (size_t i = 0; i < f->n_procs; i++)
+		if (f->procs[i].serving) {
+			pthread_join(f->procs[i].server, NULL);
+			f->procs[i].serving = false;
+		}
+}
+
+int kc_uffd_fill_prepare(const char *images_dir, const char *dir, const struct kc_manifest *m,
+			 const struct kc_bulk_region *v, size_t n, unsigned threads, struct kc_uffd_fill **out,
+			 struct kc_error **err)
+{
+	*out = NULL;
+	/* the memory kcheckpoint read itself (private anonymous); what was
+	 * split out of CRIU's own images (file maps' private pages, never
+	 * registered) is filled as before */
+	size_t n_read = 0;
+	for (size_t i = 0; i < n; i++)
+		n_read += !strcmp(v[i].file, KC_BULK_READ_NAME);
+	if (!n_read)
+		return 0;
+	struct kc_uffd_fill *f = kc_xcalloc(1, sizeof(*f));
+	f->listen_fd = -1;
+	f->stop_pipe[0] = f->stop_pipe[1] = -1;
+	pthread_mutex_init(&f->why_lock, NULL);
+	f->threads = threads ? threads : 1;
+
+	_cleanup_free_ char *path = kc_xasprintf("%s/" KC_BULK_READ_NAME, images_dir);
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+		if (fd >= 0)
+			close(fd);
+		kc_uffd_fill_free(f);
+		return 0; /* the plain fill says what is wrong with it */
+	}
+	f->len = (size_t)st.st_size;
+	void *mp = mmap(NULL, f->len, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (mp == MAP_FAILED) {
+		kc_uffd_fill_free(f);
+		return 0;
+	}
+	f->map = mp;
+	int lr = load_leaves(f, images_dir, m, err);
+	if (lr <= 0) {
+		kc_uffd_fill_free(f);
+		return lr;
+	}
+	f->v = kc_xcalloc(n_read, sizeof(*f->v));
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i].file, KC_BULK_READ_NAME))
+			f->v[f->n++] = v[i];
+	n = f->n;
+	qsort(f->v, n, sizeof(*f->v), cmp_offset);
+	f->by_addr = kc_xcalloc(n, sizeof(*f->by_addr));
+	for (size_t i = 0; i < n; i++) {
+		f->by_addr[i] = &f->v[i];
+		if (f->v[i].offset > f->len || f->v[i].bytes > f->len - f->v[i].offset) {
+			kc_uffd_fill_free(f);
+			return 0; /* the plain fill's error */
+		}
+	}
+	qsort(f->by_addr, n, sizeof(*f->by_addr), cmp_addr);
+	f->procs = kc_xcalloc(n, sizeof(*f->procs));
+	for (size_t i = 0; i < n; i++)
+		if (!proc_of(f, f->v[i].pid)) {
+			f->procs[f->n_procs].pid = f->v[i].pid;
+			atomic_init(&f->procs[f->n_procs].fd, -1);
+			f->procs[f->n_procs].mem_fd = -1;
+			f->n_procs++;
+		}
+	f->state = kc_xcalloc(f->n_leaves + 1, 1);
+
+	/* the runs, for CRIU to register their VMAs */
+	f->runs_path = kc_xasprintf("%s/kcheckpoint-uffd-runs.txt", dir);
+	FILE *rf = fopen(f->runs_path, "we");
+	if (rf) {
+		for (size_t i = 0; i < n; i++)
+			fprintf(rf, "%d %" PRIx64 " %" PRIx64 "\n", (int)f->v[i].pid, f->v[i].vaddr,
+				f->v[i].vaddr + f->v[i].bytes);
+	}
+	if (!rf || fclose(rf) != 0) {
+		kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot write '%s'", f->runs_path);
+		kc_uffd_fill_free(f);
+		return -1;
+	}
+	/* abstract ("@" for CRIU): no path that a deep TMPDIR makes too long;
+	 * who sends what is checked by the sender's credentials (acceptor) */
+	uint64_t nonce = 0;
+	if (getrandom(&nonce, sizeof(nonce), GRND_NONBLOCK) != (ssize_t)sizeof(nonce))
+		nonce = (uint64_t)(kc_now() * 1e9);
+	f->sock_path = kc_xasprintf("@kcheckpoint-uffd-%d-%016" PRIx64, (int)getpid(), nonce);
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	size_t slen = strlen(f->sock_path);
+	memcpy(sun.sun_path + 1, f->sock_path + 1, slen - 1);
+	socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + slen);
+	f->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (f->listen_fd < 0 || bind(f->listen_fd, (struct sockaddr *)&sun, alen) < 0 ||
+	    listen(f->listen_fd, 64) < 0 || pipe2(f->stop_pipe, O_CLOEXEC) < 0) {
+		kc_error_errno(err, KC_EXIT_FAILURE, errno, "cannot listen on '%s'", f->sock_path);
+		kc_uffd_fill_free(f);
+		return -1;
+	}
+	if (kc_thread_start(&f->acceptor, acceptor, f) != 0) {
+		kc_error_set(err, KC_EXIT_FAILURE, EAGAIN, "cannot start a thread");
+		kc_uffd_fill_free(f);
+		return -1;
+	}
+	f->accepting = true;
+	*out = f;
+	return 0;
+}
+
+const char *kc_uffd_fill_socket(const struct kc_uffd_fill *f)
+{
+	return f ? f->sock_path : NULL;
+}
+
+const char *kc_uffd_fill_runs(const struct kc_uffd_fill *f)
+{
+	return f ? f->runs_path : NULL;
+}
+
+uint64_t kc_uffd_fill_done(void *f)
+{
+	return atomic_load(&((struct kc_uffd_fill *)f)->done);
+}
+
+/* Registers each VMA of p that a run touches, whole (no split), as CRIU
+ * left it: its holes are served as zero pages.  -1 with errno. */
+static int register_vmas(struct kc_uffd_fill *f, struct uproc *p)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)p->pid);
+	FILE *maps = fopen(path, "re");
+	if (!maps)
+		return -1;
+	_cleanup_free_ char *line = NULL;
+	size_t cap = 0;
+	int rc = 0;
+	while (rc == 0 && getline(&line, &cap, maps) > 0) {
+		uint64_t lo, hi;
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64, &lo, &hi) != 2)
+			continue;
+		const struct kc_bulk_region *r = run_at(f, p->pid, lo);
+		if (!r) { /* the first run of p past lo */
+			size_t a = 0, b = f->n;
+			while (a < b) {
+				size_t mid = (a + b) / 2;
+				const struct kc_bulk_region *m = f->by_addr[mid];
+				if (m->pid < p->pid || (m->pid == p->pid && m->vaddr + m->bytes <= lo))
+					a = mid + 1;
+				else
+					b = mid;
+			}
+			r = a < f->n && f->by_addr[a]->pid == p->pid && f->by_addr[a]->vaddr < hi ? f->by_addr[a] : NULL;
+		}
+		if (!r)
+			continue;
+		struct uffdio_register reg = {.range = {.start = lo, .len = hi - lo}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+		if (ioctl(atomic_load(&p->fd), UFFDIO_REGISTER, &reg) < 0) {
+			rc = -1;
+			break;
+		}
+		p->vmas = kc_xrealloc(p->vmas, (p->n_vmas + 1) * sizeof(*p->vmas));
+		p->vmas[p->n_vmas++] = (struct vrange){lo, hi};
+	}
+	int e = errno;
+	fclose(maps);
+	errno = e;
+	return rc;
+}
+
+/*
+ * The pages of p's runs that are there already, though nothing was filled:
+ * the kernel wrote them while CRIU restored (a thread's rseq area, in the
+ * TCB at the top of its stack).  A read of them would not wait for the
+ * fill, so their leaves go in now, before the driver runs.  -1 with errno.
+ */
+static int fill_present(struct kc_uffd_fill *f, struct uproc *p, int pagemap, unsigned char *buf)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		const struct kc_bulk_region *r = f->by_addr[i];
+		if (r->pid != p->pid)
+			continue;
+		uint64_t at = r->vaddr, end = r->vaddr + r->bytes;
+		while (at < end) {
+			struct page_region v[64];
+			struct pm_scan_arg a = {.size = sizeof(a), .start = at, .end = end, .vec = (uint64_t)(uintptr_t)v,
+						.vec_len = 64, .category_mask = PAGE_IS_PRESENT,
+						.return_mask = PAGE_IS_PRESENT};
+			long got = ioctl(pagemap, PAGEMAP_SCAN, &a);
+			if (got < 0)
+				return -1;
+			for (long k = 0; k < got; k++)
+				for (uint64_t pg = v[k].start; pg < v[k].end; pg += PAGE) {
+					size_t l = (size_t)((r->offset + (pg - r->vaddr)) / LEAF);
+					if (fill_leaf(f, l, buf) < 0)
+						return -1;
+					pg = r->vaddr + ((uint64_t)(l + 1) * LEAF - r->offset) - PAGE; /* next leaf */
+				}
+			if (a.walk_end <= at)
+				break;
+			at = a.walk_end;
+		}
+	}
+	return 0;
+}
+
+/* The first failure, as the command's error. */
+static int fill_error(struct kc_uffd_fill *f, struct kc_error **err)
+{
+	int e = atomic_load(&f->failed);
+	if (e == EBADMSG) /* a damaged image */
+		return kc_error_set(err, KC_EXIT_IMAGE, 0, "%s", f->why);
+	return kc_error_set(err, KC_EXIT_CRIU, e, "cannot fill the memory of the restored tree: %s",
+			    f->why[0] ? f->why : strerror(e));
+}
+
+/* Whether this kernel has PAGEMAP_SCAN (6.7), which fill_present needs. */
+static bool can_scan(void)
+{
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pm < 0)
+		return false;
+	static const char probe[PAGE] __attribute__((aligned(PAGE)));
+	struct page_region v[1];
+	struct pm_scan_arg a = {.size = sizeof(a), .start = (uint64_t)(uintptr_t)probe,
+				.end = (uint64_t)(uintptr_t)probe + PAGE, .vec = (uint64_t)(uintptr_t)v, .vec_len = 1,
+				.category_mask = PAGE_IS_PRESENT, .return_mask = PAGE_IS_PRESENT};
+	bool ok = ioctl(pm, PAGEMAP_SCAN, &a) >= 0;
+	close(pm);
+	return ok;
+}
+
+int kc_uffd_fill_start(struct kc_uffd_fill *f, bool *none, struct kc_error **err)
+{
+	/* CRIU has returned: every task that had such VMAs sent its fd */
+	size_t got = 0;
+	for (size_t i = 0; i < f->n_procs; i++)
+		got += atomic_load(&f->procs[i].fd) >= 0;
+	*none = got == 0 || !can_scan();
+	if (*none)
+		return 0; /* a CRIU without patches/criu/0003, a kernel before 6.7: filled as before */
+	for (size_t i = 0; i < f->n_procs; i++)
+		if (atomic_load(&f->procs[i].fd) < 0) {
+			fail(f, ESRCH, "no userfaultfd came for pid %d", (int)f->procs[i].pid);
+			return fill_error(f, err);
+		}
+	/* CRIU left the tree stopped with every VMA in place: registered now,
+	 * through the process' own userfaultfd; what is there already goes in
+	 * first */
+	_cleanup_free_ unsigned char *buf = kc_xmalloc(LEAF);
+	for (size_t i = 0; i < f->n_procs; i++) {
+		struct uproc *p = &f->procs[i];
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)p->pid);
+		int pm = open(path, O_RDONLY | O_CLOEXEC);
+		snprintf(path, sizeof(path), "/proc/%d/mem", (int)p->pid);
+		p->mem_fd = open(path, O_RDWR | O_CLOEXEC);
+		int rc = pm < 0 || p->mem_fd < 0 ? -1 : register_vmas(f, p);
+		const char *what = "register the memory of";
+		if (rc == 0) {
+			what = "fill the memory already there in";
+			rc = fill_present(f, p, pm, buf);
+		}
+		int e = errno;
+		if (pm >= 0)
+			close(pm);
+		if (rc < 0) {
+			fail(f, e, "cannot %s pid %d: %s", what, (int)p->pid, strerror(e));
+			return fill_error(f, err);
+		}
+	}
+	f->t0 = kc_now();
+	/* a core left for the driver's copy, which runs meanwhile */
+	unsigned n = f->threads > 2 ? f->threads - 1 : f->threads;
+	if (n > f->n_leaves)
+		n = (unsigned)f->n_leaves;
+	f->fillers = kc_xcalloc(n + 1, sizeof(pthread_t));
+	for (unsigned i = 0; i < n; i++) {
+		if (kc_thread_start(&f->fillers[f->n_fillers], filler, f) != 0)
+			break;
+		f->n_fillers++;
+	}
+	if (!f->n_fillers) {
+		fail(f, EAGAIN, "cannot start a thread");
+		return fill_error(f, err);
+	}
+	return 0;
+}
+
+bool kc_uffd_fill_failed(const struct kc_uffd_fill *f)
+{
+	return f && atomic_load(&((struct kc_uffd_fill *)f)->failed) != 0;
+}
+
+int kc_uffd_fill_finish(struct kc_uffd_fill *f, double *seconds, uint64_t *bytes, struct kc_error **err)
+{
+	for (size_t i = 0; i < f->n_fillers; i++)
+		pthread_join(f->fillers[i], NULL);
+	f->n_fillers = 0;
+	*seconds = kc_now() - f->t0;
+	*bytes = atomic_load(&f->done);
+	int e = atomic_load(&f->failed);
+	if (!e)
+		for (size_t l = 0; l < f->n_leaves; l++)
+			if (atomic_load(&f->state[l]) != LEAF_DONE) {
+				/* only a stop leaves one: ^C */
+				e = EINTR;
+				break;
+			}
+	if (e == EINTR && !atomic_load(&f->failed) && kc_check_interrupted(err) < 0)
+		return -1;
+	if (e == EINTR && !atomic_load(&f->failed))
+		return kc_error_set(err, KC_EXIT_FAILURE, EINTR, "the memory fill was stopped");
+	return e ? fill_error(f, err) : 0;
+}
