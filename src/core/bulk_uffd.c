@@ -67,14 +67,10 @@ struct pm_scan_arg {
 
 enum { LEAF_FREE, LEAF_BUSY, LEAF_DONE };
 
-struct vrange {
-	uint64_t lo, hi;
-};
-
 struct uproc {
 	pid_t pid;
 	atomic_int fd; /* the process' userfaultfd, -1 until CRIU sent it */
-	struct vrange *vmas; /* registered, in address order */
+	struct kc_range *vmas; /* registered, in address order */
 	size_t n_vmas;
 	int mem_fd; /* /proc/<pid>/mem: pages already there are written */
 	pthread_t server;
@@ -88,11 +84,20 @@ struct kc_uffd_fill {
 	pthread_t acceptor;
 	bool accepting;
 
-	const unsigned char *map; /* KC_BULK_READ_NAME, read-only */
+	int src_fd; /* KC_BULK_READ_NAME, read with pread (a file cut short is an
+		     * error, not a SIGBUS) */
 	size_t len;
 	uint8_t (*want)[32]; /* each leaf's digest, from the image */
 	size_t n_leaves;
 	_Atomic unsigned char *state;
+	/* leaves with bytes outside the driver's copy of the GPU's memory:
+	 * in before the driver runs (kc_uffd_fill_start) */
+	unsigned char *first;
+	size_t *first_list, n_first;
+	atomic_size_t next_first;
+	bool stats; /* KCHECKPOINT_FILL_STATS=1: where the time goes, on stderr */
+	double first_s;
+	atomic_uint_fast64_t ns_read, ns_sum, ns_copy, faults;
 
 	struct kc_bulk_region *v; /* sorted by file offset (the file's order) */
 	size_t n;
@@ -107,6 +112,7 @@ struct kc_uffd_fill {
 	atomic_uint_fast64_t done;
 	atomic_int failed; /* an errno */
 	atomic_bool stop;
+	atomic_bool marks_cleared;
 	char why[160]; /* the first failure, set with failed */
 	pthread_mutex_t why_lock;
 	double t0;
@@ -224,11 +230,28 @@ static int fill_leaf(struct kc_uffd_fill *f, size_t l, unsigned char *buf)
 		return 0;
 	}
 	uint64_t off = (uint64_t)l * LEAF, len = f->len - off < LEAF ? f->len - off : LEAF;
+	double t0 = f->stats ? kc_now() : 0, t1 = 0;
 	/* copied once into this thread's buffer, checked there, and copied
 	 * into the process from there: what was checked is what goes in */
-	memcpy(buf, f->map + off, len);
+	ssize_t got = 0;
+	for (size_t at = 0; at < len; at += (size_t)got) {
+		got = pread(f->src_fd, buf + at, len - at, (off_t)(off + at));
+		if (got <= 0) { /* shorter than verify saw it, or unreadable */
+			fail(f, got < 0 ? errno : EBADMSG, "cannot read '" KC_BULK_READ_NAME "' at MiB %zu: %s", l,
+			     got < 0 ? strerror(errno) : "it is shorter than its checksum says");
+			return -1;
+		}
+	}
+	if (f->stats) {
+		t1 = kc_now();
+		atomic_fetch_add(&f->ns_read, (uint64_t)((t1 - t0) * 1e9));
+	}
 	uint8_t d[32];
 	kc_sha256(buf, len, d);
+	if (f->stats) {
+		t0 = kc_now();
+		atomic_fetch_add(&f->ns_sum, (uint64_t)((t0 - t1) * 1e9));
+	}
 	if (memcmp(d, f->want[l], 32)) {
 		fail(f, EBADMSG, "checksum mismatch for member '" KC_BULK_READ_NAME "' (its MiB %zu)", l);
 		return -1;
@@ -258,12 +281,48 @@ static int fill_leaf(struct kc_uffd_fill *f, size_t l, unsigned char *buf)
 			return -1;
 		}
 	}
+	if (f->stats)
+		atomic_fetch_add(&f->ns_copy, (uint64_t)((kc_now() - t0) * 1e9));
 	atomic_fetch_add(&f->done, len);
 	atomic_store(&f->state[l], LEAF_DONE);
 	return 0;
 }
 
+/* The first leaves (kc_uffd_fill_start waits for them), then the rest. */
 static void *filler(void *arg)
+{
+	struct kc_uffd_fill *f = arg;
+	unsigned char *buf = malloc(LEAF);
+	if (!buf) {
+		fail(f, ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (;;) {
+		if (atomic_load(&f->failed) || atomic_load(&f->stop))
+			break;
+		size_t i = atomic_fetch_add(&f->next_first, 1);
+		if (i >= f->n_first)
+			break;
+		fill_leaf(f, f->first_list[i], buf);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Once every leaf is in and checked, recover may run the tree: a restore
+ * killed from here on (the GPU restore going on) loses nothing. */
+static void all_in(struct kc_uffd_fill *f)
+{
+	for (size_t l = 0; l < f->n_leaves; l++)
+		if (atomic_load(&f->state[l]) != LEAF_DONE)
+			return;
+	if (atomic_load(&f->failed) || atomic_exchange(&f->marks_cleared, true))
+		return;
+	for (size_t i = 0; i < f->n_procs; i++)
+		kc_fillmark_clear(f->procs[i].pid);
+}
+
+static void *filler_rest(void *arg)
 {
 	struct kc_uffd_fill *f = arg;
 	unsigned char *buf = malloc(LEAF);
@@ -281,6 +340,7 @@ static void *filler(void *arg)
 			fill_leaf(f, l, buf);
 	}
 	free(buf);
+	all_in(f);
 	return NULL;
 }
 
@@ -336,15 +396,20 @@ static void *server(void *arg)
 		if (msg.event != UFFD_EVENT_PAGEFAULT)
 			continue;
 		uint64_t addr = msg.arg.pagefault.address & ~(uint64_t)(PAGE - 1);
+		atomic_fetch_add(&f->faults, 1);
 		const struct kc_bulk_region *r = run_at(f, sa.p->pid, addr);
-		if (!r) { /* a page that was never there: zero, as it was */
+		size_t l = r ? (size_t)((r->offset + (addr - r->vaddr)) / LEAF) : 0;
+		/* a page never there, or one gone since it was filled (the
+		 * driver's thread ran madvise(MADV_DONTNEED) on it): zero, as
+		 * the kernel would give; one filled meanwhile just wakes */
+		if (!r || atomic_load(&f->state[l]) == LEAF_DONE) {
 			struct uffdio_zeropage z = {.range = {.start = addr, .len = PAGE}};
-			if (ioctl(fd, UFFDIO_ZEROPAGE, &z) < 0 && errno != EEXIST && errno != EAGAIN) {
+			if (ioctl(fd, UFFDIO_ZEROPAGE, &z) < 0 && errno != EEXIST && errno != EAGAIN && errno != ENOENT) {
 				fail(f, errno, "cannot map a zero page into pid %d at 0x%" PRIx64 ": %s", (int)sa.p->pid,
 				     addr, strerror(errno));
 				break;
 			}
-		} else if (fill_leaf(f, (size_t)((r->offset + (addr - r->vaddr)) / LEAF), buf) < 0) {
+		} else if (fill_leaf(f, l, buf) < 0) {
 			break;
 		}
 		/* filled by another thread before this fault was read, or just
@@ -382,23 +447,33 @@ static void *acceptor(void *arg)
 		}
 		if (pf[1].revents)
 			return NULL;
-		int c = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (c < 0)
+		int c = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (c < 0) {
+			if (errno == EINVAL) /* shut down: CRIU is done */
+				return NULL;
 			continue;
+		}
+		/* only a restored task of ours, as the kernel saw it connect
+		 * (an abstract socket has no permissions: anyone may connect),
+		 * and only what it sent at once: a peer never holds this up */
+		struct ucred cred;
+		socklen_t cl = sizeof(cred);
 		int pid = 0, ufd = -1;
+		if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != geteuid() ||
+		    !proc_of(f, cred.pid)) {
+			close(c);
+			continue;
+		}
+		struct pollfd in = {.fd = c, .events = POLLIN};
 		char cbuf[CMSG_SPACE(sizeof(int))];
 		struct iovec iov = {.iov_base = &pid, .iov_len = sizeof(pid)};
 		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-		ssize_t got = recvmsg(c, &msg, MSG_CMSG_CLOEXEC);
+		ssize_t got = poll(&in, 1, 1000) == 1 ? recvmsg(c, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT) : -1;
 		struct cmsghdr *cm = got == (ssize_t)sizeof(pid) ? CMSG_FIRSTHDR(&msg) : NULL;
 		if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
 		    cm->cmsg_len == CMSG_LEN(sizeof(int)))
 			memcpy(&ufd, CMSG_DATA(cm), sizeof(int));
-		/* from the process it names (the restored task itself), not
-		 * from anyone else who found the socket */
-		struct ucred cred;
-		socklen_t cl = sizeof(cred);
-		if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.pid != pid || cred.uid != geteuid())
+		if (pid != cred.pid)
 			pid = 0;
 		close(c);
 		struct uproc *p = ufd >= 0 && pid > 0 ? proc_of(f, (pid_t)pid) : NULL;
@@ -475,13 +550,15 @@ void kc_uffd_fill_free(struct kc_uffd_fill *f)
 	}
 	if (f->runs_path)
 		unlink(f->runs_path);
-	if (f->map)
-		munmap((void *)f->map, f->len);
+	if (f->src_fd >= 0)
+		close(f->src_fd);
 	pthread_mutex_destroy(&f->why_lock);
 	free(f->sock_path);
 	free(f->runs_path);
 	free(f->want);
 	free((void *)f->state);
+	free(f->first);
+	free(f->first_list);
 	free(f->v);
 	free(f->by_addr);
 	for (size_t i = 0; i < f->n_procs; i++) {
@@ -531,6 +608,7 @@ int kc_uffd_fill_prepare(const char *images_dir, const char *dir, const struct k
 		return 0;
 	struct kc_uffd_fill *f = kc_xcalloc(1, sizeof(*f));
 	f->listen_fd = -1;
+	f->src_fd = -1;
 	f->stop_pipe[0] = f->stop_pipe[1] = -1;
 	pthread_mutex_init(&f->why_lock, NULL);
 	f->threads = threads ? threads : 1;
@@ -545,13 +623,7 @@ int kc_uffd_fill_prepare(const char *images_dir, const char *dir, const struct k
 		return 0; /* the plain fill says what is wrong with it */
 	}
 	f->len = (size_t)st.st_size;
-	void *mp = mmap(NULL, f->len, PROT_READ, MAP_SHARED, fd, 0);
-	close(fd);
-	if (mp == MAP_FAILED) {
-		kc_uffd_fill_free(f);
-		return 0;
-	}
-	f->map = mp;
+	f->src_fd = fd;
 	int lr = load_leaves(f, images_dir, m, err);
 	if (lr <= 0) {
 		kc_uffd_fill_free(f);
@@ -581,6 +653,48 @@ int kc_uffd_fill_prepare(const char *images_dir, const char *dir, const struct k
 			f->n_procs++;
 		}
 	f->state = kc_xcalloc(f->n_leaves + 1, 1);
+	/* the driver's copy of the GPU's memory, filled beside its restore;
+	 * an image without that list (an older dump) is filled as before */
+	_cleanup_free_ pid_t *bpid = NULL;
+	_cleanup_free_ struct kc_range *bk = NULL;
+	size_t n_bk = 0;
+	bool listed = false;
+	for (size_t i = 0; i < m->n_members; i++)
+		listed |= !strcmp(m->members[i].path, KC_GPU_BACKUP_NAME);
+	if (!listed || kc_gpu_backup_read(images_dir, &bpid, &bk, &n_bk) < 0) {
+		kc_uffd_fill_free(f);
+		return 0;
+	}
+	f->first = kc_xcalloc(f->n_leaves + 1, 1);
+	for (size_t i = 0; i < n; i++) { /* each byte outside makes its leaf first */
+		const struct kc_bulk_region *r = &f->v[i];
+		uint64_t at = r->vaddr, end = r->vaddr + r->bytes;
+		while (at < end) {
+			uint64_t in_end = 0, next_in = end; /* a backup range holding at; the next one after it */
+			for (size_t k = 0; k < n_bk; k++) {
+				if (bpid[k] != r->pid)
+					continue;
+				if (bk[k].lo <= at && at < bk[k].hi && bk[k].hi > in_end)
+					in_end = bk[k].hi;
+				if (bk[k].lo > at && bk[k].lo < next_in)
+					next_in = bk[k].lo;
+			}
+			if (in_end) {
+				at = in_end < end ? in_end : end;
+				continue;
+			}
+			uint64_t lo = r->offset + (at - r->vaddr), hi = r->offset + (next_in - r->vaddr);
+			for (uint64_t l = lo / LEAF; l <= (hi - 1) / LEAF; l++)
+				f->first[l] = 1;
+			at = next_in;
+		}
+	}
+	f->first_list = kc_xcalloc(f->n_leaves + 1, sizeof(size_t));
+	for (size_t l = 0; l < f->n_leaves; l++)
+		if (f->first[l])
+			f->first_list[f->n_first++] = l;
+	const char *stats = getenv("KCHECKPOINT_FILL_STATS");
+	f->stats = stats && !strcmp(stats, "1");
 
 	/* the runs, for CRIU to register their VMAs */
 	f->runs_path = kc_xasprintf("%s/kcheckpoint-uffd-runs.txt", dir);
@@ -674,7 +788,7 @@ static int register_vmas(struct kc_uffd_fill *f, struct uproc *p)
 			break;
 		}
 		p->vmas = kc_xrealloc(p->vmas, (p->n_vmas + 1) * sizeof(*p->vmas));
-		p->vmas[p->n_vmas++] = (struct vrange){lo, hi};
+		p->vmas[p->n_vmas++] = (struct kc_range){lo, hi};
 	}
 	int e = errno;
 	fclose(maps);
@@ -744,20 +858,51 @@ static bool can_scan(void)
 	return ok;
 }
 
-int kc_uffd_fill_start(struct kc_uffd_fill *f, bool *none, struct kc_error **err)
+static int run_fillers(struct kc_uffd_fill *f, unsigned n, void *(*fn)(void *))
 {
-	/* CRIU has returned: every task that had such VMAs sent its fd */
+	if (n > f->n_leaves)
+		n = (unsigned)f->n_leaves;
+	if (!n)
+		n = 1;
+	free(f->fillers);
+	f->fillers = kc_xcalloc(n + 1, sizeof(pthread_t));
+	f->n_fillers = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (kc_thread_start(&f->fillers[f->n_fillers], fn, f) != 0)
+			break;
+		f->n_fillers++;
+	}
+	if (!f->n_fillers) {
+		fail(f, EAGAIN, "cannot start a thread");
+		return -1;
+	}
+	return 0;
+}
+
+bool kc_uffd_fill_ready(struct kc_uffd_fill *f)
+{
+	/* CRIU has returned: every task that had such VMAs sent its fd, and
+	 * nothing more is taken */
+	if (f->accepting) {
+		shutdown(f->listen_fd, SHUT_RDWR);
+		pthread_join(f->acceptor, NULL);
+		f->accepting = false;
+	}
 	size_t got = 0;
 	for (size_t i = 0; i < f->n_procs; i++)
 		got += atomic_load(&f->procs[i].fd) >= 0;
-	*none = got == 0 || !can_scan();
-	if (*none)
-		return 0; /* a CRIU without patches/criu/0003, a kernel before 6.7: filled as before */
+	/* none: a CRIU without patches/criu/0003; a kernel before 6.7 */
+	return got > 0 && can_scan();
+}
+
+int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err)
+{
 	for (size_t i = 0; i < f->n_procs; i++)
 		if (atomic_load(&f->procs[i].fd) < 0) {
 			fail(f, ESRCH, "no userfaultfd came for pid %d", (int)f->procs[i].pid);
 			return fill_error(f, err);
 		}
+	f->t0 = kc_now();
 	/* CRIU left the tree stopped with every VMA in place: registered now,
 	 * through the process' own userfaultfd; what is there already goes in
 	 * first */
@@ -783,22 +928,40 @@ int kc_uffd_fill_start(struct kc_uffd_fill *f, bool *none, struct kc_error **err
 			return fill_error(f, err);
 		}
 	}
-	f->t0 = kc_now();
-	/* a core left for the driver's copy, which runs meanwhile */
-	unsigned n = f->threads > 2 ? f->threads - 1 : f->threads;
-	if (n > f->n_leaves)
-		n = (unsigned)f->n_leaves;
-	f->fillers = kc_xcalloc(n + 1, sizeof(pthread_t));
-	for (unsigned i = 0; i < n; i++) {
-		if (kc_thread_start(&f->fillers[f->n_fillers], filler, f) != 0)
-			break;
-		f->n_fillers++;
-	}
-	if (!f->n_fillers) {
-		fail(f, EAGAIN, "cannot start a thread");
+	/* everything but the driver's copy, with every core, before the
+	 * driver's thread runs any code */
+	if (run_fillers(f, f->threads, filler) < 0)
 		return fill_error(f, err);
+	for (size_t i = 0; i < f->n_fillers; i++)
+		pthread_join(f->fillers[i], NULL);
+	f->n_fillers = 0;
+	f->first_s = kc_now() - f->t0;
+	if (atomic_load(&f->failed))
+		return fill_error(f, err);
+	/* the rest beside the GPU restore, a core left for the driver's copy
+	 * (KCHECKPOINT_FILL_SERIAL=1, for benchmarks: all of it first) */
+	const char *serial = getenv("KCHECKPOINT_FILL_SERIAL");
+	bool all_now = serial && !strcmp(serial, "1");
+	if (f->n_first == f->n_leaves) /* nothing of the driver's copy */
+		return 0;
+	if (run_fillers(f, all_now || f->threads <= 2 ? f->threads : f->threads - 1, filler_rest) < 0)
+		return fill_error(f, err);
+	if (all_now) {
+		for (size_t i = 0; i < f->n_fillers; i++)
+			pthread_join(f->fillers[i], NULL);
+		f->n_fillers = 0;
 	}
 	return 0;
+}
+
+bool kc_uffd_fill_pending(const struct kc_uffd_fill *f)
+{
+	return f && f->n_fillers > 0;
+}
+
+double kc_uffd_fill_first_seconds(const struct kc_uffd_fill *f)
+{
+	return f ? f->first_s : 0;
 }
 
 bool kc_uffd_fill_failed(const struct kc_uffd_fill *f)
@@ -813,6 +976,11 @@ int kc_uffd_fill_finish(struct kc_uffd_fill *f, double *seconds, uint64_t *bytes
 	f->n_fillers = 0;
 	*seconds = kc_now() - f->t0;
 	*bytes = atomic_load(&f->done);
+	if (f->stats)
+		fprintf(stderr, "kcheckpoint: fill stats: %zu of %zu leaves first (%.3f s); thread-seconds: read %.3f, "
+				"checksum %.3f, copy in %.3f; %" PRIu64 " faults served\n",
+			f->n_first, f->n_leaves, f->first_s, atomic_load(&f->ns_read) / 1e9,
+			atomic_load(&f->ns_sum) / 1e9, atomic_load(&f->ns_copy) / 1e9, (uint64_t)atomic_load(&f->faults));
 	int e = atomic_load(&f->failed);
 	if (!e)
 		for (size_t l = 0; l < f->n_leaves; l++)

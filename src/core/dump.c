@@ -466,6 +466,7 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 	int *pid_locks = NULL;
 	struct kc_bulk_source *bulk = NULL; /* memory we read, not CRIU */
 	struct kc_manifest_member bulk_sum = {0}; /* its checksum, taken as it was read */
+	struct kc_gpu_backup *backup = NULL;      /* the maps before the GPU checkpoint */
 	/* --leave-running -o: the tree resumes right after CRIU and the
 	 * memory read, and the archive is written from the images while it
 	 * runs (as podman's -R does), not while it stays stopped */
@@ -616,6 +617,9 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 		}
 
 		struct kc_gpu_set *ckpt = NULL;
+		/* where the driver puts its copy of the GPU's memory: what the
+		 * checkpoint maps (a restore fills it beside the GPU restore) */
+		backup = kc_gpu_backup_before(to_ckpt->pids, to_ckpt->n);
 		struct kc_progress *pg = kc_progress_start("gpu-checkpoint", NULL, NULL);
 		t0 = kc_now();
 		gs = (struct kc_gpu_step){.op = KC_GPU_CHECKPOINT, .set = to_ckpt, .secs = secs, .done = &ckpt};
@@ -695,6 +699,9 @@ static int dump_steps(const struct kc_dump_opts *o, const struct kc_backends *b,
 				kc_report_add(r, "memory-read", kc_now() - t0, got);
 		}
 	}
+	/* the tree still stopped, as the checkpoint left its maps */
+	if (backup && kc_gpu_backup_write(backup, o->images_dir, err) < 0)
+		goto rollback;
 	if (o->split_bulk && !o->criu.shell_job) {
 		uint64_t moved = 0;
 		t0 = kc_now();
@@ -787,6 +794,7 @@ out:
 	free(restop); /* NULL once the undo stack has it */
 	kc_pids_unlock(pid_locks, n_locked);
 	kc_bulk_source_free(bulk);
+	kc_gpu_backup_free(backup);
 	kc_undo_free(&undo);
 	free(to_lock);
 	free(to_ckpt);

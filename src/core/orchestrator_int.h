@@ -62,13 +62,27 @@ int kc_bulk_write_index(const char *images_dir, const struct kc_bulk_source *s, 
 int kc_bulk_read(const char *images_dir, const struct kc_bulk_source *s, unsigned threads, char sha256[65],
 		 struct kc_error **err);
 
+/* The ranges a GPU checkpoint mapped in each process: the driver's host
+ * copy of its GPU memory (gpu_backup.c), in the images dir as
+ * KC_GPU_BACKUP_NAME ("<pid> <start hex> <end hex>" lines). */
+#define KC_GPU_BACKUP_NAME "kcheckpoint-gpu-backup.txt"
+struct kc_range {
+	uint64_t lo, hi;
+};
+struct kc_gpu_backup;
+struct kc_gpu_backup *kc_gpu_backup_before(const pid_t *pids, size_t n);
+int kc_gpu_backup_write(const struct kc_gpu_backup *b, const char *dir, struct kc_error **err);
+void kc_gpu_backup_free(struct kc_gpu_backup *b);
+/* -1 where the image has none. */
+int kc_gpu_backup_read(const char *dir, pid_t **pids, struct kc_range **v, size_t *n);
+
 /*
  * The fill beside the GPU restore (bulk_uffd.c): prepare before CRIU
  * restores (a socket in dir for the userfaultfds of our CRIU, the runs it
  * registers; *f stays NULL, no error, where the image cannot be filled so:
- * no leaf digests; only the runs of KC_BULK_READ_NAME, the rest is the
- * caller's), start once CRIU
- * returned (*none: no process sent a userfaultfd, fill as before), finish
+ * no leaf digests, no list of the driver's copy; only the runs of
+ * KC_BULK_READ_NAME, the rest is the caller's), start once CRIU returned
+ * and it is ready, finish
  * before anything of the tree runs (every leaf in and checked, or the
  * error; a failed fill killed the processes it fills), free last.
  */
@@ -78,7 +92,14 @@ int kc_uffd_fill_prepare(const char *images_dir, const char *dir, const struct k
 			 struct kc_error **err);
 const char *kc_uffd_fill_socket(const struct kc_uffd_fill *f);
 const char *kc_uffd_fill_runs(const struct kc_uffd_fill *f);
-int kc_uffd_fill_start(struct kc_uffd_fill *f, bool *none, struct kc_error **err);
+/* After CRIU: false where no process sent a userfaultfd (fill as before,
+ * after kc_uffd_fill_free). */
+bool kc_uffd_fill_ready(struct kc_uffd_fill *f);
+int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err);
+/* Of start: the time the memory outside the driver's copy took. */
+double kc_uffd_fill_first_seconds(const struct kc_uffd_fill *f);
+/* Whether some of it goes on beside the GPU restore. */
+bool kc_uffd_fill_pending(const struct kc_uffd_fill *f);
 uint64_t kc_uffd_fill_done(void *f);
 bool kc_uffd_fill_failed(const struct kc_uffd_fill *f);
 int kc_uffd_fill_finish(struct kc_uffd_fill *f, double *seconds, uint64_t *bytes, struct kc_error **err);

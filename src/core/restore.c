@@ -118,7 +118,22 @@ static int finish_fill(struct kc_uffd_fill **uf, struct kc_report *r, const stru
 	*fill_done = true;
 	for (size_t i = 0; i < n_bulk; i++)
 		kc_fillmark_clear(bulk[i].pid);
-	return 0;
+	return kc_check_interrupted(err);
+}
+
+/* A step that failed because the fill beside it failed (and killed the
+ * processes): the fill's error is the one. */
+static bool fill_failed_first(struct kc_uffd_fill **uf, struct kc_report *r, const struct kc_bulk_region *bulk,
+			      size_t n_bulk, bool *fill_done, struct kc_error **err)
+{
+	if (!kc_uffd_fill_failed(*uf))
+		return false;
+	if (err) {
+		kc_error_free(*err);
+		*err = NULL;
+	}
+	finish_fill(uf, r, bulk, n_bulk, fill_done, err);
+	return true;
 }
 
 static bool stopped_when_dumped(const struct kc_manifest *m, pid_t pid)
@@ -442,21 +457,16 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		 * anything of the tree runs, the driver's restore thread too:
 		 * its stack and the driver's own state are in these runs */
 		uint64_t filled = 0;
-		bool none = true;
-		if (uf) {
-			/* its progress shows where it goes on alone (fill-wait) */
-			kc_progress_stop(kc_progress_start("memory-fill", NULL, NULL));
-			if (kc_uffd_fill_start(uf, &none, err) < 0)
-				goto rollback;
-		}
-		if (uf && none) { /* a CRIU without patches/criu/0003 */
+		bool uffd = false; /* the memory we read goes in through the userfaultfds */
+		if (uf && !kc_uffd_fill_ready(uf)) {
 			kc_uffd_fill_free(uf);
 			uf = NULL;
 		}
-		t0 = kc_now();
 		if (uf) {
-			/* going on beside the GPU restore (finish_fill); the runs of
-			 * file maps split out of CRIU's images are filled now */
+			/* the runs of file maps split out of CRIU's images first
+			 * (never registered), then the memory we read: all but the
+			 * driver's copy now, that one beside the GPU restore, its
+			 * progress where it goes on alone (fill-wait) */
 			_cleanup_free_ struct kc_bulk_region *rest = kc_xcalloc(n_bulk + 1, sizeof(*rest));
 			size_t n_rest = 0;
 			for (size_t i = 0; i < n_bulk; i++)
@@ -464,6 +474,17 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 					rest[n_rest++] = bulk[i];
 			if (n_rest && kc_bulk_fill(o->images_dir, m, rest, n_rest, o->fill_threads, &filled, err) < 0)
 				goto rollback;
+			struct kc_progress *fp = kc_progress_start("memory-fill", kc_uffd_fill_done, uf);
+			int sr = kc_uffd_fill_start(uf, err);
+			kc_progress_stop(fp);
+			if (sr < 0)
+				goto rollback;
+			uffd = true;
+			kc_report_add(r, "fill-first", kc_uffd_fill_first_seconds(uf), 0);
+		}
+		t0 = kc_now();
+		if (uffd) {
+			/* going on beside the GPU restore (finish_fill) */
 		} else if (o->archive) {
 			/* unpacking the rest of the archive is the fill */
 			struct kc_fill_target *ft = NULL;
@@ -483,7 +504,11 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 					err) < 0) {
 			goto rollback;
 		}
-		if (!uf) {
+		if (uffd) {
+			/* nothing of the driver's copy in the image: all of it is in */
+			if (!kc_uffd_fill_pending(uf) && finish_fill(&uf, r, bulk, n_bulk, &fill_done, err) < 0)
+				goto rollback;
+		} else {
 			kc_report_add(r, "memory-fill", kc_now() - t0, filled);
 			fill_done = true;
 			/* all of it is back: from here on recover may run the tree */
@@ -523,6 +548,9 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		t0 = kc_now();
 		if (kc_hold_restore_threads(b, to_restore, to_unlock, &held, &n_held, &why) == 0) {
 			kc_report_add(r, "hold-threads", kc_now() - t0, 0);
+		} else if (fill_failed_first(&uf, r, bulk, n_bulk, &fill_done, err)) {
+			kc_error_free(why);
+			goto rollback;
 		} else {
 			if (!o->quiet)
 				fprintf(stderr, "kcheckpoint: the tree runs during the GPU restore: %s\n",
@@ -551,15 +579,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		int gr = kc_held_call(&held, &n_held, kc_gpu_step_call, &gs, err);
 		kc_progress_stop(gp);
 		kc_report_add(r, "gpu-restore", kc_now() - t0, m->vram_bytes);
-		if (gr < 0 && kc_uffd_fill_failed(uf)) {
-			/* the fill killed the processes: its error is the one */
-			if (err) {
-				kc_error_free(*err);
-				*err = NULL;
-			}
-			finish_fill(&uf, r, bulk, n_bulk, &fill_done, err);
+		if (gr < 0 && fill_failed_first(&uf, r, bulk, n_bulk, &fill_done, err))
 			goto rollback;
-		}
 		if (gr < 0 || kc_check_interrupted(err) < 0) {
 			kc_error_prefix(err, "GPU restore");
 			goto rollback;
@@ -567,7 +588,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		t0 = kc_now();
 		gs = (struct kc_gpu_step){.op = KC_GPU_UNLOCK, .set = to_unlock};
 		if (kc_held_call(&held, &n_held, kc_gpu_step_call, &gs, err) < 0) {
-			kc_error_prefix(err, "GPU unlock");
+			if (!fill_failed_first(&uf, r, bulk, n_bulk, &fill_done, err))
+				kc_error_prefix(err, "GPU unlock");
 			goto rollback;
 		}
 		kc_report_add(r, "gpu-unlock", kc_now() - t0, 0);

@@ -568,7 +568,21 @@ static CUresult transition(const char *dir, int tgid, int state, struct call *c,
 			return CUDA_ERROR_UNKNOWN;
 		if (apply) {
 			unsigned long long sum;
-			char name[64], text[32];
+			char name[64], text[32], path[4096];
+			/* a workload that keeps its copy where the driver does,
+			 * mapped by the checkpoint (cpu_workload --backup-mb) */
+			snprintf(path, sizeof(path), "%s/%d.backup-wanted", dir, tgid);
+			if (access(path, F_OK) == 0) {
+				snprintf(name, sizeof(name), "%d.ckpt", tgid);
+				if (write_atomic(dir, name, "\n") < 0)
+					return CUDA_ERROR_UNKNOWN;
+				snprintf(path, sizeof(path), "%s/%d.ckpt", dir, tgid);
+				for (int i = 0; access(path, F_OK) == 0; i++) {
+					if (i > 5000 || task_tgid(tgid) < 0)
+						return CUDA_ERROR_UNKNOWN;
+					sleep_ms(2);
+				}
+			}
 			int b = backup_sum(dir, tgid, &sum);
 			if (b < 0)
 				return CUDA_ERROR_UNKNOWN;
@@ -639,6 +653,13 @@ static CUresult transition(const char *dir, int tgid, int state, struct call *c,
 			return CUDA_ERROR_INVALID_VALUE;
 		if (apply && set_process_gpu(dir, tgid, target) < 0)
 			return CUDA_ERROR_UNKNOWN;
+		if (apply) { /* the copy is freed once the GPU has it back */
+			char name[64], path[4096];
+			snprintf(path, sizeof(path), "%s/%d.backup-wanted", dir, tgid);
+			snprintf(name, sizeof(name), "%d.done", tgid);
+			if (access(path, F_OK) == 0 && write_atomic(dir, name, "\n") < 0)
+				return CUDA_ERROR_UNKNOWN;
+		}
 		*new_state = STATE_LOCKED;
 		return CUDA_SUCCESS;
 	}

@@ -48,7 +48,8 @@ def read_status(path):
 class Workload:
     """cpu_workload started in its own session, as a service would be."""
 
-    def __init__(self, tmp, mb=64, seed=7, cuda_dir=None, children=0, name="w", helper_thread=False, spawn_ms=0):
+    def __init__(self, tmp, mb=64, seed=7, cuda_dir=None, children=0, name="w", helper_thread=False, spawn_ms=0,
+                 backup_mb=0):
         self.status = tmp / f"{name}.status"
         self.log = tmp / f"{name}.log"
         args = [str(WORKLOAD), "--mb", str(mb), "--seed", str(seed), "--status", str(self.status)]
@@ -60,6 +61,8 @@ class Workload:
             args += ["--helper-thread", "1"]
         if spawn_ms:
             args += ["--spawn-ms", str(spawn_ms)]
+        if backup_mb:
+            args += ["--backup-mb", str(backup_mb)]
         with open(os.devnull, "rb") as devnull, open(self.log, "wb") as log:
             self.proc = subprocess.Popen(args, stdin=devnull, stdout=log, stderr=log,
                                          start_new_session=True)

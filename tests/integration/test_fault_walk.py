@@ -245,11 +245,11 @@ def thread_field(pid, tid, field):
     raise AssertionError(f"no {field} for thread {tid}")
 
 
-def restore_paused_with_helper(tmp_path, env, workloads, stage, stopped_before=False, extra=()):
+def restore_paused_with_helper(tmp_path, env, workloads, stage, stopped_before=False, extra=(), backup_mb=0):
     """A fake CUDA process with an idle second thread (the fake's restore
     thread), dumped to an images dir and restored up to stage, paused.
     Returns the workload, its probe before, the restore and that thread."""
-    w = workloads(mb=32, cuda_dir=env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    w = workloads(mb=32, cuda_dir=env["KC_FAKE_CUDA_DIR"], helper_thread=True, backup_mb=backup_mb)
     before = w.probe()
     if stopped_before:
         os.kill(w.pid, signal.SIGSTOP)
@@ -332,17 +332,25 @@ def test_a_restore_killed_while_memory_fills_beside_the_gpu_never_runs(tmp_path,
     """SIGKILLed while the memory goes in through the userfaultfd beside the
     GPU restore: what is not filled reads as zeros once kcheckpoint's
     descriptor is gone, so recover refuses (exit 7) and the tree stays
-    stopped until it is killed; the image, untouched, restores again."""
-    w, before, p, helper = restore_paused_with_helper(tmp_path, cuda_env, workloads, stage)
+    stopped until it is killed, and the image, untouched, restores again;
+    once every MiB was in (the fill ends before the GPU restore does) the
+    marks are gone and recover brings it back, the fake driver finding the
+    copy it restores from as checkpoint left it."""
+    w, before, p, helper = restore_paused_with_helper(tmp_path, cuda_env, workloads, stage, backup_mb=256)
     p.send_signal(signal.SIGKILL)
     p.communicate(timeout=60)
     r = recover_until_done(cuda_env, w.pid)
-    assert r.returncode == 7 and "must not run" in r.stderr, r.stderr
-    assert proc_state(w.pid) == "T", "nothing of the program ran"
-    kill_all(w.pid)
-    w.reap()
-    assert wait_gone(w.pid)
-    run_kc(cuda_env, "restore", "--fill-threads", "2", tmp_path / "img", check=0)
+    if stage == "memory-fill":  # nothing filled yet: never recoverable
+        assert r.returncode == 7, r.stderr
+    if r.returncode == 7:
+        assert "must not run" in r.stderr, r.stderr
+        assert proc_state(w.pid) == "T", "nothing of the program ran"
+        kill_all(w.pid)
+        w.reap()
+        assert wait_gone(w.pid)
+        run_kc(cuda_env, "restore", "--fill-threads", "2", tmp_path / "img", check=0)
+    else:
+        assert r.returncode == 0, r.stderr
     assert_running_intact(cuda_env, w)
     assert w.probe()["checksum"] == before["checksum"]
 
@@ -776,3 +784,34 @@ def test_threads_created_while_a_stopped_process_is_held_get_their_own_mask(tmp_
     w.kill()
 
 
+
+
+def test_a_stranger_on_the_fill_socket_holds_nothing_up(tmp_path, cuda_env, workloads):
+    """The socket our CRIU sends its userfaultfds to is abstract (anyone may
+    connect): a peer that connects and sends nothing, or a userfaultfd of
+    its own, is dropped at once by its credentials, and the restore goes on."""
+    import socket
+    w = workloads(mb=32, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True, backup_mb=64)
+    before = w.probe()
+    run_kc(cuda_env, "dump", "--fill-threads", "2", "-D", tmp_path / "img", w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    p = start_paused(cuda_env, tmp_path, "criu-restore", "restore", "--fill-threads", "2", tmp_path / "img")
+    name = next(l.split()[-1] for l in Path("/proc/net/unix").read_text().splitlines()
+                if f"@kcheckpoint-uffd-{p.pid}-" in l)
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect("\0" + name[1:])
+    noisy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    noisy.connect("\0" + name[1:])
+    r, wfd = os.pipe()
+    try:  # dropped already, as it should be, or dropped unread
+        noisy.sendmsg([w.pid.to_bytes(4, "little")], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, r.to_bytes(4, "little"))])
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    (tmp_path / "paused-criu-restore").unlink()
+    out, err = p.communicate(timeout=60)
+    silent.close()
+    noisy.close()
+    assert p.returncode == 0, err
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]

@@ -629,12 +629,16 @@ def test_images_dir_with_a_file_the_manifest_does_not_list_is_refused(tmp_path, 
 
 
 def test_gpu_memory_fills_beside_the_gpu_restore(tmp_path, cuda_env, workloads):
-    """From an images dir, a CUDA process' large memory goes in through a
-    userfaultfd our CRIU hands over (patches/criu/0003) while the driver
-    restores: the fake driver reads 4 KiB of every MiB of the workload's
-    pattern at restore, as the real one reads its host copy, and fails the
-    restore where it finds other bytes than checkpoint left there."""
-    w = workloads(mb=256, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"])
+    """From an images dir, the driver's copy of a CUDA process' GPU memory
+    (the ranges its checkpoint mapped: kcheckpoint-gpu-backup.txt) goes in
+    through a userfaultfd our CRIU hands over (patches/criu/0003) while the
+    driver restores; the rest of the memory goes in before.  The fake
+    driver maps that copy at checkpoint as the real one does
+    (cpu_workload --backup-mb), reads 4 KiB of every MiB of it at checkpoint
+    and again at restore, through faults the fill serves, and fails the
+    restore where it finds other bytes."""
+    fc = Path(cuda_env["KC_FAKE_CUDA_DIR"])
+    w = workloads(mb=32, backup_mb=256, cuda_dir=fc, helper_thread=True)
     before = w.probe()
     img = tmp_path / "img"
     run_kc(cuda_env, "dump", "--fill-threads", "2", "-D", img, w.pid, check=0)
@@ -642,10 +646,22 @@ def test_gpu_memory_fills_beside_the_gpu_restore(tmp_path, cuda_env, workloads):
     assert wait_gone(w.pid)
     leaves = (img / "kcheckpoint-bulk-read.leaves").read_bytes()
     assert len(leaves) == 32 * (((img / "kcheckpoint-bulk-read.img").stat().st_size + (1 << 20) - 1) >> 20)
-    assert (Path(cuda_env["KC_FAKE_CUDA_DIR"]) / f"{w.pid}.backup-sum").exists(), "the fake read the pattern"
-    p = run_kc(cuda_env, "restore", "--json", img, check=0)
+    start, length = (int(x, 16) for x in (fc / f"{w.pid}.backup").read_text().split())
+    backup = [l.split() for l in (img / "kcheckpoint-gpu-backup.txt").read_text().splitlines()]
+    assert backup == [[str(w.pid), f"{start:x}", f"{start + length:x}"]], (backup, hex(start))
+    # slow enough that the driver's read meets pages not filled yet
+    env = dict(cuda_env, KCHECKPOINT_FILL_STATS="1")
+    p = run_kc(env, "restore", "--json", "--fill-threads", "2", img, check=0)
     stages = {s["stage"]: s for s in json.loads(p.stdout)["stages"]}
-    assert "fill-wait" in stages and stages["memory-fill"]["bytes"] >= 256 << 20, stages
+    assert {"fill-first", "fill-wait"} <= set(stages), stages
+    assert stages["memory-fill"]["bytes"] >= (256 + 32) << 20, stages
+    first, total = (int(x) for x in p.stderr.split("fill stats: ")[1].split(" leaves")[0].split(" of "))
+    assert 32 <= first < total - 200, p.stderr  # the 256 MiB copy beside the GPU restore
+    assert int(p.stderr.split(" faults served")[0].rsplit(" ", 1)[1]) > 0, "the driver waited for pages: " + p.stderr
     after = w.probe()
     assert after["ok"] == "1" and after["checksum"] == before["checksum"]
     assert cuda_state(cuda_env, w.pid) == 0
+    deadline = time.time() + 10
+    while (fc / f"{w.pid}.backup").exists():  # freed by the program once it runs
+        assert time.time() < deadline
+        time.sleep(0.05)

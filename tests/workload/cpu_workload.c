@@ -3,7 +3,7 @@
  * The CPU workload every integration test checkpoints.
  *
  *   cpu_workload [--mb N] [--seed S] --status FILE [--cuda-dir DIR] [--children K] [--helper-thread 0|1]
- *                [--spawn-ms MS]
+ *                [--spawn-ms MS] [--backup-mb N]
  *
  * Fills N MB with a pattern derived from S and ticks a counter about every
  * 10 ms.  On SIGUSR1 it re-verifies the whole pattern and rewrites FILE with
@@ -111,6 +111,10 @@ static void write_status(const struct workload *w)
 		fprintf(stderr, "cpu_workload: cannot write '%s': %s\n", w->status, strerror(errno));
 }
 
+/* --backup-mb (backup_thread) */
+static unsigned long long backup_mb;
+static const char *backup_dir;
+
 /*
  * A CUDA process for the fake driver: its state file, and where its
  * pattern lives ("<pid>.backup": start and length, hex), which the fake
@@ -120,7 +124,7 @@ static void write_status(const struct workload *w)
 static int mark_cuda(const char *dir, const struct workload *w)
 {
 	char path[4096];
-	if (w->words) {
+	if (w->words && !backup_mb) {
 		char line[64];
 		int n = snprintf(line, sizeof(line), "%lx %zx\n", (unsigned long)(uintptr_t)w->buf,
 				 w->words * sizeof(uint64_t));
@@ -195,10 +199,54 @@ static void *spawner_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * --backup-mb N (with --cuda-dir): the CUDA driver's host copy of the
+ * GPU's memory, as the real driver makes it: mapped by the checkpoint
+ * (the fake creates "<pid>.ckpt" and waits for it to go) and filled with
+ * a pattern, freed after the restore ("<pid>.done"); "<pid>.backup" says
+ * where it is, for the fake to read at checkpoint and again at restore.
+ */
+static void *backup_thread(void *arg)
+{
+	(void)arg;
+	char ckpt[4096], done[4096], where[4096];
+	snprintf(ckpt, sizeof(ckpt), "%s/%d.ckpt", backup_dir, (int)getpid());
+	snprintf(done, sizeof(done), "%s/%d.done", backup_dir, (int)getpid());
+	snprintf(where, sizeof(where), "%s/%d.backup", backup_dir, (int)getpid());
+	size_t len = (size_t)backup_mb << 20;
+	uint64_t *p = NULL;
+	const struct timespec tick = {0, 2 * 1000 * 1000};
+	for (;;) {
+		nanosleep(&tick, NULL);
+		if (!p && access(ckpt, F_OK) == 0) {
+			p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (p == MAP_FAILED)
+				_exit(3);
+			uint64_t s = seed_state(0xbac0);
+			for (size_t i = 0; i < len / sizeof(uint64_t); i++)
+				p[i] = xorshift64(&s);
+			char line[64];
+			int n = snprintf(line, sizeof(line), "%lx %zx\n", (unsigned long)(uintptr_t)p, len);
+			int fd = open(where, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			if (fd < 0 || write(fd, line, (size_t)n) != n)
+				_exit(3);
+			close(fd);
+			unlink(ckpt);
+		}
+		if (p && access(done, F_OK) == 0) {
+			munmap(p, len);
+			p = NULL;
+			unlink(where);
+			unlink(done);
+		}
+	}
+	return NULL;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: cpu_workload [--mb N] [--seed S] --status FILE [--cuda-dir DIR] [--children K]"
-			" [--helper-thread 0|1] [--spawn-ms MS]\n");
+			" [--helper-thread 0|1] [--spawn-ms MS] [--backup-mb N]\n");
 	exit(2);
 }
 
@@ -231,6 +279,11 @@ int main(int argc, char **argv)
 			cuda_dir = v;
 		} else if (!strcmp(a, "--helper-thread")) {
 			helper = !strcmp(v, "1");
+		} else if (!strcmp(a, "--backup-mb")) {
+			errno = 0;
+			backup_mb = strtoull(v, &end, 10);
+			if (errno || *end || !backup_mb || backup_mb > 1 << 20)
+				usage();
 		} else if (!strcmp(a, "--spawn-ms")) {
 			spawn_ms = strtol(v, &end, 10);
 			if (errno || *end || spawn_ms <= 0 || spawn_ms > 10000)
@@ -311,6 +364,15 @@ int main(int argc, char **argv)
 		return 1;
 	if (spawn_ms && pthread_create(&t, NULL, spawner_thread, NULL) != 0)
 		return 1;
+	if (backup_mb && cuda_dir) {
+		backup_dir = cuda_dir;
+		char wanted[4096];
+		snprintf(wanted, sizeof(wanted), "%s/%d.backup-wanted", cuda_dir, (int)getpid());
+		int fd = open(wanted, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0 || pthread_create(&t, NULL, backup_thread, NULL) != 0)
+			return 1;
+		close(fd);
+	}
 	if (cuda_dir && mark_cuda(cuda_dir, &w) < 0)
 		return 1;
 	write_status(&w);
