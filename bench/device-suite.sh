@@ -6,7 +6,8 @@
 # RUN: warm, small, pair, big, bigmf, biglike, cold, coldpf, thp, kcthp, kcthpmf, archive,
 # bigar (archive, BIG GiB), bigarcold (the same, page cache dropped before restore),
 # bignohuge / bigarnohuge (big / bigar restored with --no-fill-huge),
-# bignooverlap (big restored with --no-fill-overlap: the fill first)
+# bignooverlap (big restored with --no-fill-overlap: the fill first), bigserial (big with
+# KCHECKPOINT_FILL_SERIAL=1: the fill through the userfaultfd, then the GPU restore)
 # (default: small pair big cold thp archive).  warm touches 2.5x the big
 # size of memory once (a file in a tmpfs, then unmounted): this VM backs its
 # memory on first touch, which otherwise slows whichever flow runs first.
@@ -45,6 +46,7 @@ for r in $RUNS; do
 	bigar) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --archive ;;
 	bignohuge) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --kc-restore-opt --no-fill-huge ;;
 	bignooverlap) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --kc-restore-opt --no-fill-overlap ;;
+	bigserial) KCHECKPOINT_FILL_SERIAL=1 "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 ;;
 	bigarnohuge) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --archive --kc-restore-opt --no-fill-huge ;;
 	bigarcold) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --archive --cold ;;
 	esac || echo "gpu_bench $r FAILED (exit $?)"
