@@ -7,7 +7,8 @@
 # bigar (archive, BIG GiB), bigarcold (the same, page cache dropped before restore),
 # bignohuge / bigarnohuge (big / bigar restored with --no-fill-huge),
 # bignooverlap (big restored with --no-fill-overlap: the fill first), bigserial (big with
-# KCHECKPOINT_FILL_SERIAL=1: the fill through the userfaultfd, then the GPU restore)
+# KCHECKPOINT_FILL_SERIAL=1: the fill through the userfaultfd, then the GPU restore),
+# bigopt=OPT (big restored with kcheckpoint option OPT, e.g. bigopt=--fill-threads=9)
 # (default: small pair big cold thp archive).  warm touches 2.5x the big
 # size of memory once (a file in a tmpfs, then unmounted): this VM backs its
 # memory on first touch, which otherwise slows whichever flow runs first.
@@ -47,6 +48,7 @@ for r in $RUNS; do
 	bignohuge) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --kc-restore-opt --no-fill-huge ;;
 	bignooverlap) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --kc-restore-opt --no-fill-overlap ;;
 	bigserial) KCHECKPOINT_FILL_SERIAL=1 "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 ;;
+	bigopt=*) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --kc-restore-opt "${r#bigopt=}" ;;
 	bigarnohuge) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --archive --kc-restore-opt --no-fill-huge ;;
 	bigarcold) "$HERE/gpu_bench.sh" --gib "$BIG" --procs 1 --archive --cold ;;
 	esac || echo "gpu_bench $r FAILED (exit $?)"
