@@ -45,6 +45,7 @@
 
 #include "archive_internal.h"
 #include "kc/sha256.h"
+#include "kc/signals.h"
 #include "kc/threads.h"
 #include "kc/util.h"
 #include "orchestrator_int.h"
@@ -113,6 +114,8 @@ struct kc_uffd_fill {
 	atomic_int failed; /* an errno */
 	atomic_bool stop;
 	atomic_bool marks_cleared;
+	atomic_size_t leaves_done;
+	atomic_int fillers_live; /* fillers beside the GPU restore still at work */
 	char why[160]; /* the first failure, set with failed */
 	pthread_mutex_t why_lock;
 	double t0;
@@ -216,6 +219,17 @@ static int copy_run(const struct uproc *p, int fd, uint64_t dst, const unsigned 
 	return 0;
 }
 
+/* Once every leaf is in and checked (whoever filled the last one), recover
+ * may run the tree: a restore killed from here on (the GPU restore going
+ * on) loses nothing. */
+static void all_in(struct kc_uffd_fill *f)
+{
+	if (atomic_load(&f->failed) || atomic_exchange(&f->marks_cleared, true))
+		return;
+	for (size_t i = 0; i < f->n_procs; i++)
+		kc_fillmark_clear(f->procs[i].pid);
+}
+
 /* Fills leaf l (or waits for the thread that does); 0 once it is in. */
 static int fill_leaf(struct kc_uffd_fill *f, size_t l, unsigned char *buf)
 {
@@ -285,6 +299,8 @@ static int fill_leaf(struct kc_uffd_fill *f, size_t l, unsigned char *buf)
 		atomic_fetch_add(&f->ns_copy, (uint64_t)((kc_now() - t0) * 1e9));
 	atomic_fetch_add(&f->done, len);
 	atomic_store(&f->state[l], LEAF_DONE);
+	if (atomic_fetch_add(&f->leaves_done, 1) + 1 == f->n_leaves)
+		all_in(f);
 	return 0;
 }
 
@@ -309,19 +325,6 @@ static void *filler(void *arg)
 	return NULL;
 }
 
-/* Once every leaf is in and checked, recover may run the tree: a restore
- * killed from here on (the GPU restore going on) loses nothing. */
-static void all_in(struct kc_uffd_fill *f)
-{
-	for (size_t l = 0; l < f->n_leaves; l++)
-		if (atomic_load(&f->state[l]) != LEAF_DONE)
-			return;
-	if (atomic_load(&f->failed) || atomic_exchange(&f->marks_cleared, true))
-		return;
-	for (size_t i = 0; i < f->n_procs; i++)
-		kc_fillmark_clear(f->procs[i].pid);
-}
-
 static void *filler_rest(void *arg)
 {
 	struct kc_uffd_fill *f = arg;
@@ -340,7 +343,7 @@ static void *filler_rest(void *arg)
 			fill_leaf(f, l, buf);
 	}
 	free(buf);
-	all_in(f);
+	atomic_fetch_sub(&f->fillers_live, 1);
 	return NULL;
 }
 
@@ -944,8 +947,12 @@ int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err)
 	bool all_now = serial && !strcmp(serial, "1");
 	if (f->n_first == f->n_leaves) /* nothing of the driver's copy */
 		return 0;
-	if (run_fillers(f, all_now || f->threads <= 2 ? f->threads : f->threads - 1, filler_rest) < 0)
+	unsigned beside = all_now || f->threads <= 2 ? f->threads : f->threads - 1;
+	atomic_store(&f->fillers_live, (int)(beside < f->n_leaves ? beside : f->n_leaves));
+	if (run_fillers(f, beside, filler_rest) < 0)
 		return fill_error(f, err);
+	/* the ones that did not start never count down */
+	atomic_fetch_sub(&f->fillers_live, (int)(beside < f->n_leaves ? beside : f->n_leaves) - (int)f->n_fillers);
 	if (all_now) {
 		for (size_t i = 0; i < f->n_fillers; i++)
 			pthread_join(f->fillers[i], NULL);
@@ -971,9 +978,23 @@ bool kc_uffd_fill_failed(const struct kc_uffd_fill *f)
 
 int kc_uffd_fill_finish(struct kc_uffd_fill *f, double *seconds, uint64_t *bytes, struct kc_error **err)
 {
+	/* the GPU is back, nothing waits on the fill now: ^C stops it at once */
+	while (atomic_load(&f->fillers_live) > 0 && !atomic_load(&f->failed)) {
+		if (kc_signals_pending())
+			atomic_store(&f->stop, true);
+		struct timespec ts = {0, 5000000L};
+		nanosleep(&ts, NULL);
+	}
 	for (size_t i = 0; i < f->n_fillers; i++)
 		pthread_join(f->fillers[i], NULL);
 	f->n_fillers = 0;
+	/* a leaf a fault's thread took last may still be going in */
+	while (atomic_load(&f->leaves_done) < f->n_leaves && !atomic_load(&f->failed) && !atomic_load(&f->stop)) {
+		if (kc_signals_pending())
+			atomic_store(&f->stop, true);
+		struct timespec ts = {0, 1000000L};
+		nanosleep(&ts, NULL);
+	}
 	*seconds = kc_now() - f->t0;
 	*bytes = atomic_load(&f->done);
 	if (f->stats)

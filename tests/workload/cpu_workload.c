@@ -233,10 +233,10 @@ static void *backup_thread(void *arg)
 			close(fd);
 			unlink(ckpt);
 		}
+		/* "<pid>.backup" stays: the image still has the copy there */
 		if (p && access(done, F_OK) == 0) {
 			munmap(p, len);
 			p = NULL;
-			unlink(where);
 			unlink(done);
 		}
 	}
