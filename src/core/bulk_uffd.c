@@ -304,45 +304,36 @@ static int fill_leaf(struct kc_uffd_fill *f, size_t l, unsigned char *buf)
 	return 0;
 }
 
-/* The first leaves (kc_uffd_fill_start waits for them), then the rest. */
-static void *filler(void *arg)
+/* Fills the first leaves (kc_uffd_fill_start waits for them), or all the
+ * others, in address order (beside the GPU restore). */
+static void fill_loop(struct kc_uffd_fill *f, bool first)
 {
-	struct kc_uffd_fill *f = arg;
 	unsigned char *buf = malloc(LEAF);
 	if (!buf) {
 		fail(f, ENOMEM, "out of memory");
-		return NULL;
+		return;
 	}
-	for (;;) {
-		if (atomic_load(&f->failed) || atomic_load(&f->stop))
+	while (!atomic_load(&f->failed) && !atomic_load(&f->stop)) {
+		size_t i = atomic_fetch_add(first ? &f->next_first : &f->next, 1);
+		if (i >= (first ? f->n_first : f->n_leaves))
 			break;
-		size_t i = atomic_fetch_add(&f->next_first, 1);
-		if (i >= f->n_first)
-			break;
-		fill_leaf(f, f->first_list[i], buf);
+		size_t l = first ? f->first_list[i] : i;
+		if (first || atomic_load(&f->state[l]) == LEAF_FREE)
+			fill_leaf(f, l, buf);
 	}
 	free(buf);
+}
+
+static void *filler(void *arg)
+{
+	fill_loop(arg, true);
 	return NULL;
 }
 
 static void *filler_rest(void *arg)
 {
 	struct kc_uffd_fill *f = arg;
-	unsigned char *buf = malloc(LEAF);
-	if (!buf) {
-		fail(f, ENOMEM, "out of memory");
-		return NULL;
-	}
-	for (;;) {
-		if (atomic_load(&f->failed) || atomic_load(&f->stop))
-			break;
-		size_t l = atomic_fetch_add(&f->next, 1);
-		if (l >= f->n_leaves)
-			break;
-		if (atomic_load(&f->state[l]) == LEAF_FREE)
-			fill_leaf(f, l, buf);
-	}
-	free(buf);
+	fill_loop(f, false);
 	atomic_fetch_sub(&f->fillers_live, 1);
 	return NULL;
 }
