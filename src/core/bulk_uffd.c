@@ -904,21 +904,26 @@ int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err)
 	for (size_t i = 0; i < f->n_procs; i++) {
 		struct uproc *p = &f->procs[i];
 		char path[64];
-		snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)p->pid);
-		int pm = open(path, O_RDONLY | O_CLOEXEC);
 		snprintf(path, sizeof(path), "/proc/%d/mem", (int)p->pid);
 		p->mem_fd = open(path, O_RDWR | O_CLOEXEC);
-		int rc = pm < 0 || p->mem_fd < 0 ? -1 : register_vmas(f, p);
-		const char *what = "register the memory of";
-		if (rc == 0) {
-			what = "fill the memory already there in";
-			rc = fill_present(f, p, pm, buf);
+		if (p->mem_fd < 0 || register_vmas(f, p) < 0) {
+			int e = errno;
+			fail(f, e, "cannot register the memory of pid %d: %s", (int)p->pid, strerror(e));
+			return fill_error(f, err);
 		}
+	}
+	/* every process' first: a leaf may hold the runs of several */
+	for (size_t i = 0; i < f->n_procs; i++) {
+		struct uproc *p = &f->procs[i];
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)p->pid);
+		int pm = open(path, O_RDONLY | O_CLOEXEC);
+		int rc = pm < 0 ? -1 : fill_present(f, p, pm, buf);
 		int e = errno;
 		if (pm >= 0)
 			close(pm);
 		if (rc < 0) {
-			fail(f, e, "cannot %s pid %d: %s", what, (int)p->pid, strerror(e));
+			fail(f, e, "cannot fill the memory already there in pid %d: %s", (int)p->pid, strerror(e));
 			return fill_error(f, err);
 		}
 	}

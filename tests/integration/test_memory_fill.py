@@ -665,3 +665,38 @@ def test_gpu_memory_fills_beside_the_gpu_restore(tmp_path, cuda_env, workloads):
     while f"{start:x}-" in Path(f"/proc/{w.pid}/maps").read_text():  # freed by the program once it runs
         assert time.time() < deadline
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("mb", [5, 7])
+def test_a_tree_of_cuda_processes_fills_leaves_that_span_two_processes(tmp_path, cuda_env, workloads, mb):
+    """The memory file holds the runs of every process end to end, so a
+    1 MiB leaf may hold the end of one process' runs and the start of the
+    next one's; each process' memory is registered before any leaf goes in
+    (run 47's serve restore failed with ENOENT where it was not)."""
+    fc = Path(cuda_env["KC_FAKE_CUDA_DIR"])
+    w = workloads(mb=mb, children=2, cuda_dir=fc, helper_thread=True, backup_mb=16)
+    before = w.probe()
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "--fill-threads", "2", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    idx = bulk_index(img)
+    pids = {p for p, _, _, f, _ in idx if f == "kcheckpoint-bulk-read.img"}
+    assert len(pids) == 3, idx
+    # some leaf holds two processes' runs
+    spans = [(int(o) >> 20, int(o) + int(b) - 1 >> 20, p) for p, _, b, f, o in idx if f == "kcheckpoint-bulk-read.img"]
+    shared = {l for lo, hi, p in spans for l in (lo, hi)
+              if any(q != p and lo2 <= l <= hi2 for lo2, hi2, q in spans)}
+    assert shared, spans
+    p = run_kc(cuda_env, "restore", "--json", "--fill-threads", "2", img, check=0)
+    assert "fill-first" in {s["stage"] for s in json.loads(p.stdout)["stages"]}
+    kids = [Path(f"{w.status}.{i}") for i in range(2)]
+    for k in kids:
+        k.unlink(missing_ok=True)
+    after = w.probe()  # passed on to the children
+    assert after["ok"] == "1" and after["checksum"] == before["checksum"]
+    deadline = time.time() + 10
+    while not all(k.exists() and k.read_text().strip() for k in kids):
+        assert time.time() < deadline, "the children answer"
+        time.sleep(0.02)
+    assert all(" ok=1 " in k.read_text() for k in kids), [k.read_text() for k in kids]
