@@ -115,7 +115,6 @@ struct kc_uffd_fill {
 	atomic_bool stop;
 	atomic_bool marks_cleared;
 	atomic_size_t leaves_done;
-	atomic_int fillers_live; /* fillers beside the GPU restore still at work */
 	char why[160]; /* the first failure, set with failed */
 	pthread_mutex_t why_lock;
 	double t0;
@@ -174,11 +173,8 @@ static int copy_in(int fd, int mem_fd, uint64_t dst, const unsigned char *src, u
 		if (e == EAGAIN) /* the process' mappings were changing: again */
 			continue;
 		if (e == EEXIST) {
-			if (pwrite(mem_fd, src, PAGE, (off_t)dst) != (ssize_t)PAGE) {
-				if (errno == 0)
-					errno = EIO;
+			if (kc_pwrite_all(mem_fd, src, PAGE, dst) < 0)
 				return -1;
-			}
 			dst += PAGE;
 			src += PAGE;
 			len -= PAGE;
@@ -247,14 +243,13 @@ static int fill_leaf(struct kc_uffd_fill *f, size_t l, unsigned char *buf)
 	double t0 = f->stats ? kc_now() : 0, t1 = 0;
 	/* copied once into this thread's buffer, checked there, and copied
 	 * into the process from there: what was checked is what goes in */
-	ssize_t got = 0;
-	for (size_t at = 0; at < len; at += (size_t)got) {
-		got = pread(f->src_fd, buf + at, len - at, (off_t)(off + at));
-		if (got <= 0) { /* shorter than verify saw it, or unreadable */
-			fail(f, got < 0 ? errno : EBADMSG, "cannot read '" KC_BULK_READ_NAME "' at MiB %zu: %s", l,
-			     got < 0 ? strerror(errno) : "it is shorter than its checksum says");
-			return -1;
-		}
+	if (kc_pread_all(f->src_fd, buf, len, off) < 0) { /* shorter than verify saw it, or unreadable */
+		int e = errno;
+		struct stat st;
+		bool cut = fstat(f->src_fd, &st) == 0 && (uint64_t)st.st_size < off + len;
+		fail(f, cut ? EBADMSG : e, "cannot read '" KC_BULK_READ_NAME "' at MiB %zu: %s", l,
+		     cut ? "it is shorter than its checksum says" : strerror(e));
+		return -1;
 	}
 	if (f->stats) {
 		t1 = kc_now();
@@ -314,6 +309,9 @@ static void fill_loop(struct kc_uffd_fill *f, bool first)
 		return;
 	}
 	while (!atomic_load(&f->failed) && !atomic_load(&f->stop)) {
+		/* ^C before the GPU restore: nothing waits on the rest */
+		if (first && kc_signals_pending())
+			atomic_store(&f->stop, true);
 		size_t i = atomic_fetch_add(first ? &f->next_first : &f->next, 1);
 		if (i >= (first ? f->n_first : f->n_leaves))
 			break;
@@ -332,9 +330,7 @@ static void *filler(void *arg)
 
 static void *filler_rest(void *arg)
 {
-	struct kc_uffd_fill *f = arg;
-	fill_loop(f, false);
-	atomic_fetch_sub(&f->fillers_live, 1);
+	fill_loop(arg, false);
 	return NULL;
 }
 
@@ -377,16 +373,25 @@ static void *server(void *arg)
 		if (poll(pf, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
+			fail(f, errno, "the fault thread of pid %d stopped: %s", (int)sa.p->pid, strerror(errno));
 			break;
 		}
-		if (pf[1].revents || (pf[0].revents & (POLLERR | POLLHUP | POLLNVAL)))
+		if (pf[1].revents)
 			break;
+		/* a thread of the process may wait on a page: gone with
+		 * this thread, it would wait for ever */
+		if (pf[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+			fail(f, EIO, "the userfaultfd of pid %d failed", (int)sa.p->pid);
+			break;
+		}
 		struct uffd_msg msg;
 		ssize_t got = read(fd, &msg, sizeof(msg));
 		if (got < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
-		if (got != (ssize_t)sizeof(msg))
-			break; /* the process is gone */
+		if (got != (ssize_t)sizeof(msg)) {
+			fail(f, got < 0 ? errno : EIO, "cannot read the faults of pid %d", (int)sa.p->pid);
+			break;
+		}
 		if (msg.event != UFFD_EVENT_PAGEFAULT)
 			continue;
 		uint64_t addr = msg.arg.pagefault.address & ~(uint64_t)(PAGE - 1);
@@ -427,8 +432,9 @@ static void start_server(struct kc_uffd_fill *f, struct uproc *p)
 	p->serving = true;
 }
 
-/* Takes CRIU's userfaultfds as its tasks send them, during the restore:
- * the restorer may fault on these runs itself (a thread's stack). */
+/* Takes CRIU's userfaultfds as its tasks send them, during the restore
+ * (CRIU registers nothing: their faults are served once kcheckpoint has
+ * registered every process' memory, kc_uffd_fill_start). */
 static void *acceptor(void *arg)
 {
 	struct kc_uffd_fill *f = arg;
@@ -463,10 +469,20 @@ static void *acceptor(void *arg)
 		struct iovec iov = {.iov_base = &pid, .iov_len = sizeof(pid)};
 		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 		ssize_t got = poll(&in, 1, 1000) == 1 ? recvmsg(c, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT) : -1;
-		struct cmsghdr *cm = got == (ssize_t)sizeof(pid) ? CMSG_FIRSTHDR(&msg) : NULL;
-		if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
-		    cm->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(&ufd, CMSG_DATA(cm), sizeof(int));
+		/* one descriptor counts; any other one sent is closed */
+		for (struct cmsghdr *cm = got > 0 ? CMSG_FIRSTHDR(&msg) : NULL; cm; cm = CMSG_NXTHDR(&msg, cm)) {
+			if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+				continue;
+			size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t j = 0; j < k; j++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(cm) + j * sizeof(int), sizeof(int));
+				if (ufd < 0 && got == (ssize_t)sizeof(pid) && k == 1)
+					ufd = fd;
+				else
+					close(fd);
+			}
+		}
 		if (pid != cred.pid)
 			pid = 0;
 		close(c);
@@ -477,7 +493,6 @@ static void *acceptor(void *arg)
 				close(ufd);
 			continue; /* not one of ours, or a second one: the first counts */
 		}
-		start_server(f, p);
 	}
 }
 
@@ -740,6 +755,11 @@ const char *kc_uffd_fill_runs(const struct kc_uffd_fill *f)
 	return f ? f->runs_path : NULL;
 }
 
+uint64_t kc_uffd_fill_total(const struct kc_uffd_fill *f)
+{
+	return f ? f->len : 0;
+}
+
 uint64_t kc_uffd_fill_done(void *f)
 {
 	return atomic_load(&((struct kc_uffd_fill *)f)->done);
@@ -814,7 +834,8 @@ static int fill_present(struct kc_uffd_fill *f, struct uproc *p, int pagemap, un
 			for (long k = 0; k < got; k++)
 				for (uint64_t pg = v[k].start; pg < v[k].end; pg += PAGE) {
 					size_t l = (size_t)((r->offset + (pg - r->vaddr)) / LEAF);
-					if (fill_leaf(f, l, buf) < 0)
+					/* a first leaf goes in before the driver runs anyway */
+					if (!f->first[l] && fill_leaf(f, l, buf) < 0)
 						return -1;
 					pg = r->vaddr + ((uint64_t)(l + 1) * LEAF - r->offset) - PAGE; /* next leaf */
 				}
@@ -885,8 +906,10 @@ bool kc_uffd_fill_ready(struct kc_uffd_fill *f)
 	size_t got = 0;
 	for (size_t i = 0; i < f->n_procs; i++)
 		got += atomic_load(&f->procs[i].fd) >= 0;
-	/* none: a CRIU without patches/criu/0003; a kernel before 6.7 */
-	return got > 0 && can_scan();
+	/* none or some: a CRIU without patches/criu/0003, a process whose
+	 * VMAs it did not mark; a kernel before 6.7.  Nothing is registered
+	 * yet: the plain fill is safe */
+	return got == f->n_procs && can_scan();
 }
 
 int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err)
@@ -912,7 +935,14 @@ int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err)
 			return fill_error(f, err);
 		}
 	}
-	/* every process' first: a leaf may hold the runs of several */
+	/* a fault is served from here on; every process' memory is
+	 * registered (a leaf may hold the runs of several) */
+	for (size_t i = 0; i < f->n_procs; i++) {
+		start_server(f, &f->procs[i]);
+		if (atomic_load(&f->failed))
+			return fill_error(f, err);
+	}
+	/* what is there already first */
 	for (size_t i = 0; i < f->n_procs; i++) {
 		struct uproc *p = &f->procs[i];
 		char path[64];
@@ -929,26 +959,20 @@ int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err)
 	}
 	/* everything but the driver's copy, with every core, before the
 	 * driver's thread runs any code */
-	if (run_fillers(f, f->threads, filler) < 0)
-		return fill_error(f, err);
-	for (size_t i = 0; i < f->n_fillers; i++)
-		pthread_join(f->fillers[i], NULL);
-	f->n_fillers = 0;
+	kc_run_pool(f->threads, f->n_first, filler, f);
 	f->first_s = kc_now() - f->t0;
 	if (atomic_load(&f->failed))
 		return fill_error(f, err);
+	if (atomic_load(&f->stop) && kc_check_interrupted(err) < 0)
+		return -1;
 	/* the rest beside the GPU restore, a core left for the driver's copy
 	 * (KCHECKPOINT_FILL_SERIAL=1, for benchmarks: all of it first) */
 	const char *serial = getenv("KCHECKPOINT_FILL_SERIAL");
 	bool all_now = serial && !strcmp(serial, "1");
 	if (f->n_first == f->n_leaves) /* nothing of the driver's copy */
 		return 0;
-	unsigned beside = all_now || f->threads <= 2 ? f->threads : f->threads - 1;
-	atomic_store(&f->fillers_live, (int)(beside < f->n_leaves ? beside : f->n_leaves));
-	if (run_fillers(f, beside, filler_rest) < 0)
+	if (run_fillers(f, all_now || f->threads <= 2 ? f->threads : f->threads - 1, filler_rest) < 0)
 		return fill_error(f, err);
-	/* the ones that did not start never count down */
-	atomic_fetch_sub(&f->fillers_live, (int)(beside < f->n_leaves ? beside : f->n_leaves) - (int)f->n_fillers);
 	if (all_now) {
 		for (size_t i = 0; i < f->n_fillers; i++)
 			pthread_join(f->fillers[i], NULL);
@@ -969,28 +993,25 @@ double kc_uffd_fill_first_seconds(const struct kc_uffd_fill *f)
 
 bool kc_uffd_fill_failed(const struct kc_uffd_fill *f)
 {
-	return f && atomic_load(&((struct kc_uffd_fill *)f)->failed) != 0;
+	/* a process or a mapping gone is what a GPU step's failure does to
+	 * the fill, not what the fill did to it */
+	int e = f ? atomic_load(&((struct kc_uffd_fill *)f)->failed) : 0;
+	return e && e != ESRCH && e != ENOENT;
 }
 
 int kc_uffd_fill_finish(struct kc_uffd_fill *f, double *seconds, uint64_t *bytes, struct kc_error **err)
 {
-	/* the GPU is back, nothing waits on the fill now: ^C stops it at once */
-	while (atomic_load(&f->fillers_live) > 0 && !atomic_load(&f->failed)) {
+	/* every leaf in, a fault's thread may fill the last one; the GPU is
+	 * back, nothing waits on the fill now: ^C stops it at once */
+	while (atomic_load(&f->leaves_done) < f->n_leaves && !atomic_load(&f->failed) && !atomic_load(&f->stop)) {
 		if (kc_signals_pending())
 			atomic_store(&f->stop, true);
-		struct timespec ts = {0, 5000000L};
+		struct timespec ts = {0, 2000000L};
 		nanosleep(&ts, NULL);
 	}
 	for (size_t i = 0; i < f->n_fillers; i++)
 		pthread_join(f->fillers[i], NULL);
 	f->n_fillers = 0;
-	/* a leaf a fault's thread took last may still be going in */
-	while (atomic_load(&f->leaves_done) < f->n_leaves && !atomic_load(&f->failed) && !atomic_load(&f->stop)) {
-		if (kc_signals_pending())
-			atomic_store(&f->stop, true);
-		struct timespec ts = {0, 1000000L};
-		nanosleep(&ts, NULL);
-	}
 	*seconds = kc_now() - f->t0;
 	*bytes = atomic_load(&f->done);
 	if (f->stats)

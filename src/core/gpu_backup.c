@@ -22,9 +22,11 @@ struct kc_gpu_backup {
 	pid_t *pids;
 	struct kc_range **before; /* per pid, in address order */
 	size_t *n_before;
+	bool *seen; /* its maps were read: else none of its memory is taken for the driver's */
 };
 
-/* The anonymous mappings (no file, no [stack]-like name but [heap]) of pid. */
+/* The anonymous mappings of pid: private, no file, no name ([heap] and
+ * [stack] left out too: the driver's copy is a plain mmap). */
 static int anon_ranges(pid_t pid, struct kc_range **out, size_t *n)
 {
 	char path[64];
@@ -60,9 +62,10 @@ struct kc_gpu_backup *kc_gpu_backup_before(const pid_t *pids, size_t n)
 	b->pids = kc_xcalloc(n + 1, sizeof(pid_t));
 	b->before = kc_xcalloc(n + 1, sizeof(*b->before));
 	b->n_before = kc_xcalloc(n + 1, sizeof(size_t));
+	b->seen = kc_xcalloc(n + 1, sizeof(bool));
 	for (size_t i = 0; i < n; i++) {
 		b->pids[i] = pids[i];
-		anon_ranges(pids[i], &b->before[i], &b->n_before[i]);
+		b->seen[i] = anon_ranges(pids[i], &b->before[i], &b->n_before[i]) == 0;
 	}
 	return b;
 }
@@ -75,6 +78,7 @@ void kc_gpu_backup_free(struct kc_gpu_backup *b)
 		free(b->before[i]);
 	free(b->before);
 	free(b->n_before);
+	free(b->seen);
 	free(b->pids);
 	free(b);
 }
@@ -91,7 +95,7 @@ int kc_gpu_backup_write(const struct kc_gpu_backup *b, const char *dir, struct k
 	for (size_t i = 0; b && i < b->n_pids; i++) {
 		_cleanup_free_ struct kc_range *now = NULL;
 		size_t n_now = 0;
-		if (anon_ranges(b->pids[i], &now, &n_now) < 0)
+		if (!b->seen[i] || anon_ranges(b->pids[i], &now, &n_now) < 0)
 			continue;
 		for (size_t k = 0; k < n_now; k++) {
 			uint64_t at = now[k].lo;

@@ -101,6 +101,9 @@ double kc_uffd_fill_first_seconds(const struct kc_uffd_fill *f);
 /* Whether some of it goes on beside the GPU restore. */
 bool kc_uffd_fill_pending(const struct kc_uffd_fill *f);
 uint64_t kc_uffd_fill_done(void *f);
+uint64_t kc_uffd_fill_total(const struct kc_uffd_fill *f);
+/* Failed by itself (a damaged image, a read error), not because a process
+ * or a mapping of it went away: its error is then the one to report. */
 bool kc_uffd_fill_failed(const struct kc_uffd_fill *f);
 int kc_uffd_fill_finish(struct kc_uffd_fill *f, double *seconds, uint64_t *bytes, struct kc_error **err);
 /* Stops its threads (a process waiting on a page then waits until it is

@@ -105,7 +105,7 @@ static int finish_fill(struct kc_uffd_fill **uf, struct kc_report *r, const stru
 	double s = 0, t0 = kc_now();
 	uint64_t bytes = 0;
 	struct kc_progress *pg = kc_progress_start("fill-wait", kc_uffd_fill_done, *uf);
-	kc_progress_total(pg, kc_bulk_regions_bytes(bulk, n_bulk));
+	kc_progress_total(pg, kc_uffd_fill_total(*uf));
 	int fr = kc_uffd_fill_finish(*uf, &s, &bytes, err);
 	kc_progress_stop(pg);
 	if (fr < 0)
@@ -475,6 +475,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			if (n_rest && kc_bulk_fill(o->images_dir, m, rest, n_rest, o->fill_threads, &filled, err) < 0)
 				goto rollback;
 			struct kc_progress *fp = kc_progress_start("memory-fill", kc_uffd_fill_done, uf);
+			kc_progress_total(fp, kc_uffd_fill_total(uf));
 			int sr = kc_uffd_fill_start(uf, err);
 			kc_progress_stop(fp);
 			if (sr < 0)
