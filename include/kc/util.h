@@ -92,6 +92,18 @@ uint64_t kc_pid_starttime(pid_t pid);
 /* Single state letter from /proc/<pid>/stat, 0 if gone. */
 char kc_pid_state(pid_t pid);
 
+/* One line of /proc/<pid>/maps: [lo, hi), "rw-p", the inode, and the path
+ * or name ("" for none; a line longer than the buffer is cut there). */
+struct kc_map {
+	uint64_t lo, hi;
+	char perms[5];
+	unsigned long long ino;
+	const char *name;
+};
+/* fn for each mapping of pid, in address order, until it returns
+ * non-zero; -1 (errno) where the maps cannot be read. */
+int kc_pid_maps_each(pid_t pid, int (*fn)(const struct kc_map *m, void *arg), void *arg);
+
 /* 0-15 for a hex digit, -1 otherwise. */
 int kc_hex_value(char c);
 

@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
@@ -343,6 +344,30 @@ int kc_pid_stat(pid_t pid, char *state, pid_t *ppid)
 		*state = st;
 	if (ppid)
 		*ppid = pp;
+	return 0;
+}
+
+int kc_pid_maps_each(pid_t pid, int (*fn)(const struct kc_map *m, void *arg), void *arg)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	_cleanup_free_ char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	while ((len = getline(&line, &cap, f)) > 0) {
+		if (line[len - 1] == '\n')
+			line[len - 1] = '\0';
+		struct kc_map m = {0};
+		int name = 0;
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %*s %*s %llu %n", &m.lo, &m.hi, m.perms, &m.ino, &name) < 4)
+			continue;
+		m.name = name ? line + name : "";
+		if (fn(&m, arg))
+			break;
+	}
 	return 0;
 }
 

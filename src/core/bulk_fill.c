@@ -89,23 +89,23 @@ void kc_fill_target_close(struct kc_fill_target *t)
 /* Whether [a, b) lies within pid's mappings (adjacent ones may share it):
  * an index that names memory CRIU did not map is refused as a bad image,
  * not met as a write error half way through. */
+struct span {
+	uint64_t a, b;
+};
+
+static int cover(const struct kc_map *m, void *arg)
+{
+	struct span *s = arg;
+	if (m->lo <= s->a && s->a < m->hi)
+		s->a = m->hi; /* maps are in address order */
+	return s->a >= s->b;
+}
+
 static bool mapped(pid_t pid, uint64_t a, uint64_t b)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	char line[512];
-	while (f && a < b && fgets(line, sizeof(line), f)) {
-		uint64_t lo, hi;
-		if (sscanf(line, "%" SCNx64 "-%" SCNx64, &lo, &hi) != 2)
-			continue;
-		if (lo <= a && a < hi)
-			a = hi; /* maps are in address order */
-		size_t l = strlen(line);
-		while (l && line[l - 1] != '\n' && fgets(line, sizeof(line), f))
-			l = strlen(line);
-	}
-	return a >= b;
+	struct span s = {a, b};
+	kc_pid_maps_each(pid, cover, &s);
+	return s.a >= s.b;
 }
 
 int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, struct kc_fill_target **out, struct kc_error **err)

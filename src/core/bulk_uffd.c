@@ -335,10 +335,11 @@ static void *filler_rest(void *arg)
 }
 
 /* The run of pid that holds addr, NULL for a hole of its VMAs. */
-static const struct kc_bulk_region *run_at(const struct kc_uffd_fill *f, pid_t pid, uint64_t addr)
+/* The first run of pid that ends past addr, NULL for none. */
+static const struct kc_bulk_region *run_from(const struct kc_uffd_fill *f, pid_t pid, uint64_t addr)
 {
 	size_t lo = 0, hi = f->n;
-	while (lo < hi) { /* the first run of pid ending past addr */
+	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
 		const struct kc_bulk_region *r = f->by_addr[mid];
 		if (r->pid < pid || (r->pid == pid && r->vaddr + r->bytes <= addr))
@@ -346,9 +347,13 @@ static const struct kc_bulk_region *run_at(const struct kc_uffd_fill *f, pid_t p
 		else
 			hi = mid;
 	}
-	if (lo < f->n && f->by_addr[lo]->pid == pid && f->by_addr[lo]->vaddr <= addr)
-		return f->by_addr[lo];
-	return NULL;
+	return lo < f->n && f->by_addr[lo]->pid == pid ? f->by_addr[lo] : NULL;
+}
+
+static const struct kc_bulk_region *run_at(const struct kc_uffd_fill *f, pid_t pid, uint64_t addr)
+{
+	const struct kc_bulk_region *r = run_from(f, pid, addr);
+	return r && r->vaddr <= addr ? r : NULL;
 }
 
 struct server_arg {
@@ -767,47 +772,35 @@ uint64_t kc_uffd_fill_done(void *f)
 
 /* Registers each VMA of p that a run touches, whole (no split), as CRIU
  * left it: its holes are served as zero pages.  -1 with errno. */
+struct reg_arg {
+	struct kc_uffd_fill *f;
+	struct uproc *p;
+	int err; /* an errno, once one failed */
+};
+
+static int register_one(const struct kc_map *m, void *arg)
+{
+	struct reg_arg *a = arg;
+	const struct kc_bulk_region *r = run_from(a->f, a->p->pid, m->lo);
+	if (!r || r->vaddr >= m->hi) /* no run touches it */
+		return 0;
+	struct uffdio_register reg = {.range = {.start = m->lo, .len = m->hi - m->lo}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+	if (ioctl(atomic_load(&a->p->fd), UFFDIO_REGISTER, &reg) < 0) {
+		a->err = errno;
+		return 1;
+	}
+	a->p->vmas = kc_xrealloc(a->p->vmas, (a->p->n_vmas + 1) * sizeof(*a->p->vmas));
+	a->p->vmas[a->p->n_vmas++] = (struct kc_range){m->lo, m->hi};
+	return 0;
+}
+
 static int register_vmas(struct kc_uffd_fill *f, struct uproc *p)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/maps", (int)p->pid);
-	FILE *maps = fopen(path, "re");
-	if (!maps)
+	struct reg_arg a = {f, p, 0};
+	if (kc_pid_maps_each(p->pid, register_one, &a) < 0)
 		return -1;
-	_cleanup_free_ char *line = NULL;
-	size_t cap = 0;
-	int rc = 0;
-	while (rc == 0 && getline(&line, &cap, maps) > 0) {
-		uint64_t lo, hi;
-		if (sscanf(line, "%" SCNx64 "-%" SCNx64, &lo, &hi) != 2)
-			continue;
-		const struct kc_bulk_region *r = run_at(f, p->pid, lo);
-		if (!r) { /* the first run of p past lo */
-			size_t a = 0, b = f->n;
-			while (a < b) {
-				size_t mid = (a + b) / 2;
-				const struct kc_bulk_region *m = f->by_addr[mid];
-				if (m->pid < p->pid || (m->pid == p->pid && m->vaddr + m->bytes <= lo))
-					a = mid + 1;
-				else
-					b = mid;
-			}
-			r = a < f->n && f->by_addr[a]->pid == p->pid && f->by_addr[a]->vaddr < hi ? f->by_addr[a] : NULL;
-		}
-		if (!r)
-			continue;
-		struct uffdio_register reg = {.range = {.start = lo, .len = hi - lo}, .mode = UFFDIO_REGISTER_MODE_MISSING};
-		if (ioctl(atomic_load(&p->fd), UFFDIO_REGISTER, &reg) < 0) {
-			rc = -1;
-			break;
-		}
-		p->vmas = kc_xrealloc(p->vmas, (p->n_vmas + 1) * sizeof(*p->vmas));
-		p->vmas[p->n_vmas++] = (struct kc_range){lo, hi};
-	}
-	int e = errno;
-	fclose(maps);
-	errno = e;
-	return rc;
+	errno = a.err;
+	return a.err ? -1 : 0;
 }
 
 /*

@@ -27,32 +27,29 @@ struct kc_gpu_backup {
 
 /* The anonymous mappings of pid: private, no file, no name ([heap] and
  * [stack] left out too: the driver's copy is a plain mmap). */
+struct ranges {
+	struct kc_range *v;
+	size_t n;
+};
+
+static int add_anon(const struct kc_map *m, void *arg)
+{
+	struct ranges *r = arg;
+	/* private, anonymous, not named (the driver's is a plain mmap) */
+	if (m->perms[3] != 'p' || m->ino || m->name[0])
+		return 0;
+	r->v = kc_xrealloc(r->v, (r->n + 1) * sizeof(*r->v));
+	r->v[r->n++] = (struct kc_range){m->lo, m->hi};
+	return 0;
+}
+
 static int anon_ranges(pid_t pid, struct kc_range **out, size_t *n)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-	FILE *f = fopen(path, "re");
-	*out = NULL;
-	*n = 0;
-	if (!f)
-		return -1;
-	_cleanup_free_ char *line = NULL;
-	size_t cap = 0;
-	while (getline(&line, &cap, f) > 0) {
-		uint64_t lo, hi;
-		unsigned long long ino;
-		char perms[8];
-		int name = 0;
-		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %*s %*s %llu %n", &lo, &hi, perms, &ino, &name) < 4)
-			continue;
-		/* private, anonymous, not named (the driver's is a plain mmap) */
-		if (perms[3] != 'p' || ino || (name && line[name] && line[name] != '\n'))
-			continue;
-		*out = kc_xrealloc(*out, (*n + 1) * sizeof(**out));
-		(*out)[(*n)++] = (struct kc_range){lo, hi};
-	}
-	fclose(f);
-	return 0;
+	struct ranges r = {0};
+	int rc = kc_pid_maps_each(pid, add_anon, &r);
+	*out = r.v;
+	*n = r.n;
+	return rc;
 }
 
 struct kc_gpu_backup *kc_gpu_backup_before(const pid_t *pids, size_t n)

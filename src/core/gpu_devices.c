@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,31 +44,30 @@ static void note(struct kc_gpu_dev_use *u, const char *path)
 
 /* Mappings: the path column of /proc/<pid>/maps, the file itself through
  * map_files (right also in another mount namespace). */
+struct maps_arg {
+	pid_t pid;
+	struct kc_gpu_dev_use *u;
+};
+
+static int scan_map(const struct kc_map *m, void *arg)
+{
+	struct maps_arg *a = arg;
+	if (m->name[0] != '/' || !maybe_device(m->name))
+		return 0;
+	char link[96];
+	struct stat st;
+	snprintf(link, sizeof(link), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)a->pid, m->lo, m->hi);
+	if (stat(link, &st) == 0 && kc_is_gpu_device(&st)) {
+		a->u->maps++;
+		note(a->u, m->name);
+	}
+	return 0;
+}
+
 static void scan_maps(pid_t pid, struct kc_gpu_dev_use *u)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return;
-	char line[PATH_MAX + 128];
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		char *file = strchr(line, '/');
-		char *dash = strchr(line, '-');
-		char *space = strchr(line, ' ');
-		if (!file || !dash || !space || dash > space || !maybe_device(file))
-			continue;
-		*space = '\0';
-		char link[96];
-		struct stat st;
-		snprintf(link, sizeof(link), "/proc/%d/map_files/%.40s", (int)pid, line);
-		if (stat(link, &st) == 0 && kc_is_gpu_device(&st)) {
-			u->maps++;
-			note(u, file);
-		}
-	}
-	fclose(f);
+	struct maps_arg a = {pid, u};
+	kc_pid_maps_each(pid, scan_map, &a);
 }
 
 static void note_fd(int fd, const char *link, const char *target, void *arg)
