@@ -108,7 +108,7 @@ static bool mapped(pid_t pid, uint64_t a, uint64_t b)
 	return s.a >= s.b;
 }
 
-int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, struct kc_fill_target **out, struct kc_error **err)
+int kc_fill_check(const struct kc_bulk_region *v, size_t n, struct kc_error **err)
 {
 	for (size_t i = 0; i < n; i++)
 		if (!mapped(v[i].pid, v[i].vaddr, v[i].vaddr + v[i].bytes))
@@ -116,6 +116,16 @@ int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, struct kc_fill
 					    "the image's index names %" PRIu64 " bytes at 0x%" PRIx64
 					    " that restored pid %d does not have",
 					    v[i].bytes, v[i].vaddr, (int)v[i].pid);
+	for (size_t i = 0; i < n; i++)
+		if ((i == 0 || v[i].pid != v[i - 1].pid) && wait_stopped(v[i].pid, err) < 0)
+			return -1;
+	return 0;
+}
+
+int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, struct kc_fill_target **out, struct kc_error **err)
+{
+	if (kc_fill_check(v, n, err) < 0)
+		return -1;
 	struct kc_fill_target *t = kc_xcalloc(1, sizeof(*t));
 	t->v = kc_xcalloc(n + 1, sizeof(*t->v));
 	t->dsts = kc_xcalloc(n + 1, sizeof(*t->dsts));
@@ -126,8 +136,6 @@ int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, struct kc_fill
 		if (d == t->n_dst) {
 			char path[64];
 			snprintf(path, sizeof(path), "/proc/%d/mem", (int)v[i].pid);
-			if (wait_stopped(v[i].pid, err) < 0)
-				goto fail;
 			t->dsts[d].pid = v[i].pid;
 			t->dsts[d].fd = open(path, O_RDWR | O_CLOEXEC);
 			if (t->dsts[d].fd < 0) {

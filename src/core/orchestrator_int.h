@@ -34,6 +34,9 @@ void kc_leaves_root(const uint8_t (*d)[32], size_t n, char hex[65]);
  * /proc/<pid>/mem: kc_fill_target_write is a kc_archive_sink (bulk_fill.c). */
 struct kc_fill_target;
 int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, struct kc_fill_target **t, struct kc_error **err);
+/* Before any of it is filled: every run is mapped in its restored process
+ * (else KC_EXIT_IMAGE), and each process is stopped. */
+int kc_fill_check(const struct kc_bulk_region *v, size_t n, struct kc_error **err);
 int kc_fill_target_write(void *t, const char *file, uint64_t off, const void *data, size_t len);
 uint64_t kc_fill_target_done(void *t);
 uint64_t kc_bulk_regions_bytes(const struct kc_bulk_region *v, size_t n);

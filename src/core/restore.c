@@ -462,6 +462,8 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			kc_uffd_fill_free(uf);
 			uf = NULL;
 		}
+		if (uf && kc_fill_check(bulk, n_bulk, err) < 0)
+			goto rollback;
 		if (uf) {
 			/* the runs of file maps split out of CRIU's images first
 			 * (never registered), then the memory we read: all but the
