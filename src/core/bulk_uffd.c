@@ -1012,17 +1012,12 @@ int kc_uffd_fill_finish(struct kc_uffd_fill *f, double *seconds, uint64_t *bytes
 				"checksum %.3f, copy in %.3f; %" PRIu64 " faults served\n",
 			f->n_first, f->n_leaves, f->first_s, atomic_load(&f->ns_read) / 1e9,
 			atomic_load(&f->ns_sum) / 1e9, atomic_load(&f->ns_copy) / 1e9, (uint64_t)atomic_load(&f->faults));
-	int e = atomic_load(&f->failed);
-	if (!e)
-		for (size_t l = 0; l < f->n_leaves; l++)
-			if (atomic_load(&f->state[l]) != LEAF_DONE) {
-				/* only a stop leaves one: ^C */
-				e = EINTR;
-				break;
-			}
-	if (e == EINTR && !atomic_load(&f->failed) && kc_check_interrupted(err) < 0)
-		return -1;
-	if (e == EINTR && !atomic_load(&f->failed))
+	if (atomic_load(&f->failed))
+		return fill_error(f, err);
+	if (atomic_load(&f->leaves_done) < f->n_leaves) { /* only a stop leaves one: ^C */
+		if (kc_check_interrupted(err) < 0)
+			return -1;
 		return kc_error_set(err, KC_EXIT_FAILURE, EINTR, "the memory fill was stopped");
-	return e ? fill_error(f, err) : 0;
+	}
+	return 0;
 }

@@ -457,18 +457,17 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 		 * anything of the tree runs, the driver's restore thread too:
 		 * its stack and the driver's own state are in these runs */
 		uint64_t filled = 0;
-		bool uffd = false; /* the memory we read goes in through the userfaultfds */
 		if (uf && !kc_uffd_fill_ready(uf)) {
 			kc_uffd_fill_free(uf);
 			uf = NULL;
 		}
-		if (uf && kc_fill_check(bulk, n_bulk, err) < 0)
-			goto rollback;
 		if (uf) {
 			/* the runs of file maps split out of CRIU's images first
 			 * (never registered), then the memory we read: all but the
 			 * driver's copy now, that one beside the GPU restore, its
 			 * progress where it goes on alone (fill-wait) */
+			if (kc_fill_check(bulk, n_bulk, err) < 0)
+				goto rollback;
 			_cleanup_free_ struct kc_bulk_region *rest = kc_xcalloc(n_bulk + 1, sizeof(*rest));
 			size_t n_rest = 0;
 			for (size_t i = 0; i < n_bulk; i++)
@@ -482,36 +481,31 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 			kc_progress_stop(fp);
 			if (sr < 0)
 				goto rollback;
-			uffd = true;
 			kc_report_add(r, "fill-first", kc_uffd_fill_first_seconds(uf), 0);
-		}
-		t0 = kc_now();
-		if (uffd) {
-			/* going on beside the GPU restore (finish_fill) */
-		} else if (o->archive) {
-			/* unpacking the rest of the archive is the fill */
-			struct kc_fill_target *ft = NULL;
-			if (kc_fill_target_open(bulk, n_bulk, &ft, err) < 0)
-				goto rollback;
-			struct kc_progress *fp = kc_progress_start("memory-fill", kc_fill_target_done, ft);
-			kc_progress_total(fp, kc_bulk_regions_bytes(bulk, n_bulk));
-			int fr = kc_archive_extract_rest(o->archive, kc_fill_target_write, ft, err);
-			kc_progress_stop(fp);
-			filled = kc_fill_target_done(ft);
-			if (fr == 0)
-				fr = kc_fill_target_check(ft, err);
-			kc_fill_target_close(ft);
-			if (fr < 0)
-				goto rollback;
-		} else if (kc_bulk_fill(o->images_dir, o->images_private ? NULL : m, bulk, n_bulk, o->fill_threads, &filled,
-					err) < 0) {
-			goto rollback;
-		}
-		if (uffd) {
 			/* nothing of the driver's copy in the image: all of it is in */
 			if (!kc_uffd_fill_pending(uf) && finish_fill(&uf, r, bulk, n_bulk, &fill_done, err) < 0)
 				goto rollback;
 		} else {
+			t0 = kc_now();
+			if (o->archive) {
+				/* unpacking the rest of the archive is the fill */
+				struct kc_fill_target *ft = NULL;
+				if (kc_fill_target_open(bulk, n_bulk, &ft, err) < 0)
+					goto rollback;
+				struct kc_progress *fp = kc_progress_start("memory-fill", kc_fill_target_done, ft);
+				kc_progress_total(fp, kc_bulk_regions_bytes(bulk, n_bulk));
+				int fr = kc_archive_extract_rest(o->archive, kc_fill_target_write, ft, err);
+				kc_progress_stop(fp);
+				filled = kc_fill_target_done(ft);
+				if (fr == 0)
+					fr = kc_fill_target_check(ft, err);
+				kc_fill_target_close(ft);
+				if (fr < 0)
+					goto rollback;
+			} else if (kc_bulk_fill(o->images_dir, o->images_private ? NULL : m, bulk, n_bulk, o->fill_threads,
+						&filled, err) < 0) {
+				goto rollback;
+			}
 			kc_report_add(r, "memory-fill", kc_now() - t0, filled);
 			fill_done = true;
 			/* all of it is back: from here on recover may run the tree */
