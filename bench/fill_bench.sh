@@ -37,6 +37,8 @@ probe() { # PID: asks for a fresh status line, prints it
 
 setsid "$WORKLOAD" --mb "$MB" --status "$WORK/status" </dev/null >"$WORK/workload.log" 2>&1 &
 PID=$!
+# a dump that fails must not leave the workload behind for the next run
+trap 'kill -9 "$PID" 2>/dev/null' EXIT
 for _ in $(seq 3000); do [ -s "$WORK/status" ] && break; sleep 0.05; done
 "$KC" dump -q --leave-running --fill-threads 0 -D "$WORK/criu-images" "$PID" || exit 1
 "$KC" dump -q --leave-running -D "$WORK/kc-images" "$PID" || exit 1
@@ -64,4 +66,4 @@ for r in $(seq "$ROUNDS"); do
 		gone "$PID" || exit 1
 	done
 done
-rm -rf "$WORK"
+[ -n "${KEEP:-}" ] || rm -rf "$WORK"

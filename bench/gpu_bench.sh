@@ -24,7 +24,9 @@
 #
 # Environment: KC (kcheckpoint), KCHECKPOINT_CRIU (criu), BIN (dir with
 # gpu_workload and cuda_ckpt), WORK (images; default /var/tmp/kc-bench),
-# OUT (where JSON and logs are kept).
+# OUT (where JSON and logs are kept).  KC_SAMPLE=1 samples the threads'
+# kernel stacks during kcheckpoint's restore and the manual flow's GPU
+# restore (bench/thread_sampler.py; OUT/sample-*.txt).
 set -euo pipefail
 GIB=2 PROCS=1 COLD=0 THP="" KC_THP="" ARCHIVE=0 ORDER=kc-first LIKE_KC=0 KC_ROPTS=()
 while [ $# -gt 0 ]; do
@@ -58,6 +60,18 @@ cleanup() {
 	rm -rf "$WORK/img-$TAG"
 }
 trap cleanup EXIT
+SAMPLER=
+sample_start() {
+	[ "${KC_SAMPLE:-0}" = 1 ] || return 0
+	python3 "$(dirname "$0")/thread_sampler.py" "$OUT/sample-$1-$TAG.txt" kcheckpoint gpu_workload &
+	SAMPLER=$!
+	sleep 0.2
+}
+sample_stop() {
+	[ -n "$SAMPLER" ] || return 0
+	kill -TERM "$SAMPLER"; wait "$SAMPLER" || true; SAMPLER=
+	cat "$OUT/sample-$1-$TAG.txt"
+}
 [ -n "$THP" ] && echo "$THP" >$THP_FILE
 PER=$(python3 -c "print($GIB/$PROCS)")
 
@@ -129,6 +143,7 @@ fi
 k1=$(now)
 wait_free
 drop_caches
+sample_start kc
 k2=$(now)
 if [ $ARCHIVE = 1 ]; then
 	"$KC" restore ${KC_OPTS[@]+"${KC_OPTS[@]}"} ${KC_ROPTS[@]+"${KC_ROPTS[@]}"} --json --work-dir "$WORK" "$IMG.tar.zst" >"$OUT/kc-restore-$TAG.json"
@@ -139,6 +154,7 @@ else
 	"$KC" restore ${KC_OPTS[@]+"${KC_OPTS[@]}"} ${KC_ROPTS[@]+"${KC_ROPTS[@]}"} --json "$IMG" >"$OUT/kc-restore-$TAG.json"
 	k3=$(now)
 fi
+sample_stop kc
 python3 -c "import json,sys; t=[float(x) for x in sys.argv[1:5]]; print(json.dumps({'dump': t[1]-t[0], 'restore': t[3]-t[2]}))" \
 	"$k0" "$k1" "$k2" "$k3" >"$OUT/kc-wall-$TAG.json"
 verify "$C0"
@@ -168,9 +184,11 @@ wait_free
 drop_caches
 t3=$(now)
 "$CRIU" restore -d -D "$IMG" -o restore.log
+sample_start manual-gpu
 t4=$(now)
 for p in $PIDS; do "$BIN/cuda_ckpt" --toggle --pid "$p" >/dev/null; done
 t5=$(now)
+sample_stop manual-gpu
 verify "$C0"
 python3 -c "import json,sys; t=[float(x) for x in sys.argv[1:7]]; print(json.dumps({'gpu_checkpoint': t[1]-t[0], 'criu_dump': t[2]-t[1], 'criu_restore': t[4]-t[3], 'gpu_restore': t[5]-t[4], 'image_bytes': int(sys.argv[7])}))" \
 	"$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$(du -sb "$IMG" | cut -f1)" >"$OUT/manual-$TAG.json"

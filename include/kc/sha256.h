@@ -21,6 +21,14 @@ void kc_sha256_init(struct kc_sha256 *c);
 void kc_sha256_update(struct kc_sha256 *c, const void *p, size_t n);
 void kc_sha256_final(struct kc_sha256 *c, uint8_t out[32]);
 void kc_sha256(const void *p, size_t n, uint8_t out[32]);
+/* a and b each take n bytes, hashed side by side (twice the speed with
+ * SHA-NI) where neither holds part of a block; else one after the other. */
+void kc_sha256_update2(struct kc_sha256 *a, const void *pa, struct kc_sha256 *b, const void *pb, size_t n);
+/* The digests of a[0..n) and b[0..n), hashed side by side. */
+void kc_sha256_2(const void *a, const void *b, size_t n, uint8_t da[32], uint8_t db[32]);
+/* The digest of each leaf-sized piece of p[0..len) (the last may be
+ * shorter) into out[0], out[1], ..., two at a time. */
+void kc_sha256_leaves(const void *p, size_t len, size_t leaf, uint8_t (*out)[32]);
 /* Test hooks: whether SHA-NI is in use, and a switch to the portable code. */
 bool kc_sha256_accelerated(void);
 void kc_sha256_force_portable(bool on);

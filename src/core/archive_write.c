@@ -367,7 +367,16 @@ static void run_job(struct kc_ar_job *kj)
 			j->err_member = l->member;
 			return;
 		}
-		kc_sha256(j->in + l->buf_off, l->len, l->digest);
+	}
+	/* two leaves of a length hashed side by side: twice the speed */
+	for (size_t i = 0; i < j->n_leaves; i++) {
+		struct wleaf *l = &j->leaves[i], *m = i + 1 < j->n_leaves ? &j->leaves[i + 1] : NULL;
+		if (m && m->len == l->len) {
+			kc_sha256_2(j->in + l->buf_off, j->in + m->buf_off, l->len, l->digest, m->digest);
+			i++;
+		} else {
+			kc_sha256(j->in + l->buf_off, l->len, l->digest);
+		}
 	}
 	if (!c->level)
 		return;

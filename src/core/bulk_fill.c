@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +243,7 @@ struct ffill {
 static void *fill_worker(void *arg)
 {
 	struct ffill *f = arg;
+	pthread_setname_np(pthread_self(), "kc-fill");
 	for (;;) {
 		/* ^C: the restore is rolled back, the rest need not be written */
 		if (kc_signals_pending())
@@ -262,20 +264,38 @@ static void *fill_worker(void *arg)
 		}
 		/* each piece hashed, then written while it is still in this
 		 * core's cache: 1 MiB leaves read twice from memory made the
-		 * checksums cost 0.9-1.2 s per 4 GiB on 2 cores */
-		for (uint64_t o = 0; o < c->len; o += KC_ARCHIVE_LEAF) {
-			uint64_t leaf = c->len - o < KC_ARCHIVE_LEAF ? c->len - o : KC_ARCHIVE_LEAF;
-			struct kc_sha256 h;
-			kc_sha256_init(&h);
+		 * checksums cost 0.9-1.2 s per 4 GiB on 2 cores.  Two leaves
+		 * go side by side, hashed at once (kc_sha256_update2). */
+		for (uint64_t o = 0; o < c->len; o += 2 * KC_ARCHIVE_LEAF) {
+			uint64_t rest = c->len - o;
+			uint64_t leaf = rest < KC_ARCHIVE_LEAF ? rest : KC_ARCHIVE_LEAF;
+			bool two = rest >= 2 * KC_ARCHIVE_LEAF;
+			struct kc_sha256 h[2];
+			kc_sha256_init(&h[0]);
+			kc_sha256_init(&h[1]);
 			for (uint64_t p = 0; p < leaf; p += FILL_PIECE) {
 				uint64_t at = c->off + o + p, len = leaf - p < FILL_PIECE ? leaf - p : FILL_PIECE;
-				kc_sha256_update(&h, s->map + at, len);
+				if (two)
+					kc_sha256_update2(&h[0], s->map + at, &h[1], s->map + at + KC_ARCHIVE_LEAF, len);
+				else
+					kc_sha256_update(&h[0], s->map + at, len);
+				for (int k = 0; k <= two; k++)
+					if (kc_fill_target_write(f->t, s->file, at + k * KC_ARCHIVE_LEAF,
+								 s->map + at + k * KC_ARCHIVE_LEAF, len) < 0) {
+						kc_fail_once(&f->failed, errno);
+						return NULL;
+					}
+			}
+			for (int k = 0; k <= two; k++)
+				kc_sha256_final(&h[k], f->d[s->first_leaf + (c->off + o) / KC_ARCHIVE_LEAF + k]);
+			if (!two && rest > leaf) { /* a last short leaf after a whole one */
+				uint64_t at = c->off + o + leaf, len = rest - leaf;
+				kc_sha256(s->map + at, len, f->d[s->first_leaf + at / KC_ARCHIVE_LEAF]);
 				if (kc_fill_target_write(f->t, s->file, at, s->map + at, len) < 0) {
 					kc_fail_once(&f->failed, errno);
 					return NULL;
 				}
 			}
-			kc_sha256_final(&h, f->d[s->first_leaf + (c->off + o) / KC_ARCHIVE_LEAF]);
 		}
 	}
 }

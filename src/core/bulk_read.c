@@ -147,9 +147,7 @@ static void *reader(void *arg)
 			kc_fail_once(&j->failed, errno);
 			break;
 		}
-		for (size_t o = 0; o < len; o += KC_ARCHIVE_LEAF)
-			kc_sha256(buf + o, len - o < KC_ARCHIVE_LEAF ? len - o : KC_ARCHIVE_LEAF,
-				  j->d[(off + o) / KC_ARCHIVE_LEAF]);
+		kc_sha256_leaves(buf, len, KC_ARCHIVE_LEAF, &j->d[off / KC_ARCHIVE_LEAF]);
 		/* one writer at a time: writes into one file's page cache take
 		 * its inode lock anyway, and on the H200 node 16 writers of one
 		 * file got 1.6 GB/s where one got 3.7, as did 16 files

@@ -44,398 +44,12 @@
 #include <unistd.h>
 
 #include "archive_internal.h"
+#include "bulk_uffd_int.h"
 #include "kc/sha256.h"
 #include "kc/signals.h"
 #include "kc/threads.h"
 #include "kc/util.h"
 #include "orchestrator_int.h"
-
-/* PAGEMAP_SCAN (Linux 6.7, linux/fs.h), for headers older than that */
-#ifndef PAGEMAP_SCAN
-struct page_region {
-	uint64_t start, end, categories;
-};
-struct pm_scan_arg {
-	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask,
-		category_anyof_mask, return_mask;
-};
-#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
-#define PAGE_IS_PRESENT (1 << 3)
-#endif
-
-#define LEAF KC_ARCHIVE_LEAF
-#define PAGE 4096u
-
-enum { LEAF_FREE, LEAF_BUSY, LEAF_DONE };
-
-struct uproc {
-	pid_t pid;
-	atomic_int fd; /* the process' userfaultfd, -1 until CRIU sent it */
-	struct kc_range *vmas; /* registered, in address order */
-	size_t n_vmas;
-	int mem_fd; /* /proc/<pid>/mem: pages already there are written */
-	pthread_t server;
-	bool serving;
-};
-
-struct kc_uffd_fill {
-	char *sock_path, *runs_path;
-	int listen_fd;
-	int stop_pipe[2]; /* readable once the servers must go */
-	pthread_t acceptor;
-	bool accepting;
-
-	int src_fd; /* KC_BULK_READ_NAME, read with pread (a file cut short is an
-		     * error, not a SIGBUS) */
-	size_t len;
-	uint8_t (*want)[32]; /* each leaf's digest, from the image */
-	size_t n_leaves;
-	_Atomic unsigned char *state;
-	/* leaves with bytes outside the driver's copy of the GPU's memory:
-	 * in before the driver runs (kc_uffd_fill_start) */
-	unsigned char *first;
-	size_t *first_list, n_first;
-	atomic_size_t next_first;
-	bool stats; /* KCHECKPOINT_FILL_STATS=1: where the time goes, on stderr */
-	double first_s;
-	atomic_uint_fast64_t ns_read, ns_sum, ns_copy, faults;
-
-	struct kc_bulk_region *v; /* sorted by file offset (the file's order) */
-	size_t n;
-	struct kc_bulk_region **by_addr; /* sorted by pid, then address */
-	struct uproc *procs;
-	size_t n_procs;
-
-	unsigned threads;
-	pthread_t *fillers;
-	size_t n_fillers;
-	atomic_size_t next; /* the next leaf to fill ahead */
-	atomic_uint_fast64_t done;
-	atomic_int failed; /* an errno */
-	atomic_bool stop;
-	atomic_bool marks_cleared;
-	atomic_size_t leaves_done;
-	char why[160]; /* the first failure, set with failed */
-	pthread_mutex_t why_lock;
-	double t0;
-};
-
-static void fail(struct kc_uffd_fill *f, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail(struct kc_uffd_fill *f, int e, const char *fmt, ...)
-{
-	pthread_mutex_lock(&f->why_lock);
-	if (!atomic_load(&f->failed)) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(f->why, sizeof(f->why), fmt, ap);
-		va_end(ap);
-		atomic_store(&f->failed, e ? e : EIO);
-		/* a thread of theirs may wait on memory that will never come; a
-		 * reader from outside (process_vm_readv) waits on, unkillable,
-		 * until the range is no longer registered */
-		for (size_t i = 0; i < f->n_procs; i++) {
-			kill(f->procs[i].pid, SIGKILL);
-			int fd = atomic_load(&f->procs[i].fd);
-			for (size_t k = 0; fd >= 0 && k < f->procs[i].n_vmas; k++) {
-				struct uffdio_range r = {.start = f->procs[i].vmas[k].lo,
-							 .len = f->procs[i].vmas[k].hi - f->procs[i].vmas[k].lo};
-				ioctl(fd, UFFDIO_UNREGISTER, &r);
-			}
-		}
-	}
-	pthread_mutex_unlock(&f->why_lock);
-}
-
-static struct uproc *proc_of(struct kc_uffd_fill *f, pid_t pid)
-{
-	for (size_t i = 0; i < f->n_procs; i++)
-		if (f->procs[i].pid == pid)
-			return &f->procs[i];
-	return NULL;
-}
-
-/* UFFDIO_COPY of [src, src+len) to dst; a page already there is written
- * through mem_fd (the kernel wrote into some while CRIU restored: the
- * rseq area at the top of each thread's stack); -1 with errno. */
-static int copy_in(int fd, int mem_fd, uint64_t dst, const unsigned char *src, uint64_t len)
-{
-	while (len) {
-		struct uffdio_copy c = {.dst = dst, .src = (uint64_t)(uintptr_t)src, .len = len, .mode = 0};
-		if (ioctl(fd, UFFDIO_COPY, &c) == 0)
-			return 0;
-		int e = errno;
-		if (c.copy > 0) { /* part of it went in */
-			dst += (uint64_t)c.copy;
-			src += c.copy;
-			len -= (uint64_t)c.copy;
-			continue;
-		}
-		if (e == EAGAIN) /* the process' mappings were changing: again */
-			continue;
-		if (e == EEXIST) {
-			if (kc_pwrite_all(mem_fd, src, PAGE, dst) < 0)
-				return -1;
-			dst += PAGE;
-			src += PAGE;
-			len -= PAGE;
-			continue;
-		}
-		errno = e;
-		return -1;
-	}
-	return 0;
-}
-
-/* UFFDIO_COPY goes into one VMA at a time (a run may go on into the next
- * VMA: a thread's stack after its neighbour, a mapping split by
- * mprotect); every byte must be in one registered. */
-static int copy_run(const struct uproc *p, int fd, uint64_t dst, const unsigned char *src, uint64_t len)
-{
-	size_t lo = 0, hi = p->n_vmas;
-	while (lo < hi) { /* the first VMA ending past dst */
-		size_t mid = (lo + hi) / 2;
-		if (p->vmas[mid].hi <= dst)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	while (len) {
-		if (lo >= p->n_vmas || p->vmas[lo].lo > dst) {
-			errno = ENOENT;
-			return -1;
-		}
-		uint64_t n = p->vmas[lo].hi - dst < len ? p->vmas[lo].hi - dst : len;
-		if (copy_in(fd, p->mem_fd, dst, src, n) < 0)
-			return -1;
-		dst += n;
-		src += n;
-		len -= n;
-		lo++;
-	}
-	return 0;
-}
-
-/* Once every leaf is in and checked (whoever filled the last one), recover
- * may run the tree: a restore killed from here on (the GPU restore going
- * on) loses nothing. */
-static void all_in(struct kc_uffd_fill *f)
-{
-	if (atomic_load(&f->failed) || atomic_exchange(&f->marks_cleared, true))
-		return;
-	for (size_t i = 0; i < f->n_procs; i++)
-		kc_fillmark_clear(f->procs[i].pid);
-}
-
-/* Fills leaf l (or waits for the thread that does); 0 once it is in. */
-static int fill_leaf(struct kc_uffd_fill *f, size_t l, unsigned char *buf)
-{
-	unsigned char expect = LEAF_FREE;
-	if (!atomic_compare_exchange_strong(&f->state[l], &expect, LEAF_BUSY)) {
-		while (atomic_load(&f->state[l]) != LEAF_DONE) {
-			if (atomic_load(&f->failed) || atomic_load(&f->stop))
-				return -1;
-			struct timespec ts = {0, 20000};
-			nanosleep(&ts, NULL);
-		}
-		return 0;
-	}
-	uint64_t off = (uint64_t)l * LEAF, len = f->len - off < LEAF ? f->len - off : LEAF;
-	double t0 = f->stats ? kc_now() : 0, t1 = 0;
-	/* copied once into this thread's buffer, checked there, and copied
-	 * into the process from there: what was checked is what goes in */
-	if (kc_pread_all(f->src_fd, buf, len, off) < 0) { /* shorter than verify saw it, or unreadable */
-		int e = errno;
-		struct stat st;
-		bool cut = fstat(f->src_fd, &st) == 0 && (uint64_t)st.st_size < off + len;
-		fail(f, cut ? EBADMSG : e, "cannot read '" KC_BULK_READ_NAME "' at MiB %zu: %s", l,
-		     cut ? "it is shorter than its checksum says" : strerror(e));
-		return -1;
-	}
-	if (f->stats) {
-		t1 = kc_now();
-		atomic_fetch_add(&f->ns_read, (uint64_t)((t1 - t0) * 1e9));
-	}
-	uint8_t d[32];
-	kc_sha256(buf, len, d);
-	if (f->stats) {
-		t0 = kc_now();
-		atomic_fetch_add(&f->ns_sum, (uint64_t)((t0 - t1) * 1e9));
-	}
-	if (memcmp(d, f->want[l], 32)) {
-		fail(f, EBADMSG, "checksum mismatch for member '" KC_BULK_READ_NAME "' (its MiB %zu)", l);
-		return -1;
-	}
-	/* the runs this leaf holds: the first whose end is past off */
-	size_t lo = 0, hi = f->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (f->v[mid].offset + f->v[mid].bytes <= off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (size_t i = lo; i < f->n && f->v[i].offset < off + len; i++) {
-		const struct kc_bulk_region *r = &f->v[i];
-		uint64_t s = r->offset > off ? r->offset : off;
-		uint64_t e = r->offset + r->bytes < off + len ? r->offset + r->bytes : off + len;
-		struct uproc *p = proc_of(f, r->pid);
-		int fd = p ? atomic_load(&p->fd) : -1;
-		if (fd < 0) {
-			fail(f, ESRCH, "no userfaultfd came for pid %d", (int)r->pid);
-			return -1;
-		}
-		if (copy_run(p, fd, r->vaddr + (s - r->offset), buf + (s - off), e - s) < 0) {
-			fail(f, errno, "cannot fill pid %d at 0x%" PRIx64 ": %s", (int)r->pid, r->vaddr + (s - r->offset),
-			     strerror(errno));
-			return -1;
-		}
-	}
-	if (f->stats)
-		atomic_fetch_add(&f->ns_copy, (uint64_t)((kc_now() - t0) * 1e9));
-	atomic_fetch_add(&f->done, len);
-	atomic_store(&f->state[l], LEAF_DONE);
-	if (atomic_fetch_add(&f->leaves_done, 1) + 1 == f->n_leaves)
-		all_in(f);
-	return 0;
-}
-
-/* Fills the first leaves (kc_uffd_fill_start waits for them), or all the
- * others, in address order (beside the GPU restore). */
-static void fill_loop(struct kc_uffd_fill *f, bool first)
-{
-	unsigned char *buf = malloc(LEAF);
-	if (!buf) {
-		fail(f, ENOMEM, "out of memory");
-		return;
-	}
-	while (!atomic_load(&f->failed) && !atomic_load(&f->stop)) {
-		/* ^C before the GPU restore: nothing waits on the rest */
-		if (first && kc_signals_pending())
-			atomic_store(&f->stop, true);
-		size_t i = atomic_fetch_add(first ? &f->next_first : &f->next, 1);
-		if (i >= (first ? f->n_first : f->n_leaves))
-			break;
-		size_t l = first ? f->first_list[i] : i;
-		if (first || atomic_load(&f->state[l]) == LEAF_FREE)
-			fill_leaf(f, l, buf);
-	}
-	free(buf);
-}
-
-static void *filler(void *arg)
-{
-	fill_loop(arg, true);
-	return NULL;
-}
-
-static void *filler_rest(void *arg)
-{
-	fill_loop(arg, false);
-	return NULL;
-}
-
-/* The run of pid that holds addr, NULL for a hole of its VMAs. */
-/* The first run of pid that ends past addr, NULL for none. */
-static const struct kc_bulk_region *run_from(const struct kc_uffd_fill *f, pid_t pid, uint64_t addr)
-{
-	size_t lo = 0, hi = f->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		const struct kc_bulk_region *r = f->by_addr[mid];
-		if (r->pid < pid || (r->pid == pid && r->vaddr + r->bytes <= addr))
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < f->n && f->by_addr[lo]->pid == pid ? f->by_addr[lo] : NULL;
-}
-
-static const struct kc_bulk_region *run_at(const struct kc_uffd_fill *f, pid_t pid, uint64_t addr)
-{
-	const struct kc_bulk_region *r = run_from(f, pid, addr);
-	return r && r->vaddr <= addr ? r : NULL;
-}
-
-struct server_arg {
-	struct kc_uffd_fill *f;
-	struct uproc *p;
-};
-
-/* Serves one process' faults until told to stop. */
-static void *server(void *arg)
-{
-	struct server_arg sa = *(struct server_arg *)arg;
-	free(arg);
-	struct kc_uffd_fill *f = sa.f;
-	int fd = atomic_load(&sa.p->fd);
-	unsigned char *buf = malloc(LEAF);
-	if (!buf) {
-		fail(f, ENOMEM, "out of memory");
-		return NULL;
-	}
-	for (;;) {
-		struct pollfd pf[2] = {{.fd = fd, .events = POLLIN}, {.fd = f->stop_pipe[0], .events = POLLIN}};
-		if (poll(pf, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			fail(f, errno, "the fault thread of pid %d stopped: %s", (int)sa.p->pid, strerror(errno));
-			break;
-		}
-		if (pf[1].revents)
-			break;
-		/* a thread of the process may wait on a page: gone with
-		 * this thread, it would wait for ever */
-		if (pf[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
-			fail(f, EIO, "the userfaultfd of pid %d failed", (int)sa.p->pid);
-			break;
-		}
-		struct uffd_msg msg;
-		ssize_t got = read(fd, &msg, sizeof(msg));
-		if (got < 0 && (errno == EAGAIN || errno == EINTR))
-			continue;
-		if (got != (ssize_t)sizeof(msg)) {
-			fail(f, got < 0 ? errno : EIO, "cannot read the faults of pid %d", (int)sa.p->pid);
-			break;
-		}
-		if (msg.event != UFFD_EVENT_PAGEFAULT)
-			continue;
-		uint64_t addr = msg.arg.pagefault.address & ~(uint64_t)(PAGE - 1);
-		atomic_fetch_add(&f->faults, 1);
-		const struct kc_bulk_region *r = run_at(f, sa.p->pid, addr);
-		size_t l = r ? (size_t)((r->offset + (addr - r->vaddr)) / LEAF) : 0;
-		/* a page never there, or one gone since it was filled (the
-		 * driver's thread ran madvise(MADV_DONTNEED) on it): zero, as
-		 * the kernel would give; one filled meanwhile just wakes */
-		if (!r || atomic_load(&f->state[l]) == LEAF_DONE) {
-			struct uffdio_zeropage z = {.range = {.start = addr, .len = PAGE}};
-			if (ioctl(fd, UFFDIO_ZEROPAGE, &z) < 0 && errno != EEXIST && errno != EAGAIN && errno != ENOENT) {
-				fail(f, errno, "cannot map a zero page into pid %d at 0x%" PRIx64 ": %s", (int)sa.p->pid,
-				     addr, strerror(errno));
-				break;
-			}
-		} else if (fill_leaf(f, l, buf) < 0) {
-			break;
-		}
-		/* filled by another thread before this fault was read, or just
-		 * now: either way the thread waiting on it goes on */
-		struct uffdio_range w = {.start = addr, .len = PAGE};
-		ioctl(fd, UFFDIO_WAKE, &w);
-	}
-	free(buf);
-	return NULL;
-}
-
-static void start_server(struct kc_uffd_fill *f, struct uproc *p)
-{
-	struct server_arg *sa = kc_xcalloc(1, sizeof(*sa));
-	*sa = (struct server_arg){.f = f, .p = p};
-	if (kc_thread_start(&p->server, server, sa) != 0) {
-		free(sa);
-		fail(f, EAGAIN, "cannot start a thread");
-		return;
-	}
-	p->serving = true;
-}
 
 /* Takes CRIU's userfaultfds as its tasks send them, during the restore
  * (CRIU registers nothing: their faults are served once kcheckpoint has
@@ -465,7 +79,7 @@ static void *acceptor(void *arg)
 		socklen_t cl = sizeof(cred);
 		int pid = 0, ufd = -1;
 		if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != geteuid() ||
-		    !proc_of(f, cred.pid)) {
+		    !kc_uffd_proc_of(f, cred.pid)) {
 			close(c);
 			continue;
 		}
@@ -491,7 +105,7 @@ static void *acceptor(void *arg)
 		if (pid != cred.pid)
 			pid = 0;
 		close(c);
-		struct uproc *p = ufd >= 0 && pid > 0 ? proc_of(f, (pid_t)pid) : NULL;
+		struct uproc *p = ufd >= 0 && pid > 0 ? kc_uffd_proc_of(f, (pid_t)pid) : NULL;
 		int none = -1;
 		if (!p || !atomic_compare_exchange_strong(&p->fd, &none, ufd)) {
 			if (ufd >= 0)
@@ -660,7 +274,7 @@ int kc_uffd_fill_prepare(const char *images_dir, const char *dir, const struct k
 	qsort(f->by_addr, n, sizeof(*f->by_addr), cmp_addr);
 	f->procs = kc_xcalloc(n, sizeof(*f->procs));
 	for (size_t i = 0; i < n; i++)
-		if (!proc_of(f, f->v[i].pid)) {
+		if (!kc_uffd_proc_of(f, f->v[i].pid)) {
 			f->procs[f->n_procs].pid = f->v[i].pid;
 			atomic_init(&f->procs[f->n_procs].fd, -1);
 			f->procs[f->n_procs].mem_fd = -1;
@@ -781,7 +395,7 @@ struct reg_arg {
 static int register_one(const struct kc_map *m, void *arg)
 {
 	struct reg_arg *a = arg;
-	const struct kc_bulk_region *r = run_from(a->f, a->p->pid, m->lo);
+	const struct kc_bulk_region *r = kc_uffd_run_from(a->f, a->p->pid, m->lo);
 	if (!r || r->vaddr >= m->hi) /* no run touches it */
 		return 0;
 	struct uffdio_register reg = {.range = {.start = m->lo, .len = m->hi - m->lo}, .mode = UFFDIO_REGISTER_MODE_MISSING};
@@ -828,7 +442,7 @@ static int fill_present(struct kc_uffd_fill *f, struct uproc *p, int pagemap, un
 				for (uint64_t pg = v[k].start; pg < v[k].end; pg += PAGE) {
 					size_t l = (size_t)((r->offset + (pg - r->vaddr)) / LEAF);
 					/* a first leaf goes in before the driver runs anyway */
-					if (!f->first[l] && fill_leaf(f, l, buf) < 0)
+					if (!f->first[l] && kc_uffd_fill_leaf(f, l, buf) < 0)
 						return -1;
 					pg = r->vaddr + ((uint64_t)(l + 1) * LEAF - r->offset) - PAGE; /* next leaf */
 				}
@@ -881,7 +495,7 @@ static int run_fillers(struct kc_uffd_fill *f, unsigned n, void *(*fn)(void *))
 		f->n_fillers++;
 	}
 	if (!f->n_fillers) {
-		fail(f, EAGAIN, "cannot start a thread");
+		kc_uffd_fail(f, EAGAIN, "cannot start a thread");
 		return -1;
 	}
 	return 0;
@@ -909,7 +523,7 @@ int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err)
 {
 	for (size_t i = 0; i < f->n_procs; i++)
 		if (atomic_load(&f->procs[i].fd) < 0) {
-			fail(f, ESRCH, "no userfaultfd came for pid %d", (int)f->procs[i].pid);
+			kc_uffd_fail(f, ESRCH, "no userfaultfd came for pid %d", (int)f->procs[i].pid);
 			return fill_error(f, err);
 		}
 	f->t0 = kc_now();
@@ -924,14 +538,14 @@ int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err)
 		p->mem_fd = open(path, O_RDWR | O_CLOEXEC);
 		if (p->mem_fd < 0 || register_vmas(f, p) < 0) {
 			int e = errno;
-			fail(f, e, "cannot register the memory of pid %d: %s", (int)p->pid, strerror(e));
+			kc_uffd_fail(f, e, "cannot register the memory of pid %d: %s", (int)p->pid, strerror(e));
 			return fill_error(f, err);
 		}
 	}
 	/* a fault is served from here on; every process' memory is
 	 * registered (a leaf may hold the runs of several) */
 	for (size_t i = 0; i < f->n_procs; i++) {
-		start_server(f, &f->procs[i]);
+		kc_uffd_start_server(f, &f->procs[i]);
 		if (atomic_load(&f->failed))
 			return fill_error(f, err);
 	}
@@ -946,13 +560,13 @@ int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err)
 		if (pm >= 0)
 			close(pm);
 		if (rc < 0) {
-			fail(f, e, "cannot fill the memory already there in pid %d: %s", (int)p->pid, strerror(e));
+			kc_uffd_fail(f, e, "cannot fill the memory already there in pid %d: %s", (int)p->pid, strerror(e));
 			return fill_error(f, err);
 		}
 	}
 	/* everything but the driver's copy, with every core, before the
 	 * driver's thread runs any code */
-	kc_run_pool(f->threads, f->n_first, filler, f);
+	kc_run_pool(f->threads, f->n_first, kc_uffd_filler, f);
 	f->first_s = kc_now() - f->t0;
 	if (atomic_load(&f->failed))
 		return fill_error(f, err);
@@ -964,7 +578,7 @@ int kc_uffd_fill_start(struct kc_uffd_fill *f, struct kc_error **err)
 	bool all_now = serial && !strcmp(serial, "1");
 	if (f->n_first == f->n_leaves) /* nothing of the driver's copy */
 		return 0;
-	if (run_fillers(f, all_now || f->threads <= 2 ? f->threads : f->threads - 1, filler_rest) < 0)
+	if (run_fillers(f, all_now || f->threads <= 2 ? f->threads : f->threads - 1, kc_uffd_filler_rest) < 0)
 		return fill_error(f, err);
 	if (all_now) {
 		for (size_t i = 0; i < f->n_fillers; i++)

@@ -71,7 +71,7 @@ struct hjob {
 static void *hash_worker(void *arg)
 {
 	struct hjob *j = arg;
-	unsigned char *buf = malloc(KC_ARCHIVE_LEAF);
+	unsigned char *buf = malloc(2 * KC_ARCHIVE_LEAF); /* two leaves, hashed side by side */
 	if (!buf) {
 		kc_fail_once(&j->failed, ENOMEM);
 		return NULL;
@@ -100,14 +100,15 @@ static void *hash_worker(void *arg)
 		}
 		if (fd < 0)
 			continue;
-		for (size_t l = it->leaf; l < it->leaf + it->n; l++) {
+		for (size_t l = it->leaf; l < it->leaf + it->n; l += 2) {
 			uint64_t off = (uint64_t)l * KC_ARCHIVE_LEAF;
-			size_t len = f->size - off < KC_ARCHIVE_LEAF ? (size_t)(f->size - off) : KC_ARCHIVE_LEAF;
+			uint64_t want = (l + 1 < it->leaf + it->n ? 2 : 1) * (uint64_t)KC_ARCHIVE_LEAF;
+			size_t len = f->size - off < want ? (size_t)(f->size - off) : (size_t)want;
 			if (kc_pread_all(fd, buf, len, off) < 0) {
 				f->err = errno ? errno : EIO;
 				break;
 			}
-			kc_sha256(buf, len, j->d[f->first + l]);
+			kc_sha256_leaves(buf, len, KC_ARCHIVE_LEAF, &j->d[f->first + l]);
 		}
 	}
 	if (fd >= 0)

@@ -312,6 +312,65 @@ static void test_sha256_vectors(void **state)
 	kc_sha256_force_portable(false);
 }
 
+/* Two messages hashed side by side give what each gives alone, whatever
+ * the lengths, the pieces and the part of a block already buffered. */
+static void test_sha256_two_at_once(void **state)
+{
+	(void)state;
+	_cleanup_free_ uint8_t *buf = mixed(3 * 65536 + 64, 11);
+	for (int portable = 0; portable < 2; portable++) {
+		kc_sha256_force_portable(portable);
+		for (size_t len = 0; len < 1200; len += len < 200 ? 1 : 61) {
+			for (size_t skew = 0; skew < 3; skew++) {
+				/* skew: bytes fed to a, b or neither before, so one
+				 * of them holds part of a block */
+				struct kc_sha256 a, b;
+				kc_sha256_init(&a);
+				kc_sha256_init(&b);
+				if (skew == 1)
+					kc_sha256_update(&a, buf, 7);
+				if (skew == 2)
+					kc_sha256_update(&b, buf, 64 + 5);
+				const uint8_t *pa = buf + 100 + len % 3, *pb = buf + 70000 + len % 5;
+				/* in pieces of 3 blocks and a bit, and the rest */
+				size_t piece = 200, done = 0;
+				while (done < len) {
+					size_t n = len - done < piece ? len - done : piece;
+					kc_sha256_update2(&a, pa + done, &b, pb + done, n);
+					done += n;
+				}
+				uint8_t x[32], y[32], wx[32], wy[32];
+				kc_sha256_final(&a, x);
+				kc_sha256_final(&b, y);
+				struct kc_sha256 c;
+				kc_sha256_init(&c);
+				if (skew == 1)
+					kc_sha256_update(&c, buf, 7);
+				kc_sha256_update(&c, pa, len);
+				kc_sha256_final(&c, wx);
+				kc_sha256_init(&c);
+				if (skew == 2)
+					kc_sha256_update(&c, buf, 64 + 5);
+				kc_sha256_update(&c, pb, len);
+				kc_sha256_final(&c, wy);
+				assert_memory_equal(x, wx, 32);
+				assert_memory_equal(y, wy, 32);
+			}
+		}
+		/* leaves: pairs, then an odd one, the last one short */
+		for (size_t len = 0; len <= 3 * 65536 + 64; len += 65536 / 2 + 17) {
+			uint8_t got[8][32], want[32];
+			kc_sha256_leaves(buf, len, 65536, got);
+			for (size_t i = 0; i * 65536 < len; i++) {
+				size_t n = len - i * 65536 < 65536 ? len - i * 65536 : 65536;
+				kc_sha256(buf + i * 65536, n, want);
+				assert_memory_equal(got[i], want, 32);
+			}
+		}
+	}
+	kc_sha256_force_portable(false);
+}
+
 static void test_treehash_matches_reference(void **state)
 {
 	(void)state;
@@ -1042,6 +1101,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sha256_vectors),
+		cmocka_unit_test(test_sha256_two_at_once),
 		cmocka_unit_test(test_treehash_matches_reference),
 		cmocka_unit_test(test_member_path_rules),
 		cmocka_unit_test_setup_teardown(test_roundtrip_zstd_default, setup, teardown),
