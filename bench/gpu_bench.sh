@@ -25,8 +25,8 @@
 # Environment: KC (kcheckpoint), KCHECKPOINT_CRIU (criu), BIN (dir with
 # gpu_workload and cuda_ckpt), WORK (images; default /var/tmp/kc-bench),
 # OUT (where JSON and logs are kept).  KC_SAMPLE=1 samples the threads'
-# kernel stacks during kcheckpoint's restore and the manual flow's GPU
-# restore (bench/thread_sampler.py; OUT/sample-*.txt).
+# kernel stacks during kcheckpoint's dump and restore and the manual flow's
+# GPU restore (bench/thread_sampler.py; OUT/sample-*.txt).
 set -euo pipefail
 GIB=2 PROCS=1 COLD=0 THP="" KC_THP="" ARCHIVE=0 ORDER=kc-first LIKE_KC=0 KC_ROPTS=()
 while [ $# -gt 0 ]; do
@@ -134,6 +134,7 @@ read -r C0 _ < <(probe_all)
 IMG=$WORK/img-$TAG
 rm -rf "$IMG"
 # wall time of each command, as for the manual flow's commands
+sample_start kc-dump
 k0=$(now)
 if [ $ARCHIVE = 1 ]; then
 	"$KC" dump ${KC_OPTS[@]+"${KC_OPTS[@]}"} --json -o "$IMG.tar.zst" --work-dir "$WORK" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
@@ -141,6 +142,7 @@ else
 	"$KC" dump ${KC_OPTS[@]+"${KC_OPTS[@]}"} --json -D "$IMG" "$ROOT_PID" >"$OUT/kc-dump-$TAG.json"
 fi
 k1=$(now)
+sample_stop kc-dump
 wait_free
 drop_caches
 sample_start kc

@@ -116,6 +116,7 @@ int kc_archive_online_cpus(void)
 static void *pool_main(void *arg)
 {
 	struct kc_ar_pool *p = arg;
+	pthread_setname_np(pthread_self(), "kc-archive"); /* for top -H and bench/thread_sampler.py */
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		while (!p->head && !p->stop)

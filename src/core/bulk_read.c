@@ -123,6 +123,7 @@ static int scan(pid_t pid, uint64_t start, uint64_t end, struct run **v, size_t 
 static void *reader(void *arg)
 {
 	struct job *j = arg;
+	pthread_setname_np(pthread_self(), "kc-memory-read"); /* for top -H and bench/thread_sampler.py */
 	/* through a buffer and pwrite, not into a shared mapping of the file:
 	 * on ext4 every first write fault of a mapped page costs a journal
 	 * handle (page_mkwrite), and the H200 node read at 1.9 GB/s that way */
