@@ -20,7 +20,7 @@ HEADERS = {
     "backend": ["criu", "cuda", "nvml", "containerd", "grpc", "gpu_device", "dlib", "containerd_int", "criu_pb",
                 "cuda_abi"],
     "core": ["archive", "manifest", "orchestrator", "report", "thp", "undo", "gpumap", "prefetch", "backends", "check", "workdir",
-             "orchestrator_int", "archive_internal", "archive_read_int", "gpu_stage"],
+             "orchestrator_int", "archive_internal", "archive_read_int", "gpu_stage", "bulk_uffd_int"],
     "cli": ["cli"],
 }
 # (file, header) arrows still to remove; empty now.
