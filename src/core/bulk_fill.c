@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -212,14 +211,17 @@ int kc_fill_target_check(const struct kc_fill_target *t, struct kc_error **err)
 /* ---- filling from the images dir ---------------------------------------------------------- */
 
 /*
- * The bulk files are mapped read-only and cut into chunks at 16 MiB of
- * file offset (whole 1 MiB leaves): a worker hashes a chunk's leaves, for
- * the manifest's checksum, and writes what the index maps of it into the
- * processes, one copy per byte from the page cache.
+ * The bulk files are cut into chunks at 16 MiB of file offset (whole 1 MiB
+ * leaves).  A worker reads each 128 KiB piece into its own buffer, hashes
+ * it there, for the manifest's checksum, and writes it into the processes
+ * from there, while it is still in the core's cache: what was checked is
+ * what goes in, even if the file changes meanwhile (read twice from a
+ * shared mapping, a byte rewritten between the two got past the check;
+ * a file cut short was a SIGBUS).
  */
 struct src {
 	char file[64];
-	const unsigned char *map;
+	int fd;
 	size_t len;
 	size_t first_leaf;
 	int member; /* in the manifest, -1: not checked */
@@ -240,64 +242,106 @@ struct ffill {
 	atomic_int failed;
 };
 
+/* len bytes of s at off into buf; a file shorter than it was is a damaged image */
+static int read_piece(struct ffill *f, const struct src *s, unsigned char *buf, uint64_t len, uint64_t off)
+{
+	if (kc_pread_all(s->fd, buf, len, off) == 0)
+		return 0;
+	kc_fail_once(&f->failed, errno == EIO ? EBADMSG : errno);
+	return -1;
+}
+
+static int write_piece(struct ffill *f, const struct src *s, const unsigned char *buf, uint64_t len, uint64_t off)
+{
+	if (kc_fill_target_write(f->t, s->file, off, buf, len) == 0)
+		return 0;
+	kc_fail_once(&f->failed, errno);
+	return -1;
+}
+
+/* Leaf-sized or shorter [at, at+len) of s, hashed into d piece by piece. */
+static int fill_one(struct ffill *f, const struct src *s, unsigned char *buf, uint64_t at, uint64_t len, uint8_t d[32])
+{
+	struct kc_sha256 h;
+	kc_sha256_init(&h);
+	for (uint64_t p = 0; p < len; p += FILL_PIECE) {
+		uint64_t n = len - p < FILL_PIECE ? len - p : FILL_PIECE;
+		if (read_piece(f, s, buf, n, at + p) < 0)
+			return -1;
+		if (d)
+			kc_sha256_update(&h, buf, n);
+		if (write_piece(f, s, buf, n, at + p) < 0)
+			return -1;
+	}
+	if (d)
+		kc_sha256_final(&h, d);
+	return 0;
+}
+
+/* Two whole leaves at at and at + 1 MiB, side by side: hashed at once. */
+static int fill_two(struct ffill *f, const struct src *s, unsigned char *buf, uint64_t at, uint8_t d[2][32])
+{
+	struct kc_sha256 h[2];
+	kc_sha256_init(&h[0]);
+	kc_sha256_init(&h[1]);
+	for (uint64_t p = 0; p < KC_ARCHIVE_LEAF; p += FILL_PIECE) {
+		uint64_t n = KC_ARCHIVE_LEAF - p < FILL_PIECE ? KC_ARCHIVE_LEAF - p : FILL_PIECE;
+		if (read_piece(f, s, buf, n, at + p) < 0 ||
+		    read_piece(f, s, buf + FILL_PIECE, n, at + KC_ARCHIVE_LEAF + p) < 0)
+			return -1;
+		kc_sha256_update2(&h[0], buf, &h[1], buf + FILL_PIECE, n);
+		if (write_piece(f, s, buf, n, at + p) < 0 ||
+		    write_piece(f, s, buf + FILL_PIECE, n, at + KC_ARCHIVE_LEAF + p) < 0)
+			return -1;
+	}
+	kc_sha256_final(&h[0], d[0]);
+	kc_sha256_final(&h[1], d[1]);
+	return 0;
+}
+
 static void *fill_worker(void *arg)
 {
 	struct ffill *f = arg;
 	pthread_setname_np(pthread_self(), "kc-fill");
+	unsigned char *buf = malloc(2 * FILL_PIECE);
+	if (!buf) {
+		kc_fail_once(&f->failed, ENOMEM);
+		return NULL;
+	}
 	for (;;) {
 		/* ^C: the restore is rolled back, the rest need not be written */
 		if (kc_signals_pending())
 			kc_fail_once(&f->failed, EINTR);
 		if (atomic_load(&f->failed))
-			return NULL;
+			break;
 		size_t i = atomic_fetch_add(&f->next, 1);
 		if (i >= f->n)
-			return NULL;
+			break;
 		const struct fchunk *c = &f->chunks[i];
 		const struct src *s = &f->srcs[c->src];
 		if (s->member < 0) {
-			if (kc_fill_target_write(f->t, s->file, c->off, s->map + c->off, c->len) < 0) {
-				kc_fail_once(&f->failed, errno);
-				return NULL;
-			}
+			if (fill_one(f, s, buf, c->off, c->len, NULL) < 0)
+				break;
 			continue;
 		}
-		/* each piece hashed, then written while it is still in this
-		 * core's cache: 1 MiB leaves read twice from memory made the
-		 * checksums cost 0.9-1.2 s per 4 GiB on 2 cores.  Two leaves
-		 * go side by side, hashed at once (kc_sha256_update2). */
-		for (uint64_t o = 0; o < c->len; o += 2 * KC_ARCHIVE_LEAF) {
-			uint64_t rest = c->len - o;
-			uint64_t leaf = rest < KC_ARCHIVE_LEAF ? rest : KC_ARCHIVE_LEAF;
-			bool two = rest >= 2 * KC_ARCHIVE_LEAF;
-			struct kc_sha256 h[2];
-			kc_sha256_init(&h[0]);
-			kc_sha256_init(&h[1]);
-			for (uint64_t p = 0; p < leaf; p += FILL_PIECE) {
-				uint64_t at = c->off + o + p, len = leaf - p < FILL_PIECE ? leaf - p : FILL_PIECE;
-				if (two)
-					kc_sha256_update2(&h[0], s->map + at, &h[1], s->map + at + KC_ARCHIVE_LEAF, len);
-				else
-					kc_sha256_update(&h[0], s->map + at, len);
-				for (int k = 0; k <= two; k++)
-					if (kc_fill_target_write(f->t, s->file, at + k * KC_ARCHIVE_LEAF,
-								 s->map + at + k * KC_ARCHIVE_LEAF, len) < 0) {
-						kc_fail_once(&f->failed, errno);
-						return NULL;
-					}
-			}
-			for (int k = 0; k <= two; k++)
-				kc_sha256_final(&h[k], f->d[s->first_leaf + (c->off + o) / KC_ARCHIVE_LEAF + k]);
-			if (!two && rest > leaf) { /* a last short leaf after a whole one */
-				uint64_t at = c->off + o + leaf, len = rest - leaf;
-				kc_sha256(s->map + at, len, f->d[s->first_leaf + at / KC_ARCHIVE_LEAF]);
-				if (kc_fill_target_write(f->t, s->file, at, s->map + at, len) < 0) {
-					kc_fail_once(&f->failed, errno);
-					return NULL;
-				}
+		/* two leaves at a time where two are left, hashed side by side */
+		for (uint64_t o = 0; o < c->len;) {
+			uint64_t at = c->off + o, rest = c->len - o;
+			uint8_t(*d)[32] = &f->d[s->first_leaf + at / KC_ARCHIVE_LEAF];
+			if (rest >= 2 * KC_ARCHIVE_LEAF) {
+				if (fill_two(f, s, buf, at, d) < 0)
+					break;
+				o += 2 * KC_ARCHIVE_LEAF;
+			} else {
+				uint64_t len = rest < KC_ARCHIVE_LEAF ? rest : KC_ARCHIVE_LEAF;
+				if (fill_one(f, s, buf, at, len, d[0]) < 0)
+					break;
+				o += len;
 			}
 		}
 	}
+	free(buf);
+	return NULL;
 }
 
 int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const struct kc_bulk_region *v, size_t n,
@@ -328,13 +372,7 @@ int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const stru
 				goto out;
 			}
 			srcs[s].len = (size_t)st.st_size;
-			void *mp = srcs[s].len ? mmap(NULL, srcs[s].len, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
-			close(fd);
-			if (mp == MAP_FAILED) {
-				kc_error_errno(err, KC_EXIT_IMAGE, errno, "cannot map '%s'", path);
-				goto out;
-			}
-			srcs[s].map = mp;
+			srcs[s].fd = fd;
 			srcs[s].member = -1;
 			for (size_t k = 0; m && k < m->n_members; k++)
 				if (!strcmp(m->members[k].path, srcs[s].file))
@@ -371,6 +409,11 @@ int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const stru
 	int e = atomic_load(&f.failed);
 	if (e == EINTR && kc_check_interrupted(err) < 0)
 		goto out;
+	if (e == EBADMSG) {
+		kc_error_set(err, KC_EXIT_IMAGE, 0, "a memory member in '%s' is shorter than when the restore began",
+			     images_dir);
+		goto out;
+	}
 	if (e) {
 		kc_error_errno(err, KC_EXIT_CRIU, e, "cannot fill the memory of the restored tree");
 		goto out;
@@ -395,8 +438,8 @@ int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const stru
 out:
 	kc_fill_target_close(f.t);
 	for (size_t s = 0; s < n_src; s++)
-		if (srcs[s].map)
-			munmap((void *)srcs[s].map, srcs[s].len);
+		if (srcs[s].fd >= 0)
+			close(srcs[s].fd);
 	free(srcs);
 	free(f.chunks);
 	free(f.d);

@@ -57,6 +57,14 @@ static int wait_pids_free(const struct kc_manifest *m, unsigned wait_ms, double 
 struct discard_arg {
 	const struct kc_criu *criu;
 	pid_t root;
+	/* the tree as CRIU left it, stopped: a failed fill kills the processes
+	 * it fills, the root maybe among them, and the root's tree no longer
+	 * reaches the others then (orphans keeping the image's pids) */
+	size_t n;
+	struct {
+		pid_t pid;
+		uint64_t start; /* the same process, not a later one with its pid */
+	} t[];
 };
 
 /*
@@ -159,10 +167,20 @@ static int undo_discard(void *arg, struct kc_error **err)
 	if (a->criu->ops->discard)
 		return a->criu->ops->discard(a->criu->h, a->root, err);
 	_cleanup_free_ pid_t *pids = NULL;
-	size_t n;
-	if (kc_proctree(a->root, &pids, &n, NULL) < 0)
-		return 0; /* already gone */
-	return kc_proctree_kill(pids, n, KC_KILL_EXITED, 10000, err);
+	size_t n = 0;
+	if (kc_proctree(a->root, &pids, &n, NULL) < 0) { /* the root is gone */
+		free(steal_ptr(pids));
+		n = 0;
+	}
+	pids = kc_xrealloc(pids, (n + a->n + 1) * sizeof(*pids));
+	for (size_t i = 0; i < a->n; i++) {
+		bool listed = false;
+		for (size_t k = 0; k < n && !listed; k++)
+			listed = pids[k] == a->t[i].pid;
+		if (!listed && a->t[i].start && kc_pid_starttime(a->t[i].pid) == a->t[i].start)
+			pids[n++] = a->t[i].pid;
+	}
+	return n ? kc_proctree_kill(pids, n, KC_KILL_EXITED, 10000, err) : 0;
 }
 
 static uint64_t pages_bytes(const struct kc_report *r, const char *dir)
@@ -416,16 +434,17 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	kc_progress_stop(pg);
 	if (cr < 0)
 		goto out;
-	struct discard_arg *da = kc_xcalloc(1, sizeof(*da));
+	int tr = copts.restore_stopped ? kc_proctree(root, &tree, &n_tree, err) : 0;
+	struct discard_arg *da = kc_xcalloc(1, sizeof(*da) + (n_tree + 1) * sizeof(da->t[0]));
 	da->criu = b->criu;
 	da->root = root;
+	for (size_t i = 0; i < n_tree; i++)
+		da->t[da->n++] = (typeof(da->t[0])){tree[i], kc_pid_starttime(tree[i])};
 	kc_undo_push(&undo, "restored process", undo_discard, da);
 	kc_criu_read_stats(stats_dir, &r->criu, NULL);
 	r->criu.have_dump = false; /* the dump's figures are the manifest's business */
 	kc_report_add(r, "criu-restore", restore_s, pages_bytes(r, o->images_dir));
-	if (kc_check_interrupted(err) < 0)
-		goto rollback;
-	if (copts.restore_stopped && kc_proctree(root, &tree, &n_tree, err) < 0)
+	if (tr < 0 || kc_check_interrupted(err) < 0)
 		goto rollback;
 	/* run_tree stops these again; should this kcheckpoint be killed
 	 * before, recover does */

@@ -423,6 +423,75 @@ def test_a_damaged_memory_file_of_a_gpu_image_is_found_before_the_tree_runs(tmp_
     assert w.probe()["checksum"] == before["checksum"]
 
 
+@pytest.mark.parametrize("leaf", [0, 4])
+def test_a_damaged_memory_file_kills_every_process_of_the_tree_not_only_those_it_fills(
+        tmp_path, cuda_env, workloads, leaf):
+    """The fill beside the GPU restore kills the processes it fills when a
+    leaf fails its check; the children whose memory all stayed in CRIU's
+    images (1 MiB each, below the bulk size) die in the rollback too, though
+    the root's death has made them orphans: none is left stopped, holding
+    the image's pids (every later restore failed with exit 9, hostile test).
+    Leaf 0: the driver's copy (beside the GPU); leaf 4: the root's heap, first."""
+    w = workloads(mb=1, backup_mb=4, children=2, cuda_dir=cuda_env["KC_FAKE_CUDA_DIR"], helper_thread=True)
+    before = w.probe()
+    tree = [w.pid] + [int(c) for t in Path(f"/proc/{w.pid}/task").iterdir()
+                      for c in (t / "children").read_text().split()]
+    assert len(tree) == 3, tree
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "--fill-threads", "2", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    for pid in tree:
+        assert wait_gone(pid)
+    index = [l.split() for l in (img / "kcheckpoint-bulk.txt").read_text().splitlines()]
+    assert {(int(l[0]), l[3]) for l in index} == {(w.pid, "kcheckpoint-bulk-read.img")}, index
+    bulk = img / "kcheckpoint-bulk-read.img"
+    good = bulk.read_bytes()
+    bad = bytearray(good)
+    bad[leaf * (1 << 20) + 100] ^= 1
+    bulk.write_bytes(bytes(bad))
+    for _ in range(2):  # and again: no pid of the image is left taken
+        p = run_kc(cuda_env, "restore", "--fill-threads", "2", img, check=5)
+        assert "checksum mismatch for member 'kcheckpoint-bulk-read.img'" in p.stderr, p.stderr
+        for pid in tree:
+            assert wait_gone(pid), f"pid {pid} left behind: {proc_state(pid)}"
+    bulk.write_bytes(good)
+    run_kc(cuda_env, "restore", "--fill-threads", "2", img, check=0)
+    assert_running_intact(cuda_env, w)
+    assert w.probe()["checksum"] == before["checksum"]
+
+
+@pytest.mark.parametrize("change", ["cut", "rewritten"])
+def test_a_memory_file_changed_while_the_fill_runs_never_runs_the_tree(tmp_path, cuda_env, workloads, change):
+    """The plain fill (a process without CUDA) reads each piece once into
+    its own buffer and checks and writes it from there: a file cut short
+    meanwhile is a damaged image (exit 5), not a SIGBUS that left the tree
+    stopped, and a byte rewritten meanwhile fails the check (hostile test:
+    read twice from a mapping, 1 restore in 12 ran with the rewritten byte)."""
+    w = workloads(mb=64)
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "--fill-threads", "2", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    bulk = next(img.glob("kcheckpoint-bulk-*.img"))
+    good = bulk.read_bytes()
+    p = start_paused(cuda_env, tmp_path, "memory-fill", "restore", "--fill-threads", "2", img)
+    if change == "cut":
+        os.truncate(bulk, len(good) // 2)
+    else:
+        with open(bulk, "r+b") as f:
+            f.seek(len(good) // 3)
+            f.write(bytes([good[len(good) // 3] ^ 1]))
+    (tmp_path / "paused-memory-fill").unlink()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 5, err
+    assert ("shorter than when the restore began" if change == "cut" else "checksum mismatch") in err, err
+    assert wait_gone(w.pid), "no process runs with that memory"
+    bulk.write_bytes(good)
+    run_kc(cuda_env, "restore", "--fill-threads", "2", img, check=0)
+    assert w.probe()["ok"] == "1"
+
+
 def test_a_restore_thread_that_cannot_be_held_lets_the_tree_run_first(tmp_path, cuda_env, workloads):
     """Traced by another (a debugger, say): the restore goes on as after a
     plain criu restore, tree running, and says so."""
