@@ -192,7 +192,7 @@ static int put_leaf(struct kc_uffd_fill *f, size_t l, const unsigned char *buf)
  */
 static int fill_leaves(struct kc_uffd_fill *f, const size_t *ls, size_t n, unsigned char *buf)
 {
-	size_t mine[2], k = 0;
+	size_t mine[2] = {0, 0}, k = 0;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char expect = LEAF_FREE;
 		if (atomic_compare_exchange_strong(&f->state[ls[i]], &expect, LEAF_BUSY))
