@@ -91,16 +91,28 @@ static void blocks_portable(uint32_t st[8], const uint8_t *p, size_t nblocks)
 			prev = _mm_sha256msg1_epu32(prev, cur);                                   \
 	} while (0)
 
+/* The state in and out of the ABEF/CDGH order the instructions use. */
+#define LOADST(st, s0, s1)                                                                        \
+	do {                                                                                      \
+		tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&(st)[0]), 0xB1);        \
+		s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&(st)[4]), 0x1B);         \
+		s0 = _mm_alignr_epi8(tmp, s1, 8);                                                 \
+		s1 = _mm_blend_epi16(s1, tmp, 0xF0);                                              \
+	} while (0)
+#define STOREST(st, s0, s1)                                                                       \
+	do {                                                                                      \
+		tmp = _mm_shuffle_epi32(s0, 0x1B);                                                \
+		s1 = _mm_shuffle_epi32(s1, 0xB1);                                                 \
+		_mm_storeu_si128((__m128i *)&(st)[0], _mm_blend_epi16(tmp, s1, 0xF0));            \
+		_mm_storeu_si128((__m128i *)&(st)[4], _mm_alignr_epi8(s1, tmp, 8));               \
+	} while (0)
+
 __attribute__((target("sha,sse4.1,ssse3"))) static void blocks_shani(uint32_t st[8], const uint8_t *p,
 								      size_t nblocks)
 {
 	const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-	__m128i tmp = _mm_loadu_si128((const __m128i *)&st[0]);
-	__m128i s1 = _mm_loadu_si128((const __m128i *)&st[4]);
-	tmp = _mm_shuffle_epi32(tmp, 0xB1);
-	s1 = _mm_shuffle_epi32(s1, 0x1B);
-	__m128i s0 = _mm_alignr_epi8(tmp, s1, 8);
-	s1 = _mm_blend_epi16(s1, tmp, 0xF0);
+	__m128i tmp, s0, s1;
+	LOADST(st, s0, s1);
 
 	while (nblocks--) {
 		__m128i abef = s0, cdgh = s1, msg;
@@ -129,20 +141,16 @@ __attribute__((target("sha,sse4.1,ssse3"))) static void blocks_shani(uint32_t st
 		p += 64;
 	}
 
-	tmp = _mm_shuffle_epi32(s0, 0x1B);
-	s1 = _mm_shuffle_epi32(s1, 0xB1);
-	s0 = _mm_blend_epi16(tmp, s1, 0xF0);
-	s1 = _mm_alignr_epi8(s1, tmp, 8);
-	_mm_storeu_si128((__m128i *)&st[0], s0);
-	_mm_storeu_si128((__m128i *)&st[4], s1);
+	STOREST(st, s0, s1);
 }
 #undef QR
 
 /*
  * Two messages at once.  sha256rnds2 waits for its previous result, so one
  * message leaves the unit idle most cycles: interleaving two independent
- * ones ran at 3.24 GB/s a core where one ran at 1.81 (the 2-core EPYC dev
- * VM), and 1 MiB leaves come in plenty.
+ * ones ran at 3.27 GB/s a core where one ran at 1.81 on the 2-core EPYC dev
+ * VM, 1.54 against 1.23 on an H200 node's Xeon (bench/sha_bench.c), and
+ * 1 MiB leaves come in plenty.
  */
 #define QR2(g, cur, next, prev, CUR, NEXT, PREV)                                                \
 	do {                                                                                      \
@@ -168,12 +176,6 @@ __attribute__((target("sha,sse4.1,ssse3"))) static void blocks_shani(uint32_t st
 			PREV = _mm_sha256msg1_epu32(PREV, CUR);                                   \
 		}                                                                                 \
 	} while (0)
-
-/* the state in and out of the ABEF/CDGH order the instructions use */
-#define LOADST(st, s0, s1) do { tmp = _mm_loadu_si128((const __m128i *)&st[0]); s1 = _mm_loadu_si128((const __m128i *)&st[4]); \
-	tmp = _mm_shuffle_epi32(tmp, 0xB1); s1 = _mm_shuffle_epi32(s1, 0x1B); s0 = _mm_alignr_epi8(tmp, s1, 8); s1 = _mm_blend_epi16(s1, tmp, 0xF0); } while (0)
-#define STOREST(st, s0, s1) do { tmp = _mm_shuffle_epi32(s0, 0x1B); s1 = _mm_shuffle_epi32(s1, 0xB1); s0 = _mm_blend_epi16(tmp, s1, 0xF0); \
-	s1 = _mm_alignr_epi8(s1, tmp, 8); _mm_storeu_si128((__m128i *)&st[0], s0); _mm_storeu_si128((__m128i *)&st[4], s1); } while (0)
 
 __attribute__((target("sha,sse4.1,ssse3"))) static void blocks_shani_x2(uint32_t sta[8], const uint8_t *p,
 									 uint32_t stb[8], const uint8_t *q,
