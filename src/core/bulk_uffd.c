@@ -27,7 +27,6 @@
 #include <inttypes.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -45,7 +44,6 @@
 
 #include "archive_internal.h"
 #include "bulk_uffd_int.h"
-#include "kc/sha256.h"
 #include "kc/signals.h"
 #include "kc/threads.h"
 #include "kc/util.h"
