@@ -329,7 +329,8 @@ static int read_leaf(struct wctx *c, struct wjob *j, struct wleaf *l)
 		}
 		return 0;
 	}
-	int fd = openat(c->dirfd, mb->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO put in its place would wait for a writer */
+	int fd = openat(c->dirfd, mb->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		j->err_errno = errno;
 		return -1;

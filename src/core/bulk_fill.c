@@ -361,7 +361,8 @@ int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const stru
 			snprintf(srcs[s].file, sizeof(srcs[s].file), "%s", v[i].file);
 			_cleanup_free_ char *path = kc_xasprintf("%s/%s", images_dir, v[i].file);
 			/* a file of the image, not a link out of it */
-			int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			/* O_NONBLOCK: a FIFO put in its place would wait for a writer */
+			int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 			struct stat st;
 			if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 				if (fd >= 0)

@@ -240,7 +240,8 @@ int kc_uffd_fill_prepare(const char *images_dir, const char *dir, const struct k
 	f->threads = threads ? threads : 1;
 
 	_cleanup_free_ char *path = kc_xasprintf("%s/" KC_BULK_READ_NAME, images_dir);
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO put in its place would wait for a writer */
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
 		if (fd >= 0)

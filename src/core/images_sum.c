@@ -91,7 +91,8 @@ static void *hash_worker(void *arg)
 		if (fd_file != it->file) {
 			if (fd >= 0)
 				close(fd);
-			fd = openat(j->dirfd, f->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			/* O_NONBLOCK: a FIFO put in its place would wait for a writer */
+			fd = openat(j->dirfd, f->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 			fd_file = it->file;
 			if (fd < 0) {
 				f->err = errno;

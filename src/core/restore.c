@@ -57,6 +57,7 @@ static int wait_pids_free(const struct kc_manifest *m, unsigned wait_ms, double 
 struct discard_arg {
 	const struct kc_criu *criu;
 	pid_t root;
+	uint64_t root_start; /* its tree is walked only while the pid is still it */
 	/* the tree as CRIU left it, stopped: a failed fill kills the processes
 	 * it fills, the root maybe among them, and the root's tree no longer
 	 * reaches the others then (orphans keeping the image's pids) */
@@ -168,7 +169,10 @@ static int undo_discard(void *arg, struct kc_error **err)
 		return a->criu->ops->discard(a->criu->h, a->root, err);
 	_cleanup_free_ pid_t *pids = NULL;
 	size_t n = 0;
-	if (kc_proctree(a->root, &pids, &n, NULL) < 0) { /* the root is gone */
+	/* a root killed meanwhile (the OOM killer) and reaped (init, a
+	 * subreaper) frees its pid for another process, whose tree is not ours */
+	bool root_ours = a->root_start && kc_pid_starttime(a->root) == a->root_start;
+	if (!root_ours || kc_proctree(a->root, &pids, &n, NULL) < 0) { /* the root is gone */
 		free(steal_ptr(pids));
 		n = 0;
 	}
@@ -438,6 +442,7 @@ int kc_restore(const struct kc_restore_opts *o, const struct kc_backends *b, str
 	struct discard_arg *da = kc_xcalloc(1, sizeof(*da) + (n_tree + 1) * sizeof(da->t[0]));
 	da->criu = b->criu;
 	da->root = root;
+	da->root_start = kc_pid_starttime(root);
 	for (size_t i = 0; i < n_tree; i++)
 		da->t[da->n++] = (typeof(da->t[0])){tree[i], kc_pid_starttime(tree[i])};
 	kc_undo_push(&undo, "restored process", undo_discard, da);

@@ -461,13 +461,15 @@ def test_a_damaged_memory_file_kills_every_process_of_the_tree_not_only_those_it
     assert w.probe()["checksum"] == before["checksum"]
 
 
-@pytest.mark.parametrize("change", ["cut", "rewritten"])
+@pytest.mark.parametrize("change", ["cut", "rewritten", "fifo"])
 def test_a_memory_file_changed_while_the_fill_runs_never_runs_the_tree(tmp_path, cuda_env, workloads, change):
     """The plain fill (a process without CUDA) reads each piece once into
     its own buffer and checks and writes it from there: a file cut short
     meanwhile is a damaged image (exit 5), not a SIGBUS that left the tree
     stopped, and a byte rewritten meanwhile fails the check (hostile test:
-    read twice from a mapping, 1 restore in 12 ran with the rewritten byte)."""
+    read twice from a mapping, 1 restore in 12 ran with the rewritten byte).
+    A FIFO put in its place before the fill opens it is refused at once
+    (the restore waited for a writer, for ever)."""
     w = workloads(mb=64)
     img = tmp_path / "img"
     run_kc(cuda_env, "dump", "--fill-threads", "2", "-D", img, w.pid, check=0)
@@ -475,21 +477,97 @@ def test_a_memory_file_changed_while_the_fill_runs_never_runs_the_tree(tmp_path,
     assert wait_gone(w.pid)
     bulk = next(img.glob("kcheckpoint-bulk-*.img"))
     good = bulk.read_bytes()
-    p = start_paused(cuda_env, tmp_path, "memory-fill", "restore", "--fill-threads", "2", img)
+    stage = "criu-restore" if change == "fifo" else "memory-fill"
+    p = start_paused(cuda_env, tmp_path, stage, "restore", "--fill-threads", "2", img)
     if change == "cut":
         os.truncate(bulk, len(good) // 2)
+    elif change == "fifo":
+        bulk.unlink()
+        os.mkfifo(bulk)
     else:
         with open(bulk, "r+b") as f:
             f.seek(len(good) // 3)
             f.write(bytes([good[len(good) // 3] ^ 1]))
-    (tmp_path / "paused-memory-fill").unlink()
+    (tmp_path / f"paused-{stage}").unlink()
     _, err = p.communicate(timeout=60)
     assert p.returncode == 5, err
-    assert ("shorter than when the restore began" if change == "cut" else "checksum mismatch") in err, err
+    want = {"cut": "shorter than when the restore began", "rewritten": "checksum mismatch", "fifo": "cannot open"}
+    assert want[change] in err, err
     assert wait_gone(w.pid), "no process runs with that memory"
+    bulk.unlink()
     bulk.write_bytes(good)
     run_kc(cuda_env, "restore", "--fill-threads", "2", img, check=0)
     assert w.probe()["ok"] == "1"
+
+
+# Run as a child subreaper (as containerd-shim is), so the restored root,
+# killed from outside, is reaped and its pid can go to another process.
+PID_REUSE = r"""
+import ctypes, json, os, signal, subprocess, sys, time
+kc, img, pid, mark = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+p = subprocess.Popen([kc, "restore", img], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+deadline = time.time() + 30
+while not os.path.exists(mark):
+    assert p.poll() is None and time.time() < deadline, p.communicate()
+    time.sleep(0.01)
+os.kill(pid, signal.SIGKILL)  # the OOM killer, say
+while os.path.exists(f"/proc/{pid}"):
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    time.sleep(0.01)
+victim = None
+for _ in range(50):  # another program gets the pid, with a child of its own
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(pid - 1))
+    v = subprocess.Popen(["sh", "-c", "sleep 300 & exec sleep 300"], start_new_session=True)
+    if v.pid == pid:
+        victim = v
+        break
+    v.kill()
+    v.wait()
+time.sleep(0.2)
+kids = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()] if victim else []
+os.unlink(mark)
+out, err = p.communicate(timeout=120)
+time.sleep(0.3)
+res = {"rc": p.returncode, "err": err, "victim": bool(victim),
+       "alive": victim is not None and victim.poll() is None,
+       "kids_alive": [k for k in kids if os.path.exists(f"/proc/{k}") and
+                      open(f"/proc/{k}/stat").read().split()[2] != "Z"]}
+for k in kids:
+    try:
+        os.kill(k, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+if victim:
+    victim.kill()
+print(json.dumps(res))
+"""
+
+
+def test_a_rollback_leaves_alone_another_process_that_took_the_roots_pid(tmp_path, cuda_env, workloads):
+    """The restored root killed from outside during the fill and reaped by a
+    subreaper frees its pid; the rollback then kills what CRIU restored, not
+    the program that got that pid next, nor its children (hostile test:
+    both were killed)."""
+    w = workloads(mb=64)
+    img = tmp_path / "img"
+    run_kc(cuda_env, "dump", "-D", img, w.pid, check=0)
+    w.reap()
+    assert wait_gone(w.pid)
+    mark = tmp_path / "paused-memory-fill"
+    env = dict(cuda_env, KCHECKPOINT_TEST_PAUSE="memory-fill", KCHECKPOINT_TEST_PAUSE_FILE=str(mark))
+    r = subprocess.run([sys.executable, "-c", PID_REUSE, str(KC), str(img), str(w.pid), str(mark)], env=env,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["rc"] != 0, res
+    assert res["victim"], "the pid went to the victim"
+    assert res["alive"] and res["kids_alive"], res
 
 
 def test_a_restore_thread_that_cannot_be_held_lets_the_tree_run_first(tmp_path, cuda_env, workloads):
