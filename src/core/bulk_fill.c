@@ -29,6 +29,7 @@
 
 struct dst {
 	pid_t pid;
+	uint64_t start; /* its start time: a pid that dies may go to another process */
 	int fd; /* /proc/<pid>/mem */
 };
 
@@ -137,6 +138,7 @@ int kc_fill_target_open(const struct kc_bulk_region *v, size_t n, struct kc_fill
 			char path[64];
 			snprintf(path, sizeof(path), "/proc/%d/mem", (int)v[i].pid);
 			t->dsts[d].pid = v[i].pid;
+			t->dsts[d].start = kc_pid_starttime(v[i].pid);
 			t->dsts[d].fd = open(path, O_RDWR | O_CLOEXEC);
 			if (t->dsts[d].fd < 0) {
 				kc_error_errno(err, KC_EXIT_CRIU, errno, "cannot open '%s'", path);
@@ -416,6 +418,15 @@ int kc_bulk_fill(const char *images_dir, const struct kc_manifest *m, const stru
 		goto out;
 	}
 	if (e) {
+		/* killed from outside (the OOM killer, say): say which, not EIO */
+		for (size_t d = 0; d < f.t->n_dst; d++) {
+			const struct dst *x = &f.t->dsts[d];
+			if (!kc_pid_alive(x->pid) || kc_pid_starttime(x->pid) != x->start) {
+				kc_error_set(err, KC_EXIT_CRIU, 0, "pid %d of the restored tree died while its memory was filled",
+					     (int)x->pid);
+				goto out;
+			}
+		}
 		kc_error_errno(err, KC_EXIT_CRIU, e, "cannot fill the memory of the restored tree");
 		goto out;
 	}
