@@ -87,9 +87,6 @@ void kc_fill_target_close(struct kc_fill_target *t)
 	free(t);
 }
 
-/* Whether [a, b) lies within pid's mappings (adjacent ones may share it):
- * an index that names memory CRIU did not map is refused as a bad image,
- * not met as a write error half way through. */
 struct span {
 	uint64_t a, b;
 };
@@ -102,6 +99,9 @@ static int cover(const struct kc_map *m, void *arg)
 	return s->a >= s->b;
 }
 
+/* Whether [a, b) lies within pid's mappings (adjacent ones may share it):
+ * an index that names memory CRIU did not map is refused as a bad image,
+ * not met as a write error half way through. */
 static bool mapped(pid_t pid, uint64_t a, uint64_t b)
 {
 	struct span s = {a, b};
@@ -261,43 +261,32 @@ static int write_piece(struct ffill *f, const struct src *s, const unsigned char
 	return -1;
 }
 
-/* Leaf-sized or shorter [at, at+len) of s, hashed into d piece by piece. */
-static int fill_one(struct ffill *f, const struct src *s, unsigned char *buf, uint64_t at, uint64_t len, uint8_t d[32])
-{
-	struct kc_sha256 h;
-	kc_sha256_init(&h);
-	for (uint64_t p = 0; p < len; p += FILL_PIECE) {
-		uint64_t n = len - p < FILL_PIECE ? len - p : FILL_PIECE;
-		if (read_piece(f, s, buf, n, at + p) < 0)
-			return -1;
-		if (d)
-			kc_sha256_update(&h, buf, n);
-		if (write_piece(f, s, buf, n, at + p) < 0)
-			return -1;
-	}
-	if (d)
-		kc_sha256_final(&h, d);
-	return 0;
-}
-
-/* Two whole leaves at at and at + 1 MiB, side by side: hashed at once. */
-static int fill_two(struct ffill *f, const struct src *s, unsigned char *buf, uint64_t at, uint8_t d[2][32])
+/*
+ * k (1 or 2) runs of len bytes of s, at at and at + 1 MiB, piece by piece:
+ * each piece read into buf (k pieces side by side), hashed into d[0..k)
+ * (NULL: a member not checked), two at once, and written from there.
+ */
+static int fill_leaves(struct ffill *f, const struct src *s, unsigned char *buf, uint64_t at, uint64_t len, int k,
+		       uint8_t (*d)[32])
 {
 	struct kc_sha256 h[2];
 	kc_sha256_init(&h[0]);
 	kc_sha256_init(&h[1]);
-	for (uint64_t p = 0; p < KC_ARCHIVE_LEAF; p += FILL_PIECE) {
-		uint64_t n = KC_ARCHIVE_LEAF - p < FILL_PIECE ? KC_ARCHIVE_LEAF - p : FILL_PIECE;
-		if (read_piece(f, s, buf, n, at + p) < 0 ||
-		    read_piece(f, s, buf + FILL_PIECE, n, at + KC_ARCHIVE_LEAF + p) < 0)
-			return -1;
-		kc_sha256_update2(&h[0], buf, &h[1], buf + FILL_PIECE, n);
-		if (write_piece(f, s, buf, n, at + p) < 0 ||
-		    write_piece(f, s, buf + FILL_PIECE, n, at + KC_ARCHIVE_LEAF + p) < 0)
-			return -1;
+	for (uint64_t p = 0; p < len; p += FILL_PIECE) {
+		uint64_t n = len - p < FILL_PIECE ? len - p : FILL_PIECE;
+		for (int j = 0; j < k; j++)
+			if (read_piece(f, s, buf + j * FILL_PIECE, n, at + j * KC_ARCHIVE_LEAF + p) < 0)
+				return -1;
+		if (d && k == 2)
+			kc_sha256_update2(&h[0], buf, &h[1], buf + FILL_PIECE, n);
+		else if (d)
+			kc_sha256_update(&h[0], buf, n);
+		for (int j = 0; j < k; j++)
+			if (write_piece(f, s, buf + j * FILL_PIECE, n, at + j * KC_ARCHIVE_LEAF + p) < 0)
+				return -1;
 	}
-	kc_sha256_final(&h[0], d[0]);
-	kc_sha256_final(&h[1], d[1]);
+	for (int j = 0; d && j < k; j++)
+		kc_sha256_final(&h[j], d[j]);
 	return 0;
 }
 
@@ -322,24 +311,18 @@ static void *fill_worker(void *arg)
 		const struct fchunk *c = &f->chunks[i];
 		const struct src *s = &f->srcs[c->src];
 		if (s->member < 0) {
-			if (fill_one(f, s, buf, c->off, c->len, NULL) < 0)
+			if (fill_leaves(f, s, buf, c->off, c->len, 1, NULL) < 0)
 				break;
 			continue;
 		}
 		/* two leaves at a time where two are left, hashed side by side */
 		for (uint64_t o = 0; o < c->len;) {
 			uint64_t at = c->off + o, rest = c->len - o;
-			uint8_t(*d)[32] = &f->d[s->first_leaf + at / KC_ARCHIVE_LEAF];
-			if (rest >= 2 * KC_ARCHIVE_LEAF) {
-				if (fill_two(f, s, buf, at, d) < 0)
-					break;
-				o += 2 * KC_ARCHIVE_LEAF;
-			} else {
-				uint64_t len = rest < KC_ARCHIVE_LEAF ? rest : KC_ARCHIVE_LEAF;
-				if (fill_one(f, s, buf, at, len, d[0]) < 0)
-					break;
-				o += len;
-			}
+			int k = rest >= 2 * KC_ARCHIVE_LEAF ? 2 : 1;
+			uint64_t len = rest < KC_ARCHIVE_LEAF ? rest : KC_ARCHIVE_LEAF;
+			if (fill_leaves(f, s, buf, at, len, k, &f->d[s->first_leaf + at / KC_ARCHIVE_LEAF]) < 0)
+				break;
+			o += k * len;
 		}
 	}
 	free(buf);
